@@ -1,0 +1,81 @@
+/*
+ * kp_batch.h - one partition's batch, from open to settled.
+ *
+ *   OPEN ──seal──▶ SEALED ──send──▶ INFLIGHT ──ack──▶ freed (delivered)
+ *    ▲               ▲                 │
+ *    │               └──── retry ──────┤ (back to the head of its FIFO,
+ *    │                                 │  sent again byte for byte)
+ *    └ records appended                └──error──▶ freed (failed)
+ *
+ * An open batch holds the encoded records; sealing builds the RecordBatch
+ * wire bytes (compressed). The records section is kept after sealing: it is
+ * what the dead letter file and batch splitting read back. A sealed batch's
+ * wire bytes never change again, except the one-time stamp of producer id,
+ * epoch and base sequence when it is first sent.
+ */
+#ifndef KP_BATCH_H
+#define KP_BATCH_H
+
+#include <sys/queue.h>
+
+#include "kp_buf.h"
+#include "kp_conf.h"
+#include "kp_record.h"
+#include "kp_tally.h"
+
+struct kp_partition;
+struct kp_compressor;
+
+enum kp_batch_state {
+    KP_BATCH_OPEN,
+    KP_BATCH_SEALED,
+    KP_BATCH_INFLIGHT,
+    KP_BATCH__COUNT
+};
+extern const char *const kp_batch_state_names[KP_BATCH__COUNT];
+
+struct kp_batch {
+    TAILQ_ENTRY(kp_batch) link; /* partition FIFO, or linger FIFO if open */
+    struct kp_partition *part;  /* borrowed */
+    struct kp_conf *conf;       /* owned reference: settings it opened with */
+    const struct kp_producer_conf *pconf; /* borrowed from conf */
+    enum kp_batch_state state;
+
+    struct kp_buf records; /* owned: uncompressed records section */
+    int32_t count;
+    int64_t base_ts, max_ts;
+    size_t msg_bytes;   /* accounted against buffer_bytes */
+    int64_t created_ms; /* monotonic: linger and delivery timeout */
+    struct kp_runs runs;
+
+    struct kp_buf wire; /* owned: the RecordBatch once sealed */
+    enum kp_codec codec_used;
+    int32_t base_seq; /* -1 until first sent with idempotence */
+    int64_t pid;      /* producer id/epoch it was stamped with, or -1 */
+    int16_t epoch;
+    int attempts;     /* sends so far */
+};
+
+struct kp_batch *kp_batch_create(struct kp_partition *part,
+                                 struct kp_conf *conf,
+                                 const struct kp_producer_conf *pc,
+                                 int64_t now_ms);
+void kp_batch_destroy(struct kp_batch *b);
+
+/* Appends one message; returns the bytes it took. */
+size_t kp_batch_append(struct kp_batch *b, const struct kp_msg *m, int64_t ts,
+                       const struct kp_header *extra, size_t extra_cnt);
+
+/* Whether one more message of about `bytes` would overflow batch_bytes. */
+bool kp_batch_would_overflow(const struct kp_batch *b, size_t bytes);
+/* Whether the batch reached batch_bytes or batch_messages. */
+bool kp_batch_full(const struct kp_batch *b);
+
+/* Builds the wire form (compressing); KP_OK or KP_ERROR (codec failure). */
+int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz);
+
+/* Stamps idempotence fields on first send (no-op when pid < 0). */
+void kp_batch_stamp(struct kp_batch *b, int64_t pid, int16_t epoch,
+                    int32_t base_seq);
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * kp_common.h - status codes, assertions and small helpers shared by every
+ * module. Allocation failure aborts (DESIGN 7): memory is bounded by
+ * buffer_bytes accounting, not by checking malloc.
+ */
+#ifndef KP_COMMON_H
+#define KP_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KP_OK 0
+#define KP_ERROR (-1)
+#define KP_AGAIN (-2)
+
+#define KP_VERSION "0.1.0"
+
+#define KP_UNUSED __attribute__((unused))
+#define KP_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define kp_likely(x) __builtin_expect(!!(x), 1)
+#define kp_unlikely(x) __builtin_expect(!!(x), 0)
+
+#define KP_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define KP_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define KP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Invariant checks: never used to validate input. */
+#define kp_assert(cond)                                                        \
+    do {                                                                       \
+        if (kp_unlikely(!(cond))) {                                            \
+            kp_assert_fail(#cond, __FILE__, __LINE__);                         \
+        }                                                                      \
+    } while (0)
+
+void kp_assert_fail(const char *cond, const char *file, int line)
+    __attribute__((noreturn));
+
+void *kp_malloc(size_t n);
+void *kp_calloc(size_t nmemb, size_t n);
+void *kp_realloc(void *p, size_t n);
+char *kp_strdup(const char *s);
+char *kp_strndup(const char *s, size_t n);
+
+/* Monotonic and wall clocks in milliseconds / microseconds. */
+int64_t kp_mono_ms(void);
+int64_t kp_mono_us(void);
+int64_t kp_wall_ms(void);
+
+#endif

@@ -1,0 +1,143 @@
+/*
+ * kp_conf.h - the configuration: one static option table drives JSON
+ * parsing, -X overrides, -t output and validation (DESIGN 17). A loaded
+ * configuration is immutable and reference counted; a reload swaps it
+ * whole, and an open batch keeps a reference to the one it was opened with.
+ */
+#ifndef KP_CONF_H
+#define KP_CONF_H
+
+#include "kp_common.h"
+
+enum kp_format {
+    KP_FMT_VALUE,           /* "value" */
+    KP_FMT_KEY_VALUE,       /* "key,value" */
+    KP_FMT_TOPIC_VALUE,     /* "topic,value" */
+    KP_FMT_TOPIC_KEY_VALUE, /* "topic,key,value" */
+    KP_FMT_JSON,            /* "json" */
+    KP_FMT__COUNT
+};
+extern const char *const kp_format_names[KP_FMT__COUNT];
+
+/* Values are the RecordBatch attributes codec bits. */
+enum kp_codec {
+    KP_CODEC_NONE = 0,
+    KP_CODEC_GZIP = 1,
+    KP_CODEC_SNAPPY = 2,
+    KP_CODEC_LZ4 = 3,
+    KP_CODEC_ZSTD = 4,
+    KP_CODEC__COUNT
+};
+extern const char *const kp_codec_names[KP_CODEC__COUNT];
+
+enum kp_partitioner_kind {
+    KP_PART_MURMUR2,
+    KP_PART_FNV1A,
+    KP_PART_CRC32,
+    KP_PART__COUNT
+};
+extern const char *const kp_partitioner_names[KP_PART__COUNT];
+
+/* Producer keys: the `producer` object and each `topics` entry. */
+struct kp_producer_conf {
+    int acks;         /* -1 ("all"), 0 or 1 */
+    bool idempotence; /* default: acks == -1 */
+    int linger_ms;
+    int batch_bytes;
+    int batch_messages;
+    enum kp_codec compression;
+    int compression_level; /* -1000 = codec default */
+    enum kp_partitioner_kind partitioner;
+    int max_in_flight;
+    int request_timeout_ms;
+    int delivery_timeout_ms;
+    int retry_backoff_ms;
+    int retry_backoff_max_ms;
+    int message_max_bytes;
+};
+
+#define KP_LEVEL_DEFAULT (-1000)
+
+struct kp_listener_conf {
+    char *path; /* owned */
+    enum kp_format format;
+    char *topic; /* owned; NULL when the format carries the topic */
+    uint8_t separator;
+    unsigned mode; /* permission bits, e.g. 0660 */
+    uint32_t *allow_uids; /* owned; NULL = anyone */
+    size_t allow_uid_cnt;
+    uint32_t *allow_gids; /* owned; NULL = any */
+    size_t allow_gid_cnt;
+    char **allow_topics; /* owned; NULL = any; "prefix*" entries allowed */
+    size_t allow_topic_cnt;
+    bool peer_headers;
+};
+
+struct kp_topic_conf {
+    char *name; /* owned */
+    struct kp_producer_conf producer;
+};
+
+struct kp_conf {
+    unsigned refs;
+    char *path; /* owned: file it was loaded from, NULL if none */
+    char **brokers; /* owned */
+    size_t broker_cnt;
+    char *client_id; /* owned */
+    struct kp_listener_conf *listeners; /* owned */
+    size_t listener_cnt;
+    struct kp_producer_conf producer; /* defaults for every topic */
+    struct kp_topic_conf *topics;     /* owned */
+    size_t topic_cnt;
+    int64_t buffer_bytes;
+    int metadata_refresh_ms;
+    char *control;     /* owned; NULL = disabled */
+    char *dead_letter; /* owned; NULL = none */
+    int shutdown_timeout_ms;
+    int max_clients;
+    bool auto_create_topics;
+    int log_level; /* enum kp_log_level */
+};
+
+/* Accumulates every problem found, so -t and reload can report them all. */
+struct kp_conf_errors {
+    char **msgs; /* owned */
+    size_t cnt;
+};
+void kp_conf_errors_add(struct kp_conf_errors *e, const char *fmt, ...)
+    KP_PRINTF(2, 3);
+void kp_conf_errors_deinit(struct kp_conf_errors *e);
+
+/*
+ * Loads `path` (NULL: defaults only, then overrides) and applies the -X
+ * overrides ("dotted.path=value"; comma-separated for arrays) in order,
+ * then validates. Returns a conf with refs = 1, or NULL with every problem
+ * in *errs, each naming the key's path (and line:column where jansson gives
+ * one).
+ */
+struct kp_conf *kp_conf_load(const char *path, char *const *overrides,
+                             size_t override_cnt,
+                             struct kp_conf_errors *errs);
+/* The same from a JSON text in memory (fuzzing, tests). */
+struct kp_conf *kp_conf_load_buf(const uint8_t *json, size_t len,
+                                 char *const *overrides, size_t override_cnt,
+                                 struct kp_conf_errors *errs);
+
+struct kp_conf *kp_conf_get(struct kp_conf *c);
+void kp_conf_put(struct kp_conf *c);
+
+/* The effective configuration, defaults filled in, as pretty JSON (malloc'd). */
+char *kp_conf_to_json(const struct kp_conf *c);
+
+/* Producer settings for a topic: its `topics` entry, else the defaults. */
+const struct kp_producer_conf *kp_conf_producer(const struct kp_conf *c,
+                                                const char *topic);
+
+/*
+ * Lists (logs at warning) the keys that differ between old and new and
+ * only take effect on restart (brokers, client_id, listeners, control,
+ * dead_letter, ...). Returns how many.
+ */
+int kp_conf_restart_diff(const struct kp_conf *old, const struct kp_conf *cur);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * kp_batch.c - a partition batch: records encoded straight from the client's
+ * read buffer into `records`, then sealed into a RecordBatch.
+ */
+#include "kp_batch.h"
+
+#include "kp_compress.h"
+#include "kp_conf.h"
+#include "kp_log.h"
+
+const char *const kp_batch_state_names[KP_BATCH__COUNT] = {
+    "open", "sealed", "inflight"};
+
+/* Takes a reference to conf: the batch finishes under the settings it was
+ * opened with, whatever a reload does meanwhile. */
+struct kp_batch *kp_batch_create(struct kp_partition *part,
+                                 struct kp_conf *conf,
+                                 const struct kp_producer_conf *pc,
+                                 int64_t now_ms)
+{
+    struct kp_batch *b = kp_calloc(1, sizeof(*b));
+    b->part = part;
+    b->conf = kp_conf_get(conf);
+    b->pconf = pc;
+    b->state = KP_BATCH_OPEN;
+    b->created_ms = now_ms;
+    b->base_seq = -1;
+    b->pid = -1;
+    b->epoch = -1;
+    b->codec_used = KP_CODEC_NONE;
+    kp_buf_init(&b->records, KP_MIN((size_t)pc->batch_bytes, 16384));
+    return b;
+}
+
+void kp_batch_destroy(struct kp_batch *b)
+{
+    kp_runs_deinit(&b->runs);
+    kp_buf_deinit(&b->records);
+    kp_buf_deinit(&b->wire);
+    kp_conf_put(b->conf);
+    free(b);
+}
+
+size_t kp_batch_append(struct kp_batch *b, const struct kp_msg *m, int64_t ts,
+                       const struct kp_header *extra, size_t extra_cnt)
+{
+    if (b->count == 0) {
+        b->base_ts = b->max_ts = ts;
+    } else if (ts > b->max_ts) {
+        b->max_ts = ts;
+    }
+    size_t n = kp_record_append(&b->records, b->count, ts - b->base_ts, m,
+                                extra, extra_cnt);
+    b->count++;
+    b->msg_bytes += n;
+    return n;
+}
+
+bool kp_batch_would_overflow(const struct kp_batch *b, size_t bytes)
+{
+    return b->count > 0 && KP_BATCH_HEADER_LEN + b->records.len + bytes >
+                               (size_t)b->pconf->batch_bytes;
+}
+
+bool kp_batch_full(const struct kp_batch *b)
+{
+    return b->count >= b->pconf->batch_messages ||
+           KP_BATCH_HEADER_LEN + b->records.len >=
+               (size_t)b->pconf->batch_bytes;
+}
+
+int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
+{
+    struct kp_batch_hdr h = {
+        .count = b->count,
+        .base_ts = b->base_ts,
+        .max_ts = b->max_ts,
+        .producer_id = -1,
+        .producer_epoch = -1,
+        .base_seq = -1,
+        .codec = b->pconf->compression,
+    };
+
+    kp_assert(b->state == KP_BATCH_OPEN && b->count > 0);
+    kp_buf_reset(&b->wire);
+    if (kp_recordbatch_build(&b->wire, &h, b->records.data, b->records.len,
+                             cz, b->pconf->compression_level,
+                             &b->codec_used) != KP_OK) {
+        return KP_ERROR;
+    }
+    b->state = KP_BATCH_SEALED;
+    return KP_OK;
+}
+
+void kp_batch_stamp(struct kp_batch *b, int64_t pid, int16_t epoch,
+                    int32_t base_seq)
+{
+    if (pid < 0) {
+        return;
+    }
+    b->base_seq = base_seq;
+    b->pid = pid;
+    b->epoch = epoch;
+    kp_recordbatch_stamp(b->wire.data, b->wire.len, pid, epoch, base_seq);
+}

@@ -1,0 +1,251 @@
+/*
+ * kp_control.c - the control socket. Each connection sends one-line
+ * commands and gets one reply each:
+ *   stats    one line of JSON
+ *   metrics  OpenMetrics text, ending "# EOF"
+ *   flush    "ok delivered=N failed=F" (totals) once every message read
+ *            before the command is settled
+ *   reload   "ok", or "error: ..." with the configuration problems
+ */
+#include "kp_control.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <ev.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "kp_buf.h"
+#include "kp_ctx.h"
+#include "kp_listener.h"
+#include "kp_log.h"
+#include "kp_partition.h"
+#include "kp_stats.h"
+
+struct kp_ctl_conn {
+    TAILQ_ENTRY(kp_ctl_conn) link;
+    struct kp_control *ctl; /* borrowed */
+    int fd;
+    ev_io rio, wio;
+    char in[1024];
+    size_t in_len;
+    struct kp_buf out; /* owned */
+    bool flush_wait;
+    uint32_t flush_gen;
+    bool eof;
+};
+
+struct kp_control {
+    struct kp_ctx *ctx; /* borrowed */
+    char *path;         /* owned */
+    int fd;
+    ev_io io;
+    TAILQ_HEAD(, kp_ctl_conn) conns; /* owned */
+};
+
+static void kp_control_conn_close(struct kp_ctl_conn *cc)
+{
+    struct ev_loop *loop = cc->ctl->ctx->loop;
+    ev_io_stop(loop, &cc->rio);
+    ev_io_stop(loop, &cc->wio);
+    close(cc->fd);
+    TAILQ_REMOVE(&cc->ctl->conns, cc, link);
+    kp_buf_deinit(&cc->out);
+    free(cc);
+}
+
+/* Writes what it can; returns KP_ERROR if the connection was closed. */
+static int kp_control_flush_out(struct kp_ctl_conn *cc)
+{
+    struct ev_loop *loop = cc->ctl->ctx->loop;
+    size_t off = 0;
+
+    while (off < cc->out.len) {
+        ssize_t n = send(cc->fd, cc->out.data + off, cc->out.len - off,
+                         MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                break;
+            }
+            kp_control_conn_close(cc);
+            return KP_ERROR;
+        }
+        off += (size_t)n;
+    }
+    memmove(cc->out.data, cc->out.data + off, cc->out.len - off);
+    cc->out.len -= off;
+    if (cc->out.len) {
+        ev_io_start(loop, &cc->wio);
+    } else {
+        ev_io_stop(loop, &cc->wio);
+        if (cc->eof && !cc->flush_wait) {
+            kp_control_conn_close(cc);
+            return KP_ERROR;
+        }
+    }
+    return KP_OK;
+}
+
+static void kp_control_reply(struct kp_ctl_conn *cc, const char *s)
+{
+    kp_buf_put_bytes(&cc->out, s, strlen(s));
+}
+
+static void kp_control_flush_reply(struct kp_ctl_conn *cc)
+{
+    struct kp_ctx *ctx = cc->ctl->ctx;
+    char line[96];
+    snprintf(line, sizeof(line), "ok delivered=%llu failed=%llu\n",
+             (unsigned long long)ctx->n.delivered,
+             (unsigned long long)ctx->n.failed);
+    kp_control_reply(cc, line);
+    cc->flush_wait = false;
+}
+
+static void kp_control_command(struct kp_ctl_conn *cc, char *cmd)
+{
+    struct kp_ctx *ctx = cc->ctl->ctx;
+    size_t n = strlen(cmd);
+
+    while (n && (cmd[n - 1] == '\r' || cmd[n - 1] == ' ')) {
+        cmd[--n] = '\0';
+    }
+    if (strcmp(cmd, "stats") == 0) {
+        kp_stats_json(ctx, &cc->out);
+    } else if (strcmp(cmd, "metrics") == 0) {
+        kp_stats_metrics(ctx, &cc->out);
+    } else if (strcmp(cmd, "flush") == 0) {
+        /* Everything read so far goes out now, then we wait for it. */
+        for (uint32_t i = 0; i < ctx->topics.cap; i++) {
+            struct kp_topic *t = ctx->topics.slots[i];
+            for (int32_t j = 0; t && j < t->part_cnt; j++) {
+                kp_partition_seal(ctx, t->parts[j]);
+            }
+        }
+        cc->flush_gen = kp_gens_next(&ctx->gens);
+        cc->flush_wait = true;
+        if (kp_gens_done(&ctx->gens, cc->flush_gen)) {
+            kp_control_flush_reply(cc);
+        }
+    } else if (strcmp(cmd, "reload") == 0) {
+        char *err = NULL;
+        if (kp_ctx_reload(ctx, &err) == KP_OK) {
+            kp_control_reply(cc, "ok\n");
+        } else {
+            kp_control_reply(cc, "error: ");
+            kp_control_reply(cc, err ? err : "reload failed");
+            kp_control_reply(cc, "\n");
+            free(err);
+        }
+    } else if (n == 0) {
+        return;
+    } else {
+        kp_control_reply(cc, "error: unknown command (stats, metrics, "
+                             "flush, reload)\n");
+    }
+}
+
+static void kp_control_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct kp_ctl_conn *cc = w->data;
+    (void)loop;
+    (void)revents;
+
+    ssize_t n = read(cc->fd, cc->in + cc->in_len,
+                     sizeof(cc->in) - 1 - cc->in_len);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            return;
+        }
+        cc->eof = true;
+        ev_io_stop(loop, &cc->rio);
+        kp_control_flush_out(cc);
+        return;
+    }
+    cc->in_len += (size_t)n;
+    char *start = cc->in, *nl;
+    /* One command at a time: a pending flush holds the later ones. */
+    while (!cc->flush_wait &&
+           (nl = memchr(start, '\n', cc->in_len - (size_t)(start - cc->in)))) {
+        *nl = '\0';
+        kp_control_command(cc, start);
+        start = nl + 1;
+    }
+    cc->in_len -= (size_t)(start - cc->in);
+    memmove(cc->in, start, cc->in_len);
+    if (cc->in_len == sizeof(cc->in) - 1) {
+        kp_control_reply(cc, "error: command too long\n");
+        cc->in_len = 0;
+    }
+    kp_control_flush_out(cc);
+}
+
+static void kp_control_on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kp_control_flush_out(w->data);
+}
+
+static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct kp_control *ctl = w->data;
+    (void)revents;
+
+    int fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    struct kp_ctl_conn *cc = kp_calloc(1, sizeof(*cc));
+    cc->ctl = ctl;
+    cc->fd = fd;
+    kp_buf_init(&cc->out, 1024);
+    ev_io_init(&cc->rio, kp_control_on_read, fd, EV_READ);
+    ev_io_init(&cc->wio, kp_control_on_write, fd, EV_WRITE);
+    cc->rio.data = cc->wio.data = cc;
+    TAILQ_INSERT_TAIL(&ctl->conns, cc, link);
+    ev_io_start(loop, &cc->rio);
+}
+
+struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
+{
+    int fd = kp_listener_bind_unix(path, 0660);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct kp_control *ctl = kp_calloc(1, sizeof(*ctl));
+    ctl->ctx = ctx;
+    ctl->path = kp_strdup(path);
+    ctl->fd = fd;
+    TAILQ_INIT(&ctl->conns);
+    ev_io_init(&ctl->io, kp_control_on_accept, fd, EV_READ);
+    ctl->io.data = ctl;
+    ev_io_start(ctx->loop, &ctl->io);
+    return ctl;
+}
+
+void kp_control_close(struct kp_control *ctl)
+{
+    struct kp_ctl_conn *cc;
+    while ((cc = TAILQ_FIRST(&ctl->conns)) != NULL) {
+        kp_control_conn_close(cc);
+    }
+    ev_io_stop(ctl->ctx->loop, &ctl->io);
+    close(ctl->fd);
+    unlink(ctl->path);
+    free(ctl->path);
+    free(ctl);
+}
+
+void kp_control_check_flush(struct kp_control *ctl)
+{
+    struct kp_ctl_conn *cc, *next;
+    for (cc = TAILQ_FIRST(&ctl->conns); cc; cc = next) {
+        next = TAILQ_NEXT(cc, link);
+        if (cc->flush_wait && kp_gens_done(&ctl->ctx->gens, cc->flush_gen)) {
+            kp_control_flush_reply(cc);
+            kp_control_flush_out(cc);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+/*
+ * kp_deadletter.c - failed messages, one JSON line each, appended to the
+ * dead letter file in the json line format ("topic", "key"/"key_base64",
+ * "value"/"value_base64", "headers", "timestamp", optional "partition")
+ * plus "error" and "failed_at", so the file replays into a json listener.
+ */
+#include "kp_deadletter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <unistd.h>
+
+#include "kp_buf.h"
+#include "kp_conf.h"
+#include "kp_ctx.h"
+#include "kp_log.h"
+#include "kp_record.h"
+
+int kp_deadletter_open(struct kp_ctx *ctx)
+{
+    const char *path = ctx->boot_conf->dead_letter;
+    if (!path) {
+        return KP_OK;
+    }
+    ctx->dead_letter_fd =
+        open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (ctx->dead_letter_fd < 0) {
+        kp_err("dead_letter %s: %s", path, strerror(errno));
+        return KP_ERROR;
+    }
+    return KP_OK;
+}
+
+void kp_deadletter_close(struct kp_ctx *ctx)
+{
+    if (ctx->dead_letter_fd >= 0) {
+        close(ctx->dead_letter_fd);
+        ctx->dead_letter_fd = -1;
+    }
+}
+
+static bool kp_deadletter_utf8(const uint8_t *p, size_t n)
+{
+    json_t *s = json_stringn((const char *)p, n);
+    bool ok = s != NULL;
+    json_decref(s);
+    /* NUL bytes are valid in jansson strings but awkward for readers. */
+    return ok && memchr(p, '\0', n) == NULL;
+}
+
+/* Sets name (text) or name_base64 (binary); null stays null. */
+static void kp_deadletter_bytes(json_t *o, const char *name,
+                                const char *b64name, const uint8_t *p,
+                                size_t n)
+{
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    if (!p) {
+        json_object_set_new(o, name, json_null());
+        return;
+    }
+    if (kp_deadletter_utf8(p, n)) {
+        json_object_set_new(o, name, json_stringn((const char *)p, n));
+        return;
+    }
+    char *out = kp_malloc((n + 2) / 3 * 4 + 1);
+    size_t j = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) {
+            v |= (uint32_t)p[i + 1] << 8;
+        }
+        if (i + 2 < n) {
+            v |= p[i + 2];
+        }
+        out[j++] = tbl[(v >> 18) & 63];
+        out[j++] = tbl[(v >> 12) & 63];
+        out[j++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
+        out[j++] = i + 2 < n ? tbl[v & 63] : '=';
+    }
+    json_object_set_new(o, b64name, json_stringn(out, j));
+    free(out);
+}
+
+static json_t *kp_deadletter_headers(struct kp_record_view *v)
+{
+    json_t *arr = json_array();
+    struct kp_header h;
+    for (int32_t i = 0; i < v->header_cnt; i++) {
+        if (kp_record_header_next(v, &h) != KP_OK) {
+            break;
+        }
+        json_t *pair = json_array();
+        json_array_append_new(pair, json_stringn((const char *)h.name,
+                                                 h.name_len));
+        json_array_append_new(pair, h.value ? json_stringn((const char *)
+                                                               h.value,
+                                                           h.value_len)
+                                            : json_null());
+        json_array_append_new(arr, pair);
+    }
+    return arr;
+}
+
+void kp_deadletter_records(struct kp_ctx *ctx, const char *topic,
+                           const uint8_t *records, size_t len, int64_t base_ts,
+                           const int32_t *partitions, const char *error)
+{
+    struct kp_rd r;
+    struct kp_record_view v;
+    struct kp_buf out;
+    int64_t now = kp_wall_ms();
+    size_t i = 0;
+
+    if (ctx->dead_letter_fd < 0 || !records || !len) {
+        return;
+    }
+    kp_buf_init(&out, 4096);
+    kp_rd_init(&r, records, len);
+    while (kp_rd_left(&r) && kp_record_next(&r, &v) == KP_OK) {
+        json_t *o = json_object();
+        json_object_set_new(o, "topic", json_string(topic));
+        kp_deadletter_bytes(o, "key", "key_base64", v.key, v.key_len);
+        kp_deadletter_bytes(o, "value", "value_base64", v.value,
+                            v.value_len);
+        if (partitions && partitions[i] >= 0) {
+            json_object_set_new(o, "partition", json_integer(partitions[i]));
+        }
+        if (v.header_cnt > 0) {
+            json_object_set_new(o, "headers", kp_deadletter_headers(&v));
+        }
+        json_object_set_new(o, "timestamp", json_integer(base_ts + v.ts_delta));
+        json_object_set_new(o, "error", json_string(error));
+        json_object_set_new(o, "failed_at", json_integer(now));
+        char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (line) {
+            kp_buf_put_bytes(&out, line, strlen(line));
+            kp_buf_put_i8(&out, '\n');
+            free(line);
+        }
+        json_decref(o);
+        i++;
+    }
+    size_t off = 0;
+    while (off < out.len) {
+        ssize_t n = write(ctx->dead_letter_fd, out.data + off, out.len - off);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            kp_err("dead_letter: write: %s", strerror(errno));
+            break;
+        }
+        off += (size_t)n;
+    }
+    kp_buf_deinit(&out);
+}
