@@ -1,0 +1,1063 @@
+/*
+ * check_conf.c - unit tests for kp_conf: defaults, type and unknown-key
+ * errors with their key paths, parse errors with line:column, the
+ * idempotence and listener rules, -X overrides of every type, the -t
+ * round trip, topic inheritance, the restart diff and reference counting.
+ */
+#include "kp_conf.h"
+
+#include <check.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "kp_log.h"
+
+#define MIN_CONF "{\"brokers\": [\"k1:9092\"]}"
+
+static struct kp_conf *load_ov(const char *json, char *const *ov, size_t n,
+                               struct kp_conf_errors *errs)
+{
+    return kp_conf_load_buf((const uint8_t *)json, strlen(json), ov, n, errs);
+}
+
+static struct kp_conf *load(const char *json, struct kp_conf_errors *errs)
+{
+    return load_ov(json, NULL, 0, errs);
+}
+
+/* Loads a configuration that must be valid; prints the errors if not. */
+static struct kp_conf *load_ok_ov(const char *json, char *const *ov, size_t n)
+{
+    struct kp_conf_errors errs = {0};
+    struct kp_conf *c = load_ov(json, ov, n, &errs);
+    for (size_t i = 0; i < errs.cnt; i++) {
+        fprintf(stderr, "unexpected: %s\n", errs.msgs[i]);
+    }
+    ck_assert_uint_eq(errs.cnt, 0);
+    ck_assert_ptr_nonnull(c);
+    kp_conf_errors_deinit(&errs);
+    return c;
+}
+
+static struct kp_conf *load_ok(const char *json)
+{
+    return load_ok_ov(json, NULL, 0);
+}
+
+static void dump_errors(const struct kp_conf_errors *errs)
+{
+    for (size_t i = 0; i < errs->cnt; i++) {
+        fprintf(stderr, "  error: %s\n", errs->msgs[i]);
+    }
+}
+
+/* Whether some message is exactly msg. */
+static bool has_error(const struct kp_conf_errors *errs, const char *msg)
+{
+    for (size_t i = 0; i < errs->cnt; i++) {
+        if (strcmp(errs->msgs[i], msg) == 0) {
+            return true;
+        }
+    }
+    dump_errors(errs);
+    fprintf(stderr, "  missing: %s\n", msg);
+    return false;
+}
+
+/* Whether some message starts with prefix. */
+static bool has_error_prefix(const struct kp_conf_errors *errs,
+                             const char *prefix)
+{
+    for (size_t i = 0; i < errs->cnt; i++) {
+        if (strncmp(errs->msgs[i], prefix, strlen(prefix)) == 0) {
+            return true;
+        }
+    }
+    dump_errors(errs);
+    fprintf(stderr, "  missing prefix: %s\n", prefix);
+    return false;
+}
+
+/* Loads json (with overrides) expecting failure; checks each prefix. */
+static void expect_errors_ov(const char *json, char *const *ov, size_t n,
+                             const char *const *prefixes, size_t cnt)
+{
+    struct kp_conf_errors errs = {0};
+    struct kp_conf *c = load_ov(json, ov, n, &errs);
+    ck_assert_ptr_null(c);
+    for (size_t i = 0; i < cnt; i++) {
+        ck_assert_msg(has_error_prefix(&errs, prefixes[i]), "no error: %s",
+                      prefixes[i]);
+    }
+    kp_conf_errors_deinit(&errs);
+}
+
+static void expect_error(const char *json, const char *prefix)
+{
+    expect_errors_ov(json, NULL, 0, &prefix, 1);
+}
+
+static void expect_ov_error(const char *json, const char *ov,
+                            const char *prefix)
+{
+    char *ovs[1] = {(char *)ov};
+    expect_errors_ov(json, ovs, 1, &prefix, 1);
+}
+
+/* ------------------------------------------------------------------ */
+
+START_TEST(test_names_tables)
+{
+    ck_assert_str_eq(kp_format_names[KP_FMT_VALUE], "value");
+    ck_assert_str_eq(kp_format_names[KP_FMT_KEY_VALUE], "key,value");
+    ck_assert_str_eq(kp_format_names[KP_FMT_TOPIC_VALUE], "topic,value");
+    ck_assert_str_eq(kp_format_names[KP_FMT_TOPIC_KEY_VALUE],
+                     "topic,key,value");
+    ck_assert_str_eq(kp_format_names[KP_FMT_JSON], "json");
+    ck_assert_str_eq(kp_codec_names[KP_CODEC_NONE], "none");
+    ck_assert_str_eq(kp_codec_names[KP_CODEC_GZIP], "gzip");
+    ck_assert_str_eq(kp_codec_names[KP_CODEC_SNAPPY], "snappy");
+    ck_assert_str_eq(kp_codec_names[KP_CODEC_LZ4], "lz4");
+    ck_assert_str_eq(kp_codec_names[KP_CODEC_ZSTD], "zstd");
+    ck_assert_str_eq(kp_partitioner_names[KP_PART_MURMUR2], "murmur2");
+    ck_assert_str_eq(kp_partitioner_names[KP_PART_FNV1A], "fnv1a");
+    ck_assert_str_eq(kp_partitioner_names[KP_PART_CRC32], "crc32");
+}
+END_TEST
+
+START_TEST(test_defaults)
+{
+    struct kp_conf *c = load_ok(MIN_CONF);
+
+    ck_assert_uint_eq(c->refs, 1);
+    ck_assert_ptr_null(c->path);
+    ck_assert_uint_eq(c->broker_cnt, 1);
+    ck_assert_str_eq(c->brokers[0], "k1:9092");
+    ck_assert_str_eq(c->client_id, "kproxyd");
+
+    ck_assert_uint_eq(c->listener_cnt, 1);
+    const struct kp_listener_conf *l = &c->listeners[0];
+    ck_assert_str_eq(l->path, "/run/kproxyd/kproxyd.sock");
+    ck_assert_int_eq(l->format, KP_FMT_TOPIC_VALUE);
+    ck_assert_ptr_null(l->topic);
+    ck_assert_uint_eq(l->separator, ' ');
+    ck_assert_uint_eq(l->mode, 0660);
+    ck_assert_ptr_null(l->allow_uids);
+    ck_assert_uint_eq(l->allow_uid_cnt, 0);
+    ck_assert_ptr_null(l->allow_gids);
+    ck_assert_uint_eq(l->allow_gid_cnt, 0);
+    ck_assert_ptr_null(l->allow_topics);
+    ck_assert_uint_eq(l->allow_topic_cnt, 0);
+    ck_assert(!l->peer_headers);
+
+    const struct kp_producer_conf *p = &c->producer;
+    ck_assert_int_eq(p->acks, -1);
+    ck_assert(p->idempotence);
+    ck_assert_int_eq(p->linger_ms, 5);
+    ck_assert_int_eq(p->batch_bytes, 1048576);
+    ck_assert_int_eq(p->batch_messages, 10000);
+    ck_assert_int_eq(p->compression, KP_CODEC_NONE);
+    ck_assert_int_eq(p->compression_level, KP_LEVEL_DEFAULT);
+    ck_assert_int_eq(p->partitioner, KP_PART_MURMUR2);
+    ck_assert_int_eq(p->max_in_flight, 5);
+    ck_assert_int_eq(p->request_timeout_ms, 30000);
+    ck_assert_int_eq(p->delivery_timeout_ms, 120000);
+    ck_assert_int_eq(p->retry_backoff_ms, 100);
+    ck_assert_int_eq(p->retry_backoff_max_ms, 1000);
+    ck_assert_int_eq(p->message_max_bytes, 1048576);
+
+    ck_assert_ptr_null(c->topics);
+    ck_assert_uint_eq(c->topic_cnt, 0);
+    ck_assert_int_eq(c->buffer_bytes, 268435456);
+    ck_assert_int_eq(c->metadata_refresh_ms, 300000);
+    ck_assert_str_eq(c->control, "/run/kproxyd/control.sock");
+    ck_assert_ptr_null(c->dead_letter);
+    ck_assert_int_eq(c->shutdown_timeout_ms, 30000);
+    ck_assert_int_eq(c->max_clients, 10000);
+    ck_assert(!c->auto_create_topics);
+    ck_assert_int_eq(c->log_level, KP_LOG_INFO);
+
+    ck_assert_ptr_eq(kp_conf_producer(c, "anything"), &c->producer);
+    kp_conf_put(c);
+}
+END_TEST
+
+START_TEST(test_every_key_parsed)
+{
+    struct kp_conf *c = load_ok(
+        "{\"brokers\": [\"a:1\", \"[::1]:9093\", \"b.example:65535\"],"
+        " \"client_id\": \"me\","
+        " \"listeners\": ["
+        "  {\"path\": \"/tmp/a.sock\", \"format\": \"value\","
+        "   \"topic\": \"t1\", \"separator\": \"|\", \"mode\": \"0600\","
+        "   \"allow_uids\": [0, 1000], \"allow_gids\": [],"
+        "   \"allow_topics\": [\"t1\", \"logs.*\", \"*\"],"
+        "   \"peer_headers\": true},"
+        "  {\"path\": \"/tmp/b.sock\", \"format\": \"json\", \"mode\": 416}"
+        " ],"
+        " \"producer\": {\"acks\": 1, \"linger_ms\": 0, \"batch_bytes\": 100,"
+        "  \"batch_messages\": 7, \"compression\": \"gzip\","
+        "  \"compression_level\": 6, \"partitioner\": \"fnv1a\","
+        "  \"max_in_flight\": 9, \"request_timeout_ms\": 1000,"
+        "  \"delivery_timeout_ms\": 2000, \"retry_backoff_ms\": 10,"
+        "  \"retry_backoff_max_ms\": 20, \"message_max_bytes\": 50},"
+        " \"buffer_bytes\": 5000000000, \"metadata_refresh_ms\": 60000,"
+        " \"control\": null, \"dead_letter\": \"/tmp/dl.jsonl\","
+        " \"shutdown_timeout_ms\": 0, \"max_clients\": 3,"
+        " \"auto_create_topics\": true, \"log_level\": \"debug\"}");
+
+    ck_assert_uint_eq(c->broker_cnt, 3);
+    ck_assert_str_eq(c->brokers[1], "[::1]:9093");
+    ck_assert_str_eq(c->client_id, "me");
+    ck_assert_uint_eq(c->listener_cnt, 2);
+    const struct kp_listener_conf *l = &c->listeners[0];
+    ck_assert_str_eq(l->path, "/tmp/a.sock");
+    ck_assert_int_eq(l->format, KP_FMT_VALUE);
+    ck_assert_str_eq(l->topic, "t1");
+    ck_assert_uint_eq(l->separator, '|');
+    ck_assert_uint_eq(l->mode, 0600);
+    ck_assert_uint_eq(l->allow_uid_cnt, 2);
+    ck_assert_uint_eq(l->allow_uids[0], 0);
+    ck_assert_uint_eq(l->allow_uids[1], 1000);
+    ck_assert_ptr_nonnull(l->allow_gids); /* empty list: nobody by gid */
+    ck_assert_uint_eq(l->allow_gid_cnt, 0);
+    ck_assert_uint_eq(l->allow_topic_cnt, 3);
+    ck_assert_str_eq(l->allow_topics[1], "logs.*");
+    ck_assert(l->peer_headers);
+    ck_assert_int_eq(c->listeners[1].format, KP_FMT_JSON);
+    ck_assert_uint_eq(c->listeners[1].mode, 0640);
+
+    const struct kp_producer_conf *p = &c->producer;
+    ck_assert_int_eq(p->acks, 1);
+    ck_assert(!p->idempotence);
+    ck_assert_int_eq(p->linger_ms, 0);
+    ck_assert_int_eq(p->batch_bytes, 100);
+    ck_assert_int_eq(p->batch_messages, 7);
+    ck_assert_int_eq(p->compression, KP_CODEC_GZIP);
+    ck_assert_int_eq(p->compression_level, 6);
+    ck_assert_int_eq(p->partitioner, KP_PART_FNV1A);
+    ck_assert_int_eq(p->max_in_flight, 9);
+    ck_assert_int_eq(p->request_timeout_ms, 1000);
+    ck_assert_int_eq(p->delivery_timeout_ms, 2000);
+    ck_assert_int_eq(p->retry_backoff_ms, 10);
+    ck_assert_int_eq(p->retry_backoff_max_ms, 20);
+    ck_assert_int_eq(p->message_max_bytes, 50);
+
+    ck_assert(c->buffer_bytes == 5000000000LL);
+    ck_assert_int_eq(c->metadata_refresh_ms, 60000);
+    ck_assert_ptr_null(c->control);
+    ck_assert_str_eq(c->dead_letter, "/tmp/dl.jsonl");
+    ck_assert_int_eq(c->shutdown_timeout_ms, 0);
+    ck_assert_int_eq(c->max_clients, 3);
+    ck_assert(c->auto_create_topics);
+    ck_assert_int_eq(c->log_level, KP_LOG_DEBUG);
+    kp_conf_put(c);
+}
+END_TEST
+
+START_TEST(test_type_errors_name_key)
+{
+    struct kp_conf_errors errs = {0};
+    struct kp_conf *c =
+        load("{\"brokers\": \"k:1\", \"client_id\": 3,"
+             " \"listeners\": [{\"path\": \"/a\", \"peer_headers\": 1,"
+             "   \"allow_uids\": [\"root\"], \"mode\": true}, 7],"
+             " \"producer\": {\"linger_ms\": \"5\", \"compression\": 4,"
+             "   \"acks\": true, \"compression_level\": \"high\"},"
+             " \"topics\": {\"t\": {\"batch_bytes\": 1.5}, \"u\": []},"
+             " \"buffer_bytes\": \"big\", \"control\": 5, \"log_level\": 1,"
+             " \"auto_create_topics\": \"yes\"}",
+             &errs);
+    ck_assert_ptr_null(c);
+    ck_assert(has_error(&errs, "brokers: expected an array, got string"));
+    ck_assert(has_error(&errs, "client_id: expected a string, got integer"));
+    ck_assert(has_error(&errs, "listeners[0].peer_headers: expected a "
+                               "boolean, got integer"));
+    ck_assert(has_error(&errs, "listeners[0].allow_uids[0]: expected an "
+                               "integer, got string"));
+    ck_assert(has_error_prefix(&errs, "listeners[0].mode: expected "));
+    ck_assert(has_error(&errs, "listeners[1]: expected an object, got "
+                               "integer"));
+    ck_assert(has_error(&errs, "producer.linger_ms: expected an integer, "
+                               "got string"));
+    ck_assert(has_error(&errs, "producer.compression: expected a string, "
+                               "got integer"));
+    ck_assert(has_error_prefix(&errs, "producer.acks: expected "));
+    ck_assert(has_error_prefix(&errs, "producer.compression_level: "));
+    ck_assert(has_error(&errs, "topics.t.batch_bytes: expected an integer, "
+                               "got real"));
+    ck_assert(has_error(&errs, "topics.u: expected an object, got array"));
+    ck_assert(has_error(&errs, "buffer_bytes: expected an integer, got "
+                               "string"));
+    ck_assert(has_error(&errs, "control: expected a string or null, got "
+                               "integer"));
+    ck_assert(has_error(&errs, "log_level: expected a string, got integer"));
+    ck_assert(has_error(&errs, "auto_create_topics: expected a boolean, got "
+                               "string"));
+    kp_conf_errors_deinit(&errs);
+}
+END_TEST
+
+START_TEST(test_value_errors_name_key)
+{
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"compression\":"
+                 " \"brotli\"}}",
+                 "producer.compression: \"brotli\" is not one of \"none\", "
+                 "\"gzip\", \"snappy\", \"lz4\", \"zstd\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"log_level\": \"trace\"}",
+                 "log_level: \"trace\" is not one of");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"acks\": 2}}",
+                 "producer.acks: expected \"all\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"batch_bytes\": 0}}",
+                 "producer.batch_bytes: must be at least 1, got 0");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"batch_messages\":"
+                 " 0}}",
+                 "producer.batch_messages: must be at least 1");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"linger_ms\": -1}}",
+                 "producer.linger_ms: must be at least 0, got -1");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"linger_ms\":"
+                 " 4294967296}}",
+                 "producer.linger_ms: ");
+    expect_error(
+        "{\"brokers\": [\"k:1\"], \"producer\": {\"message_max_bytes\":"
+        " 0}}",
+        "producer.message_max_bytes: must be at least 1");
+    expect_error("{\"brokers\": [\"k:1\"], \"buffer_bytes\": 1000}",
+                 "buffer_bytes: must be at least message_max_bytes (1048576)");
+    expect_error("{\"brokers\": [\"k:1\"], \"topics\": {\"big\":"
+                 " {\"message_max_bytes\": 300000000}}}",
+                 "buffer_bytes: must be at least message_max_bytes "
+                 "(300000000)");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\":"
+                 " {\"request_timeout_ms\": 200000}}",
+                 "producer.delivery_timeout_ms: must be at least linger_ms + "
+                 "request_timeout_ms");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\":"
+                 " {\"retry_backoff_ms\": 5000}}",
+                 "producer.retry_backoff_max_ms: must be at least");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"compression\":"
+                 " \"gzip\", \"compression_level\": 10}}",
+                 "producer.compression_level: 10 is out of range for gzip");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"compression\":"
+                 " \"zstd\", \"compression_level\": 23}}",
+                 "producer.compression_level: 23 is out of range for zstd");
+    expect_error("{\"brokers\": [\"k:1\"], \"max_clients\": 0}",
+                 "max_clients: must be at least 1");
+    expect_error("{\"brokers\": [\"k:1\"], \"control\": \"\"}",
+                 "control: must not be empty");
+    expect_error("{\"brokers\": [\"k:1\"], \"topics\": {\"bad name\": {}}}",
+                 "topics.bad name: not a valid topic name");
+    expect_error("{\"brokers\": [\"k:1\"], \"topics\": {\"..\": {}}}",
+                 "topics...: not a valid topic name");
+}
+END_TEST
+
+START_TEST(test_brokers)
+{
+    expect_error("{}", "brokers: required");
+    expect_error("{\"brokers\": []}", "brokers: must not be empty");
+    expect_error("{\"brokers\": [\"kafka\"]}",
+                 "brokers[0]: \"kafka\" is not host:port");
+    expect_error("{\"brokers\": [\"a:1\", \"k:0\"]}",
+                 "brokers[1]: \"k:0\": the port must be 1..65535");
+    expect_error("{\"brokers\": [\"k:65536\"]}", "brokers[0]: \"k:65536\"");
+    expect_error("{\"brokers\": [\"k:9x\"]}", "brokers[0]: \"k:9x\"");
+    expect_error("{\"brokers\": [\"k:\"]}", "brokers[0]: \"k:\"");
+    expect_error("{\"brokers\": [\":9092\"]}",
+                 "brokers[0]: \":9092\" has an empty host");
+    expect_error("{\"brokers\": [\"::1:9092\"]}",
+                 "brokers[0]: \"::1:9092\": an IPv6 address needs brackets");
+    expect_error("{\"brokers\": [\"[::1]9092\"]}", "brokers[0]: ");
+    expect_error("{\"brokers\": [\"a b:1\"]}", "brokers[0]: ");
+    expect_error("{\"brokers\": [1]}",
+                 "brokers[0]: expected a string, got integer");
+    struct kp_conf *c = load_ok("{\"brokers\": [\"[fe80::1]:9092\"]}");
+    ck_assert_str_eq(c->brokers[0], "[fe80::1]:9092");
+    kp_conf_put(c);
+}
+END_TEST
+
+START_TEST(test_unknown_keys)
+{
+    struct kp_conf_errors errs = {0};
+    struct kp_conf *c =
+        load("{\"brokers\": [\"k:1\"], \"brokerz\": 1,"
+             " \"producer\": {\"lingr_ms\": 5},"
+             " \"listeners\": [{\"path\": \"/a\"}, {\"path\": \"/b\","
+             "   \"formt\": \"json\"}],"
+             " \"topics\": {\"orders\": {\"compresion\": \"lz4\"}}}",
+             &errs);
+    ck_assert_ptr_null(c);
+    /* every problem, not just the first */
+    ck_assert_uint_eq(errs.cnt, 4);
+    ck_assert(has_error(&errs, "brokerz: unknown key"));
+    ck_assert(has_error(&errs, "producer.lingr_ms: unknown key"));
+    ck_assert(has_error(&errs, "listeners[1].formt: unknown key"));
+    ck_assert(has_error(&errs, "topics.orders.compresion: unknown key"));
+    kp_conf_errors_deinit(&errs);
+}
+END_TEST
+
+START_TEST(test_syntax_error_line_column)
+{
+    struct kp_conf_errors errs = {0};
+    struct kp_conf *c = load("{\n  \"brokers\": [\"k:1\"],\n"
+                             "  \"client_id\" \"x\"\n}",
+                             &errs);
+    ck_assert_ptr_null(c);
+    ck_assert_uint_eq(errs.cnt, 1);
+    int line = 0, col = 0;
+    ck_assert_int_eq(sscanf(errs.msgs[0], "config:%d:%d:", &line, &col), 2);
+    ck_assert_int_eq(line, 3);
+    ck_assert_int_eq(col, 17);
+    kp_conf_errors_deinit(&errs);
+
+    /* duplicate keys are refused, with their position */
+    c = load("{\"brokers\": [\"k:1\"],\n \"brokers\": [\"k:2\"]}", &errs);
+    ck_assert_ptr_null(c);
+    ck_assert_uint_eq(errs.cnt, 1);
+    ck_assert_int_eq(sscanf(errs.msgs[0], "config:%d:%d:", &line, &col), 2);
+    ck_assert_int_eq(line, 2);
+    ck_assert(strstr(errs.msgs[0], "duplicate") != NULL);
+    kp_conf_errors_deinit(&errs);
+
+    expect_error("", "config:");
+    expect_error("[1]", "configuration: expected an object at the top level, "
+                        "got array");
+    expect_error("{\"brokers\": [\"k:1\"]} x", "config:1:");
+    expect_error("{\"brokers\": [\"k:1\"], \"client_id\": \"a\\u0000b\"}",
+                 "config:1:");
+}
+END_TEST
+
+START_TEST(test_load_file)
+{
+    char path[] = "/tmp/check_conf_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *text = "{\n  \"brokers\": [\"k:1\"],\n  \"client_id\": ,\n}\n";
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+
+    struct kp_conf_errors errs = {0};
+    ck_assert_ptr_null(kp_conf_load(path, NULL, 0, &errs));
+    ck_assert_uint_eq(errs.cnt, 1);
+    char want[64];
+    snprintf(want, sizeof(want), "%s:3:", path);
+    ck_assert_msg(strncmp(errs.msgs[0], want, strlen(want)) == 0, "%s",
+                  errs.msgs[0]);
+    kp_conf_errors_deinit(&errs);
+
+    FILE *f = fopen(path, "w");
+    fputs("{\"brokers\": [\"k:1\"], \"client_id\": \"file\"}", f);
+    fclose(f);
+    char *ov[] = {"client_id=override"};
+    struct kp_conf *c = kp_conf_load(path, ov, 1, &errs);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->path, path);
+    ck_assert_str_eq(c->client_id, "override");
+    kp_conf_put(c);
+    unlink(path);
+
+    ck_assert_ptr_null(kp_conf_load(path, NULL, 0, &errs));
+    ck_assert_uint_eq(errs.cnt, 1);
+    ck_assert(strncmp(errs.msgs[0], path, strlen(path)) == 0);
+    kp_conf_errors_deinit(&errs);
+
+    /* no file: defaults and overrides only */
+    char *ov2[] = {"brokers=k:1"};
+    c = kp_conf_load(NULL, ov2, 1, NULL);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_ptr_null(c->path);
+    kp_conf_put(c);
+    ck_assert_ptr_null(kp_conf_load(NULL, NULL, 0, NULL));
+}
+END_TEST
+
+START_TEST(test_sample_configs)
+{
+    struct kp_conf_errors errs = {0};
+    struct kp_conf *c = kp_conf_load("conf/kproxyd.json", NULL, 0, &errs);
+    dump_errors(&errs);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->broker_cnt, 2);
+    ck_assert_str_eq(c->brokers[0], "kafka1:9092");
+    ck_assert_str_eq(c->listeners[0].path, "/run/kproxyd/kproxyd.sock");
+    ck_assert_uint_ge(c->topic_cnt, 1);
+    kp_conf_put(c);
+
+    char *ov[] = {"brokers=127.0.0.1:39092"};
+    c = kp_conf_load("conf/kproxyd.dev.json", ov, 1, &errs);
+    dump_errors(&errs);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->brokers[0], "127.0.0.1:39092");
+    ck_assert_str_eq(c->listeners[0].path, "run/kproxyd.sock");
+    ck_assert_int_eq(c->listeners[0].format, KP_FMT_TOPIC_VALUE);
+    ck_assert_str_eq(c->control, "run/control.sock");
+    ck_assert_str_eq(c->dead_letter, "run/dead_letter.jsonl");
+    ck_assert_int_eq(c->producer.linger_ms, 5);
+    ck_assert_int_eq(c->log_level, KP_LOG_INFO);
+    kp_conf_put(c);
+    ck_assert_uint_eq(errs.cnt, 0);
+}
+END_TEST
+
+START_TEST(test_idempotence)
+{
+    struct kp_conf *c =
+        load_ok("{\"brokers\": [\"k:1\"], \"producer\": {\"acks\": 1},"
+                " \"topics\": {\"strong\": {\"acks\": \"all\"},"
+                "   \"weak\": {\"acks\": 0}, \"same\": {\"linger_ms\": 1}}}");
+    ck_assert_int_eq(c->producer.acks, 1);
+    ck_assert(!c->producer.idempotence);
+    /* a topic's default follows its own acks */
+    ck_assert_int_eq(kp_conf_producer(c, "strong")->acks, -1);
+    ck_assert(kp_conf_producer(c, "strong")->idempotence);
+    ck_assert_int_eq(kp_conf_producer(c, "weak")->acks, 0);
+    ck_assert(!kp_conf_producer(c, "weak")->idempotence);
+    ck_assert(!kp_conf_producer(c, "same")->idempotence);
+    kp_conf_put(c);
+
+    c = load_ok("{\"brokers\": [\"k:1\"], \"producer\": {\"acks\": \"1\"}}");
+    ck_assert_int_eq(c->producer.acks, 1);
+    kp_conf_put(c);
+    c = load_ok("{\"brokers\": [\"k:1\"], \"producer\": {\"acks\": -1}}");
+    ck_assert_int_eq(c->producer.acks, -1);
+    ck_assert(c->producer.idempotence);
+    kp_conf_put(c);
+
+    /* explicit false stays false, for topics too */
+    c = load_ok("{\"brokers\": [\"k:1\"], \"producer\": {\"idempotence\":"
+                " false, \"max_in_flight\": 20},"
+                " \"topics\": {\"t\": {\"acks\": \"all\"}}}");
+    ck_assert(!c->producer.idempotence);
+    ck_assert_int_eq(c->producer.max_in_flight, 20);
+    ck_assert(!kp_conf_producer(c, "t")->idempotence);
+    kp_conf_put(c);
+
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"acks\": 1,"
+                 " \"idempotence\": true}}",
+                 "producer.idempotence: requires acks \"all\" (acks is 1)");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"max_in_flight\":"
+                 " 6}}",
+                 "producer.max_in_flight: at most 5 with idempotence, got 6");
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"idempotence\":"
+                 " true, \"max_in_flight\": 10}}",
+                 "producer.max_in_flight: at most 5 with idempotence");
+    expect_error("{\"brokers\": [\"k:1\"], \"topics\": {\"t\": {\"acks\": 0,"
+                 " \"idempotence\": true}}}",
+                 "topics.t.idempotence: requires acks \"all\" (acks is 0)");
+    /* an explicit producer.idempotence is inherited, and checked per topic */
+    expect_error("{\"brokers\": [\"k:1\"], \"producer\": {\"idempotence\":"
+                 " true}, \"topics\": {\"t\": {\"acks\": 1}}}",
+                 "topics.t.idempotence: requires acks");
+}
+END_TEST
+
+START_TEST(test_listener_rules)
+{
+    struct kp_conf *c = load_ok(
+        "{\"brokers\": [\"k:1\"], \"listeners\": ["
+        " {\"path\": \"/a\", \"format\": \"value\", \"topic\": \"logs\"},"
+        " {\"path\": \"/b\", \"format\": \"key,value\", \"topic\": \"kv\","
+        "  \"separator\": \"\\t\"},"
+        " {\"path\": \"/c\", \"format\": \"json\"},"
+        " {\"path\": \"/d\", \"format\": \"json\", \"topic\": \"j\"},"
+        " {\"path\": \"/e\", \"format\": \"topic,key,value\"}]}");
+    ck_assert_uint_eq(c->listener_cnt, 5);
+    ck_assert_str_eq(c->listeners[0].topic, "logs");
+    ck_assert_uint_eq(c->listeners[1].separator, '\t');
+    ck_assert_ptr_null(c->listeners[2].topic);
+    ck_assert_str_eq(c->listeners[3].topic, "j");
+    ck_assert_int_eq(c->listeners[4].format, KP_FMT_TOPIC_KEY_VALUE);
+    kp_conf_put(c);
+
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"format\": \"value\"}]}",
+                 "listeners[0].topic: required with format \"value\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"format\": \"json\"}, {\"path\": \"/b\","
+                 " \"format\": \"key,value\"}]}",
+                 "listeners[1].topic: required with format \"key,value\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"topic\": \"t\"}]}",
+                 "listeners[0].topic: not allowed with format \"topic,value\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"format\": \"topic,key,value\", \"topic\": \"t\"}]}",
+                 "listeners[0].topic: not allowed with format "
+                 "\"topic,key,value\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"format\": \"value\", \"topic\": \"no way\"}]}",
+                 "listeners[0].topic: \"no way\" is not a valid topic name");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"format\":"
+                 " \"json\"}]}",
+                 "listeners[0].path: required");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": []}",
+                 "listeners: at least one listener is required");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\"},"
+                 " {\"path\": \"/a\"}]}",
+                 "listeners[1].path: \"/a\" is also listeners[0]");
+    expect_error("{\"brokers\": [\"k:1\"], \"control\": \"/a\","
+                 " \"listeners\": [{\"path\": \"/a\"}]}",
+                 "control: \"/a\" is also listeners[0]");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"separator\": \"ab\"}]}",
+                 "listeners[0].separator: expected one byte, got \"ab\"");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"separator\": \"\\n\"}]}",
+                 "listeners[0].separator: cannot be");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"mode\": \"0868\"}]}",
+                 "listeners[0].mode: \"0868\" is not an octal mode");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"mode\": 8192}]}",
+                 "listeners[0].mode: 8192 is not a permission mode");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"allow_gids\": [-1]}]}",
+                 "listeners[0].allow_gids[0]: -1 is not a valid id");
+    expect_error("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                 " \"allow_topics\": [\"ok\", \"b*d\"]}]}",
+                 "listeners[0].allow_topics[1]: \"b*d\" is neither");
+}
+END_TEST
+
+START_TEST(test_topic_inherits_producer)
+{
+    struct kp_conf *c =
+        load_ok("{\"brokers\": [\"k:1\"],"
+                " \"topics\": {\"orders\": {\"compression\": \"lz4\"},"
+                "   \"my.dotted_topic-1\": {\"linger_ms\": 0}},"
+                " \"producer\": {\"linger_ms\": 20, \"compression\": \"zstd\","
+                "   \"compression_level\": 19, \"batch_messages\": 55}}");
+    ck_assert_uint_eq(c->topic_cnt, 2);
+    ck_assert_str_eq(c->topics[0].name, "orders");
+    const struct kp_producer_conf *p = kp_conf_producer(c, "orders");
+    ck_assert_ptr_eq(p, &c->topics[0].producer);
+    ck_assert_int_eq(p->compression, KP_CODEC_LZ4);
+    /* the producer section applies to what the topic does not set... */
+    ck_assert_int_eq(p->linger_ms, 20);
+    ck_assert_int_eq(p->batch_messages, 55);
+    ck_assert(p->idempotence);
+    /* ...but a level belongs to its codec: lz4 starts from its default */
+    ck_assert_int_eq(p->compression_level, KP_LEVEL_DEFAULT);
+
+    p = kp_conf_producer(c, "my.dotted_topic-1");
+    ck_assert_int_eq(p->linger_ms, 0);
+    ck_assert_int_eq(p->compression, KP_CODEC_ZSTD);
+    ck_assert_int_eq(p->compression_level, 19);
+    ck_assert_int_eq(p->batch_messages, 55);
+
+    p = kp_conf_producer(c, "other");
+    ck_assert_ptr_eq(p, &c->producer);
+    ck_assert_int_eq(p->linger_ms, 20);
+    kp_conf_put(c);
+}
+END_TEST
+
+START_TEST(test_overrides)
+{
+    char *ov[] = {
+        "producer.linger_ms=20",
+        "brokers=127.0.0.1:9092, 127.0.0.1:9093",
+        "buffer_bytes=6000000000",
+        "auto_create_topics=true",
+        "client_id=cli",
+        "control=null",
+        "dead_letter=/tmp/dl",
+        "log_level=debug",
+        "producer.acks=1",
+        "producer.idempotence=off",
+        "producer.compression=zstd",
+        "producer.compression_level=7",
+        "producer.partitioner=crc32",
+        "topics.orders.compression=gzip",
+        "topics.orders.linger_ms=3",
+        "topics.a.b.c.acks=all",
+        "listeners[0].path=/tmp/x.sock",
+        "listeners.0.allow_uids=1000,1001",
+        "listeners[0].allow_topics=a,logs.*",
+        "listeners[0].mode=0600",
+        "listeners[0].separator=|",
+        "listeners[0].peer_headers=1",
+        "listeners[1].path=/tmp/y.sock",
+        "listeners.1.format=value",
+        "listeners.1.topic=fixed",
+        "listeners.1.allow_gids=",
+        "max_clients=5",
+        "max_clients=6", /* in order: the last wins */
+    };
+    struct kp_conf *c = load_ok_ov(
+        "{\"brokers\": [\"file:1\"], \"topics\": {\"orders\": {\"acks\": 1,"
+        " \"idempotence\": false}}}",
+        ov, KP_ARRAY_LEN(ov));
+
+    ck_assert_int_eq(c->producer.linger_ms, 20);
+    ck_assert_uint_eq(c->broker_cnt, 2);
+    ck_assert_str_eq(c->brokers[0], "127.0.0.1:9092");
+    ck_assert_str_eq(c->brokers[1], "127.0.0.1:9093");
+    ck_assert(c->buffer_bytes == 6000000000LL);
+    ck_assert(c->auto_create_topics);
+    ck_assert_str_eq(c->client_id, "cli");
+    ck_assert_ptr_null(c->control);
+    ck_assert_str_eq(c->dead_letter, "/tmp/dl");
+    ck_assert_int_eq(c->log_level, KP_LOG_DEBUG);
+    ck_assert_int_eq(c->producer.acks, 1);
+    ck_assert(!c->producer.idempotence);
+    ck_assert_int_eq(c->producer.compression, KP_CODEC_ZSTD);
+    ck_assert_int_eq(c->producer.compression_level, 7);
+    ck_assert_int_eq(c->producer.partitioner, KP_PART_CRC32);
+
+    ck_assert_uint_eq(c->topic_cnt, 2);
+    const struct kp_producer_conf *p = kp_conf_producer(c, "orders");
+    ck_assert_int_eq(p->compression, KP_CODEC_GZIP); /* merged into file's */
+    ck_assert_int_eq(p->linger_ms, 3);
+    ck_assert_int_eq(p->acks, 1);
+    p = kp_conf_producer(c, "a.b.c");
+    ck_assert_ptr_ne(p, &c->producer);
+    ck_assert_int_eq(p->acks, -1);
+    ck_assert(!p->idempotence); /* explicit producer.idempotence inherited */
+    ck_assert_int_eq(p->linger_ms, 20);
+
+    ck_assert_uint_eq(c->listener_cnt, 2);
+    const struct kp_listener_conf *l = &c->listeners[0];
+    ck_assert_str_eq(l->path, "/tmp/x.sock");
+    ck_assert_int_eq(l->format, KP_FMT_TOPIC_VALUE);
+    ck_assert_uint_eq(l->allow_uid_cnt, 2);
+    ck_assert_uint_eq(l->allow_uids[0], 1000);
+    ck_assert_uint_eq(l->allow_uids[1], 1001);
+    ck_assert_uint_eq(l->allow_topic_cnt, 2);
+    ck_assert_str_eq(l->allow_topics[1], "logs.*");
+    ck_assert_uint_eq(l->mode, 0600);
+    ck_assert_uint_eq(l->separator, '|');
+    ck_assert(l->peer_headers);
+    l = &c->listeners[1];
+    ck_assert_str_eq(l->path, "/tmp/y.sock");
+    ck_assert_int_eq(l->format, KP_FMT_VALUE);
+    ck_assert_str_eq(l->topic, "fixed");
+    ck_assert_ptr_nonnull(l->allow_gids);
+    ck_assert_uint_eq(l->allow_gid_cnt, 0);
+    ck_assert_int_eq(c->max_clients, 6);
+    kp_conf_put(c);
+
+    /* null for nullable keys, and back */
+    char *ov2[] = {"dead_letter=/x", "dead_letter=null",
+                   "listeners[0].allow_uids=null", "control=/c.sock",
+                   "producer.compression_level=default"};
+    c = load_ok_ov("{\"brokers\": [\"k:1\"], \"listeners\": [{\"path\": \"/a\","
+                   " \"allow_uids\": [5]}], \"producer\":"
+                   " {\"compression_level\": 3}}",
+                   ov2, KP_ARRAY_LEN(ov2));
+    ck_assert_ptr_null(c->dead_letter);
+    ck_assert_ptr_null(c->listeners[0].allow_uids);
+    ck_assert_str_eq(c->listeners[0].path, "/a");
+    ck_assert_str_eq(c->control, "/c.sock");
+    ck_assert_int_eq(c->producer.compression_level, KP_LEVEL_DEFAULT);
+    kp_conf_put(c);
+
+    /* acks as -X gives it */
+    char *ov3[] = {"producer.acks=0"};
+    c = load_ok_ov(MIN_CONF, ov3, 1);
+    ck_assert_int_eq(c->producer.acks, 0);
+    ck_assert(!c->producer.idempotence);
+    kp_conf_put(c);
+    char *ov4[] = {"producer.acks=1", "producer.acks=all"};
+    c = load_ok_ov(MIN_CONF, ov4, 2);
+    ck_assert_int_eq(c->producer.acks, -1);
+    ck_assert(c->producer.idempotence);
+    kp_conf_put(c);
+}
+END_TEST
+
+START_TEST(test_override_errors)
+{
+    expect_ov_error(MIN_CONF, "producer.foo=1", "producer.foo: unknown key");
+    expect_ov_error(MIN_CONF, "foo=1", "foo: unknown key");
+    expect_ov_error(MIN_CONF, "brokers.x=1", "brokers.x: unknown key");
+    expect_ov_error(MIN_CONF, "listeners[0].formt=json",
+                    "listeners[0].formt: unknown key");
+    expect_ov_error(MIN_CONF, "topics.orders.bogus=1",
+                    "topics.orders.bogus: unknown key");
+    expect_ov_error(MIN_CONF, "topics.orders=1", "topics.orders: unknown key");
+    expect_ov_error(MIN_CONF, "listeners[x].path=/a",
+                    "listeners[x].path: unknown key");
+    expect_ov_error(MIN_CONF, "producer.linger_ms=abc",
+                    "producer.linger_ms: expected an integer, got \"abc\"");
+    expect_ov_error(MIN_CONF, "producer.linger_ms=-5",
+                    "producer.linger_ms: must be at least 0, got -5");
+    expect_ov_error(MIN_CONF, "max_clients=",
+                    "max_clients: expected an "
+                    "integer");
+    expect_ov_error(MIN_CONF, "auto_create_topics=maybe",
+                    "auto_create_topics: expected a boolean, got \"maybe\"");
+    expect_ov_error(MIN_CONF, "log_level=loud",
+                    "log_level: \"loud\" is not one of");
+    expect_ov_error(MIN_CONF, "producer.acks=most",
+                    "producer.acks: expected \"all\"");
+    expect_ov_error(MIN_CONF, "listeners[0].allow_uids=1,x",
+                    "listeners[0].allow_uids[1]: expected an integer, got "
+                    "\"x\"");
+    expect_ov_error(MIN_CONF, "brokers=a:1,nope", "brokers[1]: \"nope\"");
+    expect_ov_error(MIN_CONF, "brokers=", "brokers: must not be empty");
+    expect_ov_error(MIN_CONF, "listeners[2].path=/x",
+                    "listeners[2]: no such listener (there are 1");
+    expect_ov_error(MIN_CONF, "topics.bad name.linger_ms=1",
+                    "topics.bad name: not a valid topic name");
+    expect_ov_error(MIN_CONF, "producer=1", "producer: cannot be set whole");
+    expect_ov_error(MIN_CONF, "listeners=/a", "listeners: cannot be set");
+    expect_ov_error(MIN_CONF, "linger_ms", "-X linger_ms: expected KEY=VALUE");
+    expect_ov_error(MIN_CONF, "=5", "-X =5: expected KEY=VALUE");
+    /* a file error and an override error are both reported */
+    const char *both[] = {"client_id: expected a string", "bogus: unknown key"};
+    char *ov[] = {"bogus=1"};
+    expect_errors_ov("{\"brokers\": [\"k:1\"], \"client_id\": 1}", ov, 1, both,
+                     2);
+    /* overrides are checked even when the file does not parse */
+    const char *both2[] = {"config:1:", "bogus: unknown key"};
+    expect_errors_ov("{", ov, 1, both2, 2);
+}
+END_TEST
+
+START_TEST(test_round_trip)
+{
+    const char *full =
+        "{\"brokers\": [\"a:1\", \"[::1]:2\"], \"client_id\": \"rt\","
+        " \"listeners\": ["
+        "  {\"path\": \"/tmp/a.sock\", \"format\": \"key,value\","
+        "   \"topic\": \"kv\", \"separator\": \"\\t\", \"mode\": \"0640\","
+        "   \"allow_uids\": [1, 2], \"allow_gids\": [],"
+        "   \"allow_topics\": [\"kv\", \"p*\"], \"peer_headers\": true},"
+        "  {\"path\": \"/tmp/b.sock\", \"format\": \"json\"}],"
+        " \"producer\": {\"acks\": 0, \"linger_ms\": 7, \"batch_bytes\": 999,"
+        "  \"batch_messages\": 11, \"compression\": \"zstd\","
+        "  \"compression_level\": -3, \"partitioner\": \"crc32\","
+        "  \"max_in_flight\": 12, \"request_timeout_ms\": 4000,"
+        "  \"delivery_timeout_ms\": 9000, \"retry_backoff_ms\": 3,"
+        "  \"retry_backoff_max_ms\": 300, \"message_max_bytes\": 77},"
+        " \"topics\": {\"t1\": {\"acks\": \"all\", \"max_in_flight\": 2},"
+        "  \"t.2\": {\"compression\": \"snappy\"}},"
+        " \"buffer_bytes\": 12345678901, \"metadata_refresh_ms\": 1234,"
+        " \"control\": null, \"dead_letter\": \"/tmp/dl\","
+        " \"shutdown_timeout_ms\": 5, \"max_clients\": 8,"
+        " \"auto_create_topics\": true, \"log_level\": \"error\"}";
+    struct kp_conf *c1 = load_ok(full);
+    char *j1 = kp_conf_to_json(c1);
+    struct kp_conf *c2 = load_ok(j1);
+    char *j2 = kp_conf_to_json(c2);
+    ck_assert_str_eq(j1, j2);
+    ck_assert_int_eq(kp_conf_restart_diff(c1, c2), 0);
+
+    /* every non-default value survived the trip */
+    ck_assert_uint_eq(c2->broker_cnt, 2);
+    ck_assert_str_eq(c2->brokers[1], "[::1]:2");
+    ck_assert_str_eq(c2->client_id, "rt");
+    ck_assert_uint_eq(c2->listener_cnt, 2);
+    const struct kp_listener_conf *l = &c2->listeners[0];
+    ck_assert_str_eq(l->path, "/tmp/a.sock");
+    ck_assert_int_eq(l->format, KP_FMT_KEY_VALUE);
+    ck_assert_str_eq(l->topic, "kv");
+    ck_assert_uint_eq(l->separator, '\t');
+    ck_assert_uint_eq(l->mode, 0640);
+    ck_assert_uint_eq(l->allow_uid_cnt, 2);
+    ck_assert_uint_eq(l->allow_uids[1], 2);
+    ck_assert_ptr_nonnull(l->allow_gids);
+    ck_assert_uint_eq(l->allow_gid_cnt, 0);
+    ck_assert_uint_eq(l->allow_topic_cnt, 2);
+    ck_assert_str_eq(l->allow_topics[1], "p*");
+    ck_assert(l->peer_headers);
+    ck_assert_ptr_null(c2->listeners[1].allow_uids);
+    ck_assert_ptr_null(c2->listeners[1].allow_topics);
+    ck_assert_ptr_null(c2->listeners[1].topic);
+    const struct kp_producer_conf *p = &c2->producer;
+    ck_assert_int_eq(p->acks, 0);
+    ck_assert(!p->idempotence);
+    ck_assert_int_eq(p->linger_ms, 7);
+    ck_assert_int_eq(p->batch_bytes, 999);
+    ck_assert_int_eq(p->batch_messages, 11);
+    ck_assert_int_eq(p->compression, KP_CODEC_ZSTD);
+    ck_assert_int_eq(p->compression_level, -3);
+    ck_assert_int_eq(p->partitioner, KP_PART_CRC32);
+    ck_assert_int_eq(p->max_in_flight, 12);
+    ck_assert_int_eq(p->request_timeout_ms, 4000);
+    ck_assert_int_eq(p->delivery_timeout_ms, 9000);
+    ck_assert_int_eq(p->retry_backoff_ms, 3);
+    ck_assert_int_eq(p->retry_backoff_max_ms, 300);
+    ck_assert_int_eq(p->message_max_bytes, 77);
+    ck_assert_uint_eq(c2->topic_cnt, 2);
+    ck_assert_str_eq(c2->topics[0].name, "t1");
+    ck_assert_int_eq(c2->topics[0].producer.acks, -1);
+    ck_assert(c2->topics[0].producer.idempotence);
+    ck_assert_int_eq(c2->topics[0].producer.max_in_flight, 2);
+    ck_assert_int_eq(c2->topics[0].producer.linger_ms, 7);
+    ck_assert_str_eq(c2->topics[1].name, "t.2");
+    ck_assert_int_eq(c2->topics[1].producer.compression, KP_CODEC_SNAPPY);
+    ck_assert_int_eq(c2->topics[1].producer.compression_level,
+                     KP_LEVEL_DEFAULT);
+    ck_assert(c2->buffer_bytes == 12345678901LL);
+    ck_assert_int_eq(c2->metadata_refresh_ms, 1234);
+    ck_assert_ptr_null(c2->control);
+    ck_assert_str_eq(c2->dead_letter, "/tmp/dl");
+    ck_assert_int_eq(c2->shutdown_timeout_ms, 5);
+    ck_assert_int_eq(c2->max_clients, 8);
+    ck_assert(c2->auto_create_topics);
+    ck_assert_int_eq(c2->log_level, KP_LOG_ERROR);
+
+    free(j1);
+    free(j2);
+    kp_conf_put(c1);
+    kp_conf_put(c2);
+}
+END_TEST
+
+START_TEST(test_to_json_defaults)
+{
+    struct kp_conf *c = load_ok(MIN_CONF);
+    char *j = kp_conf_to_json(c);
+    /* key order is the table's (SPEC.md's), defaults written out */
+    const char *order[] = {"\"brokers\"",
+                           "\"client_id\"",
+                           "\"listeners\"",
+                           "\"path\"",
+                           "\"format\"",
+                           "\"peer_headers\"",
+                           "\"producer\"",
+                           "\"acks\"",
+                           "\"idempotence\"",
+                           "\"message_max_bytes\"",
+                           "\"topics\"",
+                           "\"buffer_bytes\"",
+                           "\"metadata_refresh_ms\"",
+                           "\"control\"",
+                           "\"dead_letter\"",
+                           "\"shutdown_timeout_ms\"",
+                           "\"max_clients\"",
+                           "\"auto_create_topics\"",
+                           "\"log_level\""};
+    const char *at = j;
+    for (size_t i = 0; i < KP_ARRAY_LEN(order); i++) {
+        const char *q = strstr(at, order[i]);
+        ck_assert_msg(q != NULL, "%s missing or out of order in %s", order[i],
+                      j);
+        at = q;
+    }
+    ck_assert(strstr(j, "\"acks\": \"all\"") != NULL);
+    ck_assert(strstr(j, "\"mode\": \"0660\"") != NULL);
+    ck_assert(strstr(j, "\"separator\": \" \"") != NULL);
+    ck_assert(strstr(j, "\"compression_level\": null") != NULL);
+    ck_assert(strstr(j, "\"dead_letter\": null") != NULL);
+    ck_assert(strstr(j, "\"log_level\": \"info\"") != NULL);
+    ck_assert(strstr(j, "\n  \"client_id\": \"kproxyd\"") != NULL);
+
+    struct kp_conf *c2 = load_ok(j);
+    char *j2 = kp_conf_to_json(c2);
+    ck_assert_str_eq(j, j2);
+    free(j);
+    free(j2);
+    kp_conf_put(c);
+    kp_conf_put(c2);
+}
+END_TEST
+
+START_TEST(test_restart_diff)
+{
+    struct kp_conf *a = load_ok(MIN_CONF);
+    char *ov[] = {"producer.linger_ms=50", "topics.t.acks=0", "log_level=debug",
+                  "buffer_bytes=999999999"};
+    struct kp_conf *b = load_ok_ov(MIN_CONF, ov, KP_ARRAY_LEN(ov));
+    /* everything that changed is live */
+    ck_assert_int_eq(kp_conf_restart_diff(a, b), 0);
+    kp_conf_put(b);
+
+    char *ov2[] = {"brokers=k1:9092,k2:9092", "listeners[0].mode=0600",
+                   "control=null", "client_id=x", "producer.linger_ms=1"};
+    b = load_ok_ov(MIN_CONF, ov2, KP_ARRAY_LEN(ov2));
+    ck_assert_int_eq(kp_conf_restart_diff(a, b), 4);
+    kp_conf_put(b);
+
+    char *ov3[] = {"dead_letter=/d", "max_clients=1", "metadata_refresh_ms=1",
+                   "auto_create_topics=true", "listeners[0].allow_uids=1"};
+    b = load_ok_ov(MIN_CONF, ov3, KP_ARRAY_LEN(ov3));
+    ck_assert_int_eq(kp_conf_restart_diff(a, b), 5);
+    kp_conf_put(b);
+    kp_conf_put(a);
+}
+END_TEST
+
+START_TEST(test_refcount)
+{
+    struct kp_conf *c =
+        load_ok("{\"brokers\": [\"k:1\"], \"topics\": {\"t\": {}},"
+                " \"listeners\": [{\"path\": \"/a\", \"allow_uids\": [1],"
+                " \"allow_topics\": [\"x\"]}]}");
+    ck_assert_uint_eq(c->refs, 1);
+    ck_assert_ptr_eq(kp_conf_get(c), c);
+    ck_assert_uint_eq(c->refs, 2);
+    kp_conf_put(c);
+    ck_assert_uint_eq(c->refs, 1);
+    ck_assert_str_eq(c->listeners[0].path, "/a"); /* still alive */
+    kp_conf_put(c); /* frees: LeakSanitizer checks nothing is left */
+    kp_conf_put(NULL);
+}
+END_TEST
+
+START_TEST(test_errors_accumulate)
+{
+    struct kp_conf_errors errs = {0};
+    kp_conf_errors_add(&errs, "first %d", 1);
+    struct kp_conf *c =
+        load("{\"brokers\": [\"k:1\"], \"x\": 1, \"y\": 2}", &errs);
+    ck_assert_ptr_null(c);
+    ck_assert_uint_eq(errs.cnt, 3);
+    ck_assert_str_eq(errs.msgs[0], "first 1");
+    ck_assert(has_error(&errs, "x: unknown key"));
+    ck_assert(has_error(&errs, "y: unknown key"));
+    kp_conf_errors_deinit(&errs);
+    ck_assert_uint_eq(errs.cnt, 0);
+    ck_assert_ptr_null(errs.msgs);
+
+    /* a valid load with a non-empty errs still succeeds */
+    kp_conf_errors_add(&errs, "old");
+    c = load(MIN_CONF, &errs);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(errs.cnt, 1);
+    kp_conf_put(c);
+    kp_conf_errors_deinit(&errs);
+}
+END_TEST
+
+static Suite *conf_suite(void)
+{
+    Suite *s = suite_create("conf");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_names_tables);
+    tcase_add_test(tc, test_defaults);
+    tcase_add_test(tc, test_every_key_parsed);
+    tcase_add_test(tc, test_type_errors_name_key);
+    tcase_add_test(tc, test_value_errors_name_key);
+    tcase_add_test(tc, test_brokers);
+    tcase_add_test(tc, test_unknown_keys);
+    tcase_add_test(tc, test_syntax_error_line_column);
+    tcase_add_test(tc, test_load_file);
+    tcase_add_test(tc, test_sample_configs);
+    tcase_add_test(tc, test_idempotence);
+    tcase_add_test(tc, test_listener_rules);
+    tcase_add_test(tc, test_topic_inherits_producer);
+    tcase_add_test(tc, test_overrides);
+    tcase_add_test(tc, test_override_errors);
+    tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_to_json_defaults);
+    tcase_add_test(tc, test_restart_diff);
+    tcase_add_test(tc, test_refcount);
+    tcase_add_test(tc, test_errors_accumulate);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(conf_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
