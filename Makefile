@@ -39,6 +39,7 @@ UNITS := $(UNIT_SRCS:tests/%.c=$(BUILD)/%)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/replay_%)
 TOOLS := build/tools/kp_mock build/tools/kp_consume
+FUZZ_TIME ?= 60
 
 .PHONY: all deps check check-build unit it fuzz-replay run install uninstall \
         clean bench fuzz valgrind tools
@@ -78,7 +79,36 @@ build/tools/kp_consume: tests/kp_consume.c | $(BUILD)
 	mkdir -p build/tools
 	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Werror -o $@ $< $(RDKAFKA_LIBS)
 
+build/tools/rdk_bench: tests/bench/rdk_bench.c | $(BUILD)
+	mkdir -p build/tools
+	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Werror -o $@ $< $(RDKAFKA_LIBS)
+
 tools: $(TOOLS)
+
+# Benchmark: kproxyd beside librdkafka on the same mock cluster; prints
+# ratios. BENCH_ARGS="--messages 200000 --size 100 ..." to change it.
+bench: deps
+	$(MAKE) all tools build/tools/rdk_bench
+	python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools $(BENCH_ARGS)
+
+# libFuzzer runs of every target for FUZZ_TIME seconds each (clang).
+fuzz: deps
+	@mkdir -p build/fuzz
+	@set -e; for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	    echo "== $$n ($(FUZZ_TIME)s)"; \
+	    clang -g -O1 -std=gnu11 -D_GNU_SOURCE -Iinclude \
+	        -fsanitize=fuzzer,address,undefined $$f $(SRCS) \
+	        -o build/fuzz/$$n $(LDLIBS); \
+	    mkdir -p build/fuzz/corpus-$$n; \
+	    build/fuzz/$$n -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        build/fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
+
+# The integration tests with kproxyd under valgrind's memcheck.
+valgrind: deps
+	$(MAKE) all tools
+	KPROXYD_WRAPPER="valgrind --error-exitcode=99 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect --track-fds=yes -q" \
+	    python3 tests/it/run.py --kproxyd build/kproxyd --tools build/tools
 
 deps:
 	@sh tests/deps.sh
