@@ -196,7 +196,7 @@ void kp_broker_close(struct kp_broker *b, const char *why, bool backoff)
         b->backoff_ms = KP_MIN(b->backoff_ms * 2, KP_BROKER_BACKOFF_MAX_MS);
         kp_broker_timer_in(b, ms);
     }
-    if (was_up || b->node_id >= 0) {
+    if ((was_up || b->node_id >= 0) && !b->decommissioned) {
         b->reconnects++;
         kp_metadata_refresh(ctx, "broker connection lost");
     }
@@ -559,6 +559,24 @@ static void kp_broker_stamp(struct kp_ctx *ctx, struct kp_batch *bt)
     p->next_seq = (int32_t)(((int64_t)p->next_seq + bt->count) & INT32_MAX);
 }
 
+/* One debug line per batch sent: what the faults tests read to prove that
+ * a resend is the identical batch and sequences have no gaps. */
+static void kp_broker_trace(const struct kp_broker *b,
+                            const struct kp_batch *bt)
+{
+    struct kp_rd r;
+
+    if (kp_log_get_level() < KP_LOG_DEBUG) {
+        return;
+    }
+    kp_rd_init(&r, bt->wire.data + KP_BATCH_OFF_CRC, 4);
+    kp_debug("produce: broker=%d topic=%s partition=%d pid=%lld epoch=%d "
+             "seq=%d count=%d crc=%08x attempt=%d bytes=%zu",
+             b->node_id, bt->part->topic->name, bt->part->id,
+             (long long)bt->pid, bt->epoch, bt->base_seq, bt->count,
+             kp_rd_u32(&r), bt->attempts, bt->wire.len);
+}
+
 /* Picks at most one batch per ready partition, all with the same acks. */
 static uint32_t kp_broker_pick(struct kp_broker *b, struct kp_batch **out,
                                uint32_t max, int *acks)
@@ -599,9 +617,11 @@ static uint32_t kp_broker_pick(struct kp_broker *b, struct kp_batch **out,
         p->on_ready = false;
         kp_broker_stamp(ctx, bt);
         p->inflight++;
+        p->inflight_broker = b;
         bt->state = KP_BATCH_INFLIGHT;
         bt->attempts++;
         bytes += bt->wire.len;
+        kp_broker_trace(b, bt);
         out[n++] = bt;
     }
     return n;

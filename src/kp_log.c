@@ -44,6 +44,9 @@ int kp_log_level_parse(const char *name, enum kp_log_level *out)
 }
 
 static void kp_log_v(enum kp_log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void kp_log_v(enum kp_log_level level, const char *fmt, va_list ap)
 {
     char line[2048];
     int n;

@@ -1,0 +1,640 @@
+/*
+ * kp_line.c - owns the meaning of one client line: the four text formats
+ * (split at the first one or two separators, results are views into the
+ * line, nothing copied or allocated) and the json format (jansson, decoded
+ * into the caller's reusable kp_line_scratch). Also the topic-name check
+ * and allow_topics matching that every line goes through.
+ *
+ * This is the ingest hot path: the text formats cost a memchr or two and a
+ * table lookup per topic byte. The json format is for callers that need
+ * keys, headers or binary data and accepts the cost of a JSON parser.
+ */
+#include "kp_line.h"
+
+#include <jansson.h>
+
+const char *const kp_reject_names[KP_REJ__COUNT] = {
+    [KP_REJ_NONE] = "none",
+    [KP_REJ_TOO_LONG] = "too_long",
+    [KP_REJ_MISSING_FIELD] = "missing_field",
+    [KP_REJ_BAD_TOPIC] = "bad_topic",
+    [KP_REJ_BAD_JSON] = "bad_json",
+    [KP_REJ_BAD_PARTITION] = "bad_partition",
+    [KP_REJ_TOPIC_DENIED] = "topic_denied",
+};
+
+/* Kafka's own limit (Topic.MAX_NAME_LENGTH). */
+#define KP_TOPIC_MAX 249
+
+/* Bytes allowed in a topic name: [A-Za-z0-9._-]. */
+static const bool kp_topic_chars[256] = {
+    ['.'] = true, ['_'] = true, ['-'] = true, ['0'] = true, ['1'] = true,
+    ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true, ['6'] = true,
+    ['7'] = true, ['8'] = true, ['9'] = true, ['A'] = true, ['B'] = true,
+    ['C'] = true, ['D'] = true, ['E'] = true, ['F'] = true, ['G'] = true,
+    ['H'] = true, ['I'] = true, ['J'] = true, ['K'] = true, ['L'] = true,
+    ['M'] = true, ['N'] = true, ['O'] = true, ['P'] = true, ['Q'] = true,
+    ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true, ['V'] = true,
+    ['W'] = true, ['X'] = true, ['Y'] = true, ['Z'] = true, ['a'] = true,
+    ['b'] = true, ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true,
+    ['g'] = true, ['h'] = true, ['i'] = true, ['j'] = true, ['k'] = true,
+    ['l'] = true, ['m'] = true, ['n'] = true, ['o'] = true, ['p'] = true,
+    ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true, ['u'] = true,
+    ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true,
+};
+
+/*
+ * True when name[0..len) is a valid Kafka topic name, [A-Za-z0-9._-]{1,249}.
+ * name need not be NUL-terminated; a NUL byte inside makes it invalid.
+ */
+bool kp_topic_name_valid(const char *name, size_t len)
+{
+    const uint8_t *p = (const uint8_t *)name;
+
+    if (len == 0 || len > KP_TOPIC_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!kp_topic_chars[p[i]]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * allow_topics matching. An entry ending in '*' is a prefix ("logs.*"
+ * matches "logs.app", "*" matches everything); any other entry is an exact
+ * name. No list (allow == NULL or cnt == 0) allows every topic. The topic
+ * is topic[0..topic_len) and need not be NUL-terminated.
+ */
+bool kp_topic_allowed(char *const *allow, size_t cnt, const char *topic,
+                      size_t topic_len)
+{
+    if (!allow || cnt == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        const char *e = allow[i];
+        size_t n = strlen(e);
+
+        if (n > 0 && e[n - 1] == '*') {
+            if (topic_len >= n - 1 && memcmp(topic, e, n - 1) == 0) {
+                return true;
+            }
+        } else if (n == topic_len && memcmp(topic, e, n) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void kp_line_scratch_init(struct kp_line_scratch *s)
+{
+    kp_buf_init(&s->bytes, 0);
+    s->headers = NULL;
+    s->header_cap = 0;
+}
+
+void kp_line_scratch_deinit(struct kp_line_scratch *s)
+{
+    kp_buf_deinit(&s->bytes);
+    free(s->headers);
+    s->headers = NULL;
+    s->header_cap = 0;
+}
+
+static void kp_msg_clear(struct kp_msg *m)
+{
+    m->topic = NULL;
+    m->topic_len = 0;
+    m->key = NULL;
+    m->key_len = 0;
+    m->value = NULL;
+    m->value_len = 0;
+    m->partition = -1;
+    m->timestamp = -1;
+    m->headers = NULL;
+    m->header_cnt = 0;
+}
+
+/*
+ * Parses one line (never containing '\n') in format `fmt` into *m.
+ *
+ * Text formats: the separator splits only at its first one (two for
+ * topic,key,value) occurrences, so VALUE may contain it; an empty KEY is a
+ * null key; an empty VALUE is an empty, non-null value; every other byte
+ * ('\r', NUL, 0xff...) is kept. The results point into `line`; scratch is
+ * not touched. A format without a topic field takes fixed_topic, which the
+ * configuration guarantees: without one the line is rejected as bad_topic
+ * rather than crashing on a configuration bug. Formats with a topic field
+ * ignore fixed_topic (the configuration forbids giving one).
+ *
+ * json: see kp_line_parse_json().
+ *
+ * Returns KP_REJ_NONE with *m filled, or why the line is rejected (*m is
+ * then unspecified). Never reads outside line[0..len).
+ */
+enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
+                             const char *fixed_topic, const uint8_t *line,
+                             size_t len, struct kp_line_scratch *scratch,
+                             struct kp_msg *m)
+{
+    const uint8_t *end = line + len;
+    const uint8_t *p = line;
+    const uint8_t *s;
+
+    if (fmt == KP_FMT_JSON) {
+        return kp_line_parse_json(fixed_topic, line, len, scratch, m);
+    }
+
+    kp_msg_clear(m);
+    switch (fmt) {
+    case KP_FMT_VALUE:
+    case KP_FMT_KEY_VALUE:
+        if (kp_unlikely(!fixed_topic)) {
+            return KP_REJ_BAD_TOPIC;
+        }
+        m->topic = fixed_topic;
+        m->topic_len = strlen(fixed_topic);
+        break;
+    case KP_FMT_TOPIC_VALUE:
+    case KP_FMT_TOPIC_KEY_VALUE:
+        s = len ? memchr(p, sep, len) : NULL;
+        if (!s) {
+            return KP_REJ_MISSING_FIELD;
+        }
+        if (!kp_topic_name_valid((const char *)p, (size_t)(s - p))) {
+            return KP_REJ_BAD_TOPIC;
+        }
+        m->topic = (const char *)p;
+        m->topic_len = (size_t)(s - p);
+        p = s + 1;
+        break;
+    case KP_FMT_JSON:
+    case KP_FMT__COUNT:
+    default:
+        return KP_REJ_MISSING_FIELD;
+    }
+
+    if (fmt == KP_FMT_KEY_VALUE || fmt == KP_FMT_TOPIC_KEY_VALUE) {
+        s = p < end ? memchr(p, sep, (size_t)(end - p)) : NULL;
+        if (!s) {
+            return KP_REJ_MISSING_FIELD;
+        }
+        if (s > p) {
+            m->key = p;
+            m->key_len = (size_t)(s - p);
+        }
+        p = s + 1;
+    }
+
+    /* Never NULL, even when empty: an empty line is an empty value. */
+    m->value = p;
+    m->value_len = (size_t)(end - p);
+    return KP_REJ_NONE;
+}
+
+/* ---- json ---- */
+
+/* Sextet value + 1 of each base64 byte; 0 = not in the alphabet. */
+static const uint8_t kp_b64_val[256] = {
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,
+    ['G'] = 7,  ['H'] = 8,  ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12,
+    ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18,
+    ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30,
+    ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
+    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42,
+    ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54,
+    ['2'] = 55, ['3'] = 56, ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60,
+    ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+};
+
+/*
+ * Standard base64 (RFC 4648 alphabet, '=' padding required). Returns the
+ * decoded length written to out (room for n / 4 * 3 bytes), or -1 when the
+ * text is not base64. Whitespace is not skipped: a line is one value.
+ */
+static ptrdiff_t kp_b64_decode(const char *in, size_t n, uint8_t *out)
+{
+    const uint8_t *p = (const uint8_t *)in;
+    size_t o = 0;
+
+    if (n % 4 != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i += 4) {
+        int a = kp_b64_val[p[i]] - 1;
+        int b = kp_b64_val[p[i + 1]] - 1;
+        int c = kp_b64_val[p[i + 2]] - 1;
+        int d = kp_b64_val[p[i + 3]] - 1;
+        bool last = i + 4 == n;
+
+        if (a < 0 || b < 0) {
+            return -1;
+        }
+        if (last && p[i + 2] == '=' && p[i + 3] == '=') {
+            out[o++] = (uint8_t)(a << 2 | b >> 4);
+            break;
+        }
+        if (c < 0) {
+            return -1;
+        }
+        if (last && p[i + 3] == '=') {
+            out[o++] = (uint8_t)(a << 2 | b >> 4);
+            out[o++] = (uint8_t)(b << 4 | c >> 2);
+            break;
+        }
+        if (d < 0) {
+            return -1;
+        }
+        out[o++] = (uint8_t)(a << 2 | b >> 4);
+        out[o++] = (uint8_t)(b << 4 | c >> 2);
+        out[o++] = (uint8_t)(c << 6 | d);
+    }
+    return (ptrdiff_t)o;
+}
+
+/* What a byte field (key or value) of a json line holds. */
+enum kp_jfield_kind {
+    KP_JF_NULL,   /* absent or null */
+    KP_JF_STRING, /* a string: its UTF-8 bytes */
+    KP_JF_BASE64, /* a *_base64 string: its decoded bytes */
+    KP_JF_DUMP,   /* any other JSON value: its compact text */
+};
+
+struct kp_jfield {
+    enum kp_jfield_kind kind;
+    json_t *j;   /* borrowed from the parsed document */
+    size_t need; /* bytes to reserve in scratch (an upper bound) */
+};
+
+#define KP_JSON_DUMP_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY)
+
+/*
+ * Sets *f from `key` / `value` or, with base64, `key_base64` /
+ * `value_base64`; dump_ok allows a non-string (`value` only). Null means
+ * absent. Giving both the plain and the base64 field with non-null values
+ * is an error, as it is ambiguous.
+ */
+static enum kp_reject kp_jfield_set(struct kp_jfield *f, json_t *v, bool base64,
+                                    bool dump_ok)
+{
+    if (json_is_null(v)) {
+        return KP_REJ_NONE;
+    }
+    if (f->kind != KP_JF_NULL) {
+        return KP_REJ_BAD_JSON;
+    }
+    f->j = v;
+    if (json_is_string(v)) {
+        size_t n = json_string_length(v);
+        f->kind = base64 ? KP_JF_BASE64 : KP_JF_STRING;
+        f->need = base64 ? n / 4 * 3 : n;
+        return KP_REJ_NONE;
+    }
+    if (base64 || !dump_ok) {
+        return KP_REJ_BAD_JSON;
+    }
+    f->kind = KP_JF_DUMP;
+    f->need = json_dumpb(v, NULL, 0, KP_JSON_DUMP_FLAGS);
+    return f->need ? KP_REJ_NONE : KP_REJ_BAD_JSON;
+}
+
+/*
+ * Appends the field's bytes to scratch (whose room was reserved, so no
+ * reallocation moves earlier results) and points *p / *n at them.
+ */
+static enum kp_reject kp_jfield_emit(const struct kp_jfield *f,
+                                     struct kp_buf *b, const uint8_t **p,
+                                     size_t *n)
+{
+    uint8_t *dst = b->data + b->len;
+    ptrdiff_t got;
+
+    kp_assert(b->cap - b->len >= f->need);
+    switch (f->kind) {
+    case KP_JF_NULL:
+        *p = NULL;
+        *n = 0;
+        return KP_REJ_NONE;
+    case KP_JF_STRING:
+        *n = json_string_length(f->j);
+        memcpy(dst, json_string_value(f->j), *n);
+        break;
+    case KP_JF_BASE64:
+        got = kp_b64_decode(json_string_value(f->j), json_string_length(f->j),
+                            dst);
+        if (got < 0) {
+            return KP_REJ_BAD_JSON;
+        }
+        *n = (size_t)got;
+        break;
+    case KP_JF_DUMP:
+        *n = json_dumpb(f->j, (char *)dst, f->need, KP_JSON_DUMP_FLAGS);
+        if (*n != f->need) {
+            return KP_REJ_BAD_JSON;
+        }
+        break;
+    }
+    *p = dst;
+    b->len += *n;
+    return KP_REJ_NONE;
+}
+
+static bool kp_jkey_is(const char *k, size_t klen, const char *name)
+{
+    size_t n = strlen(name);
+    return klen == n && memcmp(k, name, n) == 0;
+}
+
+/* How an optional integer field of a json line reads. */
+enum kp_jint {
+    KP_JINT_ABSENT,
+    KP_JINT_OK,
+    KP_JINT_RANGE, /* an integer, out of range */
+    KP_JINT_TYPE,  /* not an integer */
+};
+
+/* An integer within [0, max] into *out; null is the same as absent. */
+static enum kp_jint kp_jint_get(json_t *v, json_int_t max, int64_t *out)
+{
+    json_int_t i;
+
+    if (json_is_null(v)) {
+        return KP_JINT_ABSENT;
+    }
+    if (!json_is_integer(v)) {
+        return KP_JINT_TYPE;
+    }
+    i = json_integer_value(v);
+    if (i < 0 || i > max) {
+        return KP_JINT_RANGE;
+    }
+    *out = (int64_t)i;
+    return KP_JINT_OK;
+}
+
+/*
+ * Validates `headers` and counts the bytes and entries it needs. Two forms:
+ * an object of string values (order as written), or an array of
+ * [name, value] pairs, value a string or null, names may repeat.
+ */
+static enum kp_reject kp_jheaders_check(json_t *h, size_t *cnt, size_t *need)
+{
+    size_t i;
+    json_t *pair;
+
+    *cnt = 0;
+    *need = 0;
+    if (json_is_null(h)) {
+        return KP_REJ_NONE;
+    }
+    if (json_is_object(h)) {
+        for (void *it = json_object_iter(h); it;
+             it = json_object_iter_next(h, it)) {
+            json_t *v = json_object_iter_value(it);
+            if (!json_is_string(v)) {
+                return KP_REJ_BAD_JSON;
+            }
+            *need += json_object_iter_key_len(it) + json_string_length(v);
+            (*cnt)++;
+        }
+        return KP_REJ_NONE;
+    }
+    if (!json_is_array(h)) {
+        return KP_REJ_BAD_JSON;
+    }
+    json_array_foreach(h, i, pair)
+    {
+        json_t *name = json_array_get(pair, 0);
+        json_t *v = json_array_get(pair, 1);
+
+        if (!json_is_array(pair) || json_array_size(pair) != 2 ||
+            !json_is_string(name) || !(json_is_string(v) || json_is_null(v))) {
+            return KP_REJ_BAD_JSON;
+        }
+        *need += json_string_length(name);
+        if (json_is_string(v)) {
+            *need += json_string_length(v);
+        }
+        (*cnt)++;
+    }
+    return KP_REJ_NONE;
+}
+
+static const uint8_t *kp_scratch_put(struct kp_buf *b, const char *s, size_t n)
+{
+    uint8_t *dst = b->data + b->len;
+
+    kp_assert(b->cap - b->len >= n);
+    if (n) {
+        memcpy(dst, s, n);
+    }
+    b->len += n;
+    return dst;
+}
+
+/* Fills scratch->headers from a `headers` value kp_jheaders_check passed. */
+static void kp_jheaders_emit(json_t *h, struct kp_line_scratch *scratch)
+{
+    struct kp_buf *b = &scratch->bytes;
+    struct kp_header *out = scratch->headers;
+    size_t i;
+    json_t *pair;
+
+    if (json_is_object(h)) {
+        for (void *it = json_object_iter(h); it;
+             it = json_object_iter_next(h, it)) {
+            json_t *v = json_object_iter_value(it);
+            out->name_len = json_object_iter_key_len(it);
+            out->name =
+                kp_scratch_put(b, json_object_iter_key(it), out->name_len);
+            out->value_len = json_string_length(v);
+            out->value =
+                kp_scratch_put(b, json_string_value(v), out->value_len);
+            out++;
+        }
+        return;
+    }
+    json_array_foreach(h, i, pair)
+    {
+        json_t *name = json_array_get(pair, 0);
+        json_t *v = json_array_get(pair, 1);
+
+        out->name_len = json_string_length(name);
+        out->name = kp_scratch_put(b, json_string_value(name), out->name_len);
+        if (json_is_string(v)) {
+            out->value_len = json_string_length(v);
+            out->value =
+                kp_scratch_put(b, json_string_value(v), out->value_len);
+        } else {
+            out->value = NULL;
+            out->value_len = 0;
+        }
+        out++;
+    }
+}
+
+/*
+ * Parses one json-format line: a single JSON object with the fields
+ *
+ *   topic         string; required unless fixed_topic is given, and when
+ *                 both are given they must agree (else bad_json)
+ *   key, value    value: a string is its UTF-8 bytes, any other JSON value
+ *                 its compact JSON text; key: a string; null is a null
+ *   key_base64,   standard padded base64 of binary bytes; not together with
+ *   value_base64  the plain field of the same name
+ *   partition     integer 0..2^31-1 (negative or larger: bad_partition)
+ *   headers       {"name": "value", ...} or [["name", "value"|null], ...]
+ *   timestamp     integer ms since the epoch, >= 0
+ *   error,        ignored: the dead-letter file adds them, and it must
+ *   failed_at     replay into a json listener as it is
+ *
+ * A null field is the same as an absent one. Any other field is rejected
+ * as bad_json: strict, so a typo ("partiton") is an error the writer sees
+ * instead of a message silently sent where it was not meant to go.
+ * Duplicate fields, trailing bytes and non-objects are bad_json too.
+ * Strings may contain \u0000 (kept, lengths are explicit).
+ *
+ * Every pointer in *m points into scratch->bytes or scratch->headers,
+ * which are reset per call: the result is valid until the next call with
+ * the same scratch. Returns KP_REJ_NONE or the reason the line is rejected.
+ */
+enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
+                                  size_t len, struct kp_line_scratch *scratch,
+                                  struct kp_msg *m)
+{
+    struct kp_jfield key = {KP_JF_NULL, NULL, 0};
+    struct kp_jfield value = {KP_JF_NULL, NULL, 0};
+    json_t *topic = NULL, *headers = NULL;
+    size_t header_cnt = 0, header_need = 0;
+    enum kp_reject rej = KP_REJ_NONE;
+    json_error_t jerr;
+    json_t *doc;
+    int64_t i64;
+    size_t tlen;
+
+    kp_msg_clear(m);
+    doc = json_loadb((const char *)line, len,
+                     JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!doc) {
+        return KP_REJ_BAD_JSON;
+    }
+    if (!json_is_object(doc)) {
+        rej = KP_REJ_BAD_JSON;
+        goto out;
+    }
+
+    for (void *it = json_object_iter(doc); it && rej == KP_REJ_NONE;
+         it = json_object_iter_next(doc, it)) {
+        const char *k = json_object_iter_key(it);
+        size_t kl = json_object_iter_key_len(it);
+        json_t *v = json_object_iter_value(it);
+
+        if (kp_jkey_is(k, kl, "topic")) {
+            if (!json_is_null(v) && !json_is_string(v)) {
+                rej = KP_REJ_BAD_JSON;
+            }
+            topic = json_is_string(v) ? v : NULL;
+        } else if (kp_jkey_is(k, kl, "value")) {
+            rej = kp_jfield_set(&value, v, false, true);
+        } else if (kp_jkey_is(k, kl, "value_base64")) {
+            rej = kp_jfield_set(&value, v, true, false);
+        } else if (kp_jkey_is(k, kl, "key")) {
+            rej = kp_jfield_set(&key, v, false, false);
+        } else if (kp_jkey_is(k, kl, "key_base64")) {
+            rej = kp_jfield_set(&key, v, true, false);
+        } else if (kp_jkey_is(k, kl, "partition")) {
+            switch (kp_jint_get(v, INT32_MAX, &i64)) {
+            case KP_JINT_ABSENT:
+                break;
+            case KP_JINT_OK:
+                m->partition = (int32_t)i64;
+                break;
+            case KP_JINT_RANGE:
+                rej = KP_REJ_BAD_PARTITION;
+                break;
+            case KP_JINT_TYPE:
+                rej = KP_REJ_BAD_JSON;
+                break;
+            }
+        } else if (kp_jkey_is(k, kl, "timestamp")) {
+            switch (kp_jint_get(v, INT64_MAX, &i64)) {
+            case KP_JINT_ABSENT:
+                break;
+            case KP_JINT_OK:
+                m->timestamp = i64;
+                break;
+            case KP_JINT_RANGE:
+            case KP_JINT_TYPE:
+                rej = KP_REJ_BAD_JSON;
+                break;
+            }
+        } else if (kp_jkey_is(k, kl, "headers")) {
+            headers = v;
+            rej = kp_jheaders_check(v, &header_cnt, &header_need);
+        } else if (kp_jkey_is(k, kl, "error") ||
+                   kp_jkey_is(k, kl, "failed_at")) {
+            continue;
+        } else {
+            rej = KP_REJ_BAD_JSON;
+        }
+    }
+    if (rej != KP_REJ_NONE) {
+        goto out;
+    }
+
+    if (topic) {
+        const char *t = json_string_value(topic);
+        size_t tl = json_string_length(topic);
+
+        if (!kp_topic_name_valid(t, tl)) {
+            rej = KP_REJ_BAD_TOPIC;
+            goto out;
+        }
+        if (fixed_topic &&
+            (strlen(fixed_topic) != tl || memcmp(fixed_topic, t, tl) != 0)) {
+            rej = KP_REJ_BAD_JSON;
+            goto out;
+        }
+    } else if (!fixed_topic) {
+        rej = KP_REJ_MISSING_FIELD;
+        goto out;
+    }
+
+    /*
+     * Reserve every byte up front so that no append reallocates and moves
+     * what earlier appends pointed at.
+     */
+    tlen = topic ? json_string_length(topic) : strlen(fixed_topic);
+    kp_buf_reset(&scratch->bytes);
+    /* + 1: data must not be NULL, or an empty value would read as null. */
+    kp_buf_reserve(&scratch->bytes,
+                   tlen + key.need + value.need + header_need + 1);
+    if (header_cnt > scratch->header_cap) {
+        scratch->headers = kp_realloc(scratch->headers,
+                                      header_cnt * sizeof(*scratch->headers));
+        scratch->header_cap = header_cnt;
+    }
+
+    /* Even the listener's topic is copied: m borrows from scratch alone. */
+    m->topic_len = tlen;
+    m->topic = (const char *)kp_scratch_put(
+        &scratch->bytes, topic ? json_string_value(topic) : fixed_topic, tlen);
+    rej = kp_jfield_emit(&key, &scratch->bytes, &m->key, &m->key_len);
+    if (rej == KP_REJ_NONE) {
+        rej = kp_jfield_emit(&value, &scratch->bytes, &m->value, &m->value_len);
+    }
+    if (rej == KP_REJ_NONE && header_cnt) {
+        kp_jheaders_emit(headers, scratch);
+        m->headers = scratch->headers;
+        m->header_cnt = header_cnt;
+    }
+
+out:
+    json_decref(doc);
+    return rej;
+}
