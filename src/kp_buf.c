@@ -124,8 +124,10 @@ int32_t kp_rd_bytes(struct kp_rd *r, const uint8_t **s)
 int32_t kp_rd_compact_str(struct kp_rd *r, const uint8_t **s)
 {
     uint64_t n = kp_rd_uvarint(r);
-    if (n > INT32_MAX) {
+    *s = NULL;
+    if (n > (uint64_t)INT32_MAX + 1) {
         kp_rd_fail(r);
+        return -1;
     }
     return kp_rd_view(r, (int64_t)n - 1, s);
 }
@@ -164,6 +166,10 @@ int32_t kp_rd_array(struct kp_rd *r, size_t min_elem)
 int32_t kp_rd_compact_array(struct kp_rd *r, size_t min_elem)
 {
     uint64_t n = kp_rd_uvarint(r);
+    if (n > (uint64_t)INT32_MAX + 1) {
+        kp_rd_fail(r);
+        return -1;
+    }
     return kp_rd_count(r, (int64_t)n - 1, min_elem);
 }
 
