@@ -36,6 +36,7 @@ struct kp_partition {
     struct kp_batch_q queue; /* owned: sealed batches, send order */
     uint32_t queued_msgs;    /* in open + queue */
     int inflight;            /* batches sent, not yet answered */
+    struct kp_broker *inflight_broker; /* borrowed: where they went */
 
     int32_t next_seq; /* idempotence: sequence of the next new batch */
     int64_t pid;      /* producer id the sequences belong to */

@@ -91,6 +91,9 @@ void kp_topic_append(struct kp_ctx *ctx, struct kp_partition *p,
                      uint32_t gen, const struct kp_header *extra,
                      size_t extra_cnt);
 
+/* Fails (and dead-letters) every message held for metadata. */
+void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_topic *t,
+                        const char *why);
 /* Fails pending messages older than the delivery timeout. */
 void kp_topic_expire(struct kp_ctx *ctx, struct kp_topic *t, int64_t now_ms);
 

@@ -212,7 +212,7 @@ void kp_broker_connect(struct kp_broker *b)
     char port[16];
     int fd, one = 1, rc;
 
-    if (b->state != KP_BROKER_INIT || b->ctx->stopping) {
+    if (b->state != KP_BROKER_INIT) {
         return;
     }
     snprintf(port, sizeof(port), "%d", b->port);

@@ -395,8 +395,8 @@ void kp_ctx_shutdown(struct kp_ctx *ctx)
 static void kp_ctx_abandon_topic(struct kp_ctx *ctx, struct kp_topic *t,
                                  void *arg)
 {
-    int64_t far = *(int64_t *)arg;
-    kp_topic_expire(ctx, t, far);
+    (void)arg;
+    kp_topic_fail_held(ctx, t, "shutdown");
     for (int32_t i = 0; i < t->part_cnt; i++) {
         struct kp_partition *p = t->parts[i];
         struct kp_batch *b;
@@ -413,7 +413,6 @@ static void kp_ctx_on_stop_timer(struct ev_loop *loop, ev_timer *w,
 {
     struct kp_ctx *ctx = w->data;
     struct kp_client *c, *next;
-    int64_t far = INT64_MAX / 2;
     (void)revents;
 
     kp_warn("shutdown: timeout; %llu message(s) undelivered",
@@ -422,7 +421,7 @@ static void kp_ctx_on_stop_timer(struct ev_loop *loop, ev_timer *w,
     for (size_t i = 0; i < ctx->broker_cnt; i++) {
         kp_broker_close(ctx->brokers[i], NULL, false);
     }
-    kp_topic_foreach(&ctx->topics, kp_ctx_abandon_topic, ctx, &far);
+    kp_topic_foreach(&ctx->topics, kp_ctx_abandon_topic, ctx, NULL);
     for (c = TAILQ_FIRST(&ctx->clients); c; c = next) {
         next = TAILQ_NEXT(c, link);
         kp_client_close(c);

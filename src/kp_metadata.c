@@ -261,7 +261,9 @@ void kp_metadata_on_response(struct kp_ctx *ctx, struct kp_broker *b,
         kp_metadata_retire_bootstrap(ctx);
     }
     kp_idemp_kick(ctx);
-    if (ctx->md_again || !complete) {
+    if (ctx->md_again) {
+        kp_metadata_schedule(ctx, KP_MD_MIN_GAP_MS);
+    } else if (!complete) {
         kp_metadata_schedule(ctx, KP_MD_RETRY_MS);
     } else {
         kp_metadata_schedule(ctx, ctx->conf->metadata_refresh_ms);

@@ -105,6 +105,11 @@ bool kp_partition_sendable(const struct kp_ctx *ctx,
     if (p->inflight >= kp_partition_inflight_limit(b->pconf)) {
         return false;
     }
+    /* After a leader change, the old leader's answers come first: a batch
+     * sent to the new one meanwhile could overtake a retried one. */
+    if (p->inflight > 0 && p->inflight_broker != p->broker) {
+        return false;
+    }
     if (b->pconf->idempotence) {
         if (ctx->idemp != KP_IDEMP_READY) {
             return false;

@@ -239,7 +239,7 @@ enum kp_reject kp_topic_route(struct kp_ctx *ctx, struct kp_topic *t,
 }
 
 /* Settles `n` held messages of the front run(s) as failed. */
-static void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_runs *runs,
+static void kp_topic_fail_runs(struct kp_ctx *ctx, struct kp_runs *runs,
                                uint32_t n)
 {
     struct kp_runs one = {0};
@@ -301,7 +301,7 @@ static void kp_topic_replay(struct kp_ctx *ctx, struct kp_topic *t)
         if (m.partition >= t->part_cnt) {
             kp_deadletter_records(ctx, t->name, rec, (size_t)(r.p - rec), 0,
                                   &m.partition, "partition out of range");
-            kp_topic_fail_held(ctx, &t->pending_runs, 1);
+            kp_topic_fail_runs(ctx, &t->pending_runs, 1);
         } else {
             struct kp_tally *tally = kp_tally_get(run->tally);
             uint32_t gen = run->gen;
@@ -356,7 +356,27 @@ void kp_topic_on_metadata(struct kp_ctx *ctx, struct kp_topic *t, int16_t err,
         t->state = KP_TOPIC_READY;
         kp_info("topic %s: %d partitions", t->name, t->part_cnt);
         kp_topic_replay(ctx, t);
+        if (ctx->stopping) {
+            /* the drain sends everything at once */
+            for (int32_t i = 0; i < t->part_cnt; i++) {
+                kp_partition_seal(ctx, t->parts[i]);
+            }
+        }
     }
+}
+
+void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_topic *t,
+                        const char *why)
+{
+    if (!t->pending_cnt) {
+        return;
+    }
+    kp_err("topic %s: %u message(s) failed: %s", t->name, t->pending_cnt, why);
+    kp_deadletter_records(ctx, t->name, t->pending.data, t->pending.len, 0,
+                          t->pending_parts, why);
+    kp_topic_fail_runs(ctx, &t->pending_runs, t->pending_cnt);
+    kp_topic_clear_pending(ctx, t);
+    kp_ctx_gens_changed(ctx);
 }
 
 void kp_topic_expire(struct kp_ctx *ctx, struct kp_topic *t, int64_t now_ms)
@@ -367,13 +387,7 @@ void kp_topic_expire(struct kp_ctx *ctx, struct kp_topic *t, int64_t now_ms)
         snprintf(why, sizeof(why), "no metadata for topic (%s)",
                  t->md_error ? kp_proto_err_name(t->md_error)
                              : "no broker answered");
-        kp_err("topic %s: %u message(s) failed: %s", t->name, t->pending_cnt,
-               why);
-        kp_deadletter_records(ctx, t->name, t->pending.data, t->pending.len,
-                              0, t->pending_parts, why);
-        kp_topic_fail_held(ctx, &t->pending_runs, t->pending_cnt);
-        kp_topic_clear_pending(ctx, t);
-        kp_ctx_gens_changed(ctx);
+        kp_topic_fail_held(ctx, t, why);
     }
     for (int32_t i = 0; i < t->part_cnt; i++) {
         kp_partition_expire(ctx, t->parts[i], now_ms);
