@@ -50,7 +50,14 @@ struct kp_topic {
     struct kp_runs pending_runs;
     size_t pending_bytes;
     int64_t pending_since_ms;
-    uint64_t failed_by_error; /* messages failed with a topic-level error */
+    struct kp_fail_count *fails; /* owned: failed messages by reason */
+    uint32_t fail_cnt;
+};
+
+/* Failed messages of a topic counted under one reason. */
+struct kp_fail_count {
+    char reason[64];
+    uint64_t n;
 };
 
 struct kp_topic_table {
@@ -90,6 +97,10 @@ void kp_topic_append(struct kp_ctx *ctx, struct kp_partition *p,
                      const struct kp_msg *m, int64_t ts, struct kp_tally *tally,
                      uint32_t gen, const struct kp_header *extra,
                      size_t extra_cnt);
+
+/* Counts n failed messages of t under `reason` (stats, metrics). */
+void kp_topic_count_failed(struct kp_topic *t, const char *reason,
+                           uint64_t n);
 
 /* Fails (and dead-letters) every message held for metadata. */
 void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_topic *t,

@@ -292,6 +292,9 @@ void kp_partition_batch_done(struct kp_ctx *ctx, struct kp_batch *b,
     } else {
         ctx->n.failed += (uint64_t)b->count;
         p->failed += (uint64_t)b->count;
+        kp_topic_count_failed(p->topic,
+                              reason ? reason : kp_proto_err_name(err),
+                              (uint64_t)b->count);
         kp_log_rl(&kp_partition_fail_rl, KP_LOG_ERROR,
                   "%s [%d]: %d message(s) failed: %s", p->topic->name, p->id,
                   b->count, reason ? reason : kp_proto_err_name(err));

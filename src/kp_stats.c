@@ -67,11 +67,17 @@ static void kp_stats_topic_json(struct kp_ctx *ctx, struct kp_topic *t,
     (void)ctx;
 
     kp_stats_printf(w->out, "%s\"%s\":{\"state\":\"%s\",\"held\":%u,"
-                            "\"queued\":%llu,\"partitions\":{",
+                            "\"queued\":%llu,\"failed_by\":{",
                     w->first ? "" : ",", t->name,
                     kp_topic_state_names[t->state], t->pending_cnt,
                     (unsigned long long)kp_stats_topic_queued(t));
     w->first = false;
+    for (uint32_t i = 0; i < t->fail_cnt; i++) {
+        kp_stats_printf(w->out, "%s\"%s\":%llu", i ? "," : "",
+                        t->fails[i].reason,
+                        (unsigned long long)t->fails[i].n);
+    }
+    kp_stats_printf(w->out, "},\"partitions\":{");
     for (int32_t i = 0; i < t->part_cnt; i++) {
         const struct kp_partition *p = t->parts[i];
         kp_stats_printf(w->out,
@@ -147,6 +153,20 @@ static void kp_stats_metric(struct kp_buf *out, const char *name,
                     strcmp(type, "counter") == 0 ? "_total" : "", value);
 }
 
+static void kp_stats_topic_fails(struct kp_ctx *ctx, struct kp_topic *t,
+                                 void *arg)
+{
+    struct kp_buf *out = arg;
+    (void)ctx;
+    for (uint32_t i = 0; i < t->fail_cnt; i++) {
+        kp_stats_printf(out,
+                        "kproxyd_failed_messages_by_reason_total{topic=\"%s\","
+                        "reason=\"%s\"} %llu\n",
+                        t->name, t->fails[i].reason,
+                        (unsigned long long)t->fails[i].n);
+    }
+}
+
 static void kp_stats_topic_metrics(struct kp_ctx *ctx, struct kp_topic *t,
                                    void *arg)
 {
@@ -213,5 +233,10 @@ void kp_stats_metrics(struct kp_ctx *ctx, struct kp_buf *out)
                     "# HELP kproxyd_partition_delivered_messages Messages "
                     "delivered per partition.\n");
     kp_topic_foreach(&ctx->topics, kp_stats_topic_metrics, ctx, out);
+    kp_stats_printf(out,
+                    "# TYPE kproxyd_failed_messages_by_reason counter\n"
+                    "# HELP kproxyd_failed_messages_by_reason Failed messages "
+                    "by topic and reason.\n");
+    kp_topic_foreach(&ctx->topics, kp_stats_topic_fails, ctx, out);
     kp_stats_printf(out, "# EOF\n");
 }

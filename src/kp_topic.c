@@ -43,6 +43,7 @@ static void kp_topic_destroy(struct kp_topic *t)
     kp_buf_deinit(&t->pending);
     free(t->pending_parts);
     kp_runs_deinit(&t->pending_runs);
+    free(t->fails);
     free(t->name);
     free(t);
 }
@@ -238,6 +239,21 @@ enum kp_reject kp_topic_route(struct kp_ctx *ctx, struct kp_topic *t,
     return KP_REJ_NONE;
 }
 
+void kp_topic_count_failed(struct kp_topic *t, const char *reason,
+                           uint64_t n)
+{
+    for (uint32_t i = 0; i < t->fail_cnt; i++) {
+        if (strcmp(t->fails[i].reason, reason) == 0) {
+            t->fails[i].n += n;
+            return;
+        }
+    }
+    t->fails = kp_realloc(t->fails, (t->fail_cnt + 1) * sizeof(*t->fails));
+    snprintf(t->fails[t->fail_cnt].reason, sizeof(t->fails[0].reason), "%s",
+             reason);
+    t->fails[t->fail_cnt++].n = n;
+}
+
 /* Settles `n` held messages of the front run(s) as failed. */
 static void kp_topic_fail_runs(struct kp_ctx *ctx, struct kp_runs *runs,
                                uint32_t n)
@@ -301,6 +317,7 @@ static void kp_topic_replay(struct kp_ctx *ctx, struct kp_topic *t)
         if (m.partition >= t->part_cnt) {
             kp_deadletter_records(ctx, t->name, rec, (size_t)(r.p - rec), 0,
                                   &m.partition, "partition out of range");
+            kp_topic_count_failed(t, "partition out of range", 1);
             kp_topic_fail_runs(ctx, &t->pending_runs, 1);
         } else {
             struct kp_tally *tally = kp_tally_get(run->tally);
@@ -374,6 +391,7 @@ void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_topic *t,
     kp_err("topic %s: %u message(s) failed: %s", t->name, t->pending_cnt, why);
     kp_deadletter_records(ctx, t->name, t->pending.data, t->pending.len, 0,
                           t->pending_parts, why);
+    kp_topic_count_failed(t, why, t->pending_cnt);
     kp_topic_fail_runs(ctx, &t->pending_runs, t->pending_cnt);
     kp_topic_clear_pending(ctx, t);
     kp_ctx_gens_changed(ctx);
