@@ -57,6 +57,16 @@ struct kp_counters {
     uint64_t batch_bytes_wire;
     uint64_t batch_bytes_raw;
     uint64_t uncompressed_fallback;
+    /* Appended for operations (kp_stats, kp_systemd); the two pointers
+     * are module state that would sit better in struct kp_ctx itself. */
+    uint64_t clients_refused_peer; /* of clients_refused: not allowed */
+    uint64_t reloads;              /* applied */
+    uint64_t reload_failures;      /* rejected, old config kept */
+    bool last_reload_failed;
+    struct kp_stats *stats;     /* owned (kp_stats): histograms, created at
+                                   the first observation */
+    struct kp_systemd *systemd; /* owned (kp_systemd): notify timers,
+                                   NULL outside systemd */
 };
 
 struct kp_ctx {
@@ -76,6 +86,8 @@ struct kp_ctx {
     uint32_t client_cnt;
     uint64_t next_client_id;
     struct kp_control *control; /* owned, may be NULL */
+    int *act_fds; /* owned: sockets from systemd not yet claimed (-1) */
+    int act_cnt;
 
     /* Shared read buffer: a client's bytes are read here and parsed in
      * place; only a trailing partial line is carried by the client. */

@@ -210,7 +210,10 @@ static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
 {
-    int fd = kp_listener_bind_unix(path, 0660);
+    int fd = kp_listener_claim(ctx, path);
+    if (fd < 0) {
+        fd = kp_listener_bind_unix(path, 0660);
+    }
     if (fd < 0) {
         return NULL;
     }

@@ -175,10 +175,12 @@ int kp_ctx_start(struct kp_ctx *ctx)
 {
     const struct kp_conf *c = ctx->boot_conf;
 
+    kp_listener_activation_init(ctx);
     ctx->listeners = kp_calloc(c->listener_cnt, sizeof(*ctx->listeners));
     for (size_t i = 0; i < c->listener_cnt; i++) {
         struct kp_listener *l = kp_listener_open(ctx, &c->listeners[i]);
         if (!l) {
+            kp_listener_activation_done(ctx);
             return KP_ERROR;
         }
         ctx->listeners[ctx->listener_cnt++] = l;
@@ -186,9 +188,11 @@ int kp_ctx_start(struct kp_ctx *ctx)
     if (c->control) {
         ctx->control = kp_control_open(ctx, c->control);
         if (!ctx->control) {
+            kp_listener_activation_done(ctx);
             return KP_ERROR;
         }
     }
+    kp_listener_activation_done(ctx);
     if (kp_deadletter_open(ctx) != KP_OK) {
         return KP_ERROR;
     }

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -82,10 +83,76 @@ int kp_listener_bind_unix(const char *path, unsigned mode)
     return fd;
 }
 
+int kp_listener_activation_init(struct kp_ctx *ctx)
+{
+    const char *pid = getenv("LISTEN_PID");
+    const char *fds = getenv("LISTEN_FDS");
+    int n;
+
+    if (!pid || !fds || atol(pid) != (long)getpid()) {
+        return 0;
+    }
+    n = atoi(fds);
+    if (n <= 0 || n > 1024) {
+        return 0;
+    }
+    ctx->act_fds = kp_calloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        int fd = 3 + i; /* SD_LISTEN_FDS_START */
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        ctx->act_fds[i] = fd;
+    }
+    ctx->act_cnt = n;
+    /* Not for our children. */
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    kp_info("socket activation: %d socket(s) from systemd", n);
+    return n;
+}
+
+int kp_listener_claim(struct kp_ctx *ctx, const char *path)
+{
+    for (int i = 0; i < ctx->act_cnt; i++) {
+        struct sockaddr_un sa;
+        socklen_t len = sizeof(sa);
+        int fd = ctx->act_fds[i];
+        if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &len) < 0 ||
+            sa.sun_family != AF_UNIX) {
+            continue;
+        }
+        if (len > offsetof(struct sockaddr_un, sun_path) &&
+            strncmp(sa.sun_path, path, sizeof(sa.sun_path)) == 0) {
+            ctx->act_fds[i] = -1;
+            return fd;
+        }
+    }
+    return -1;
+}
+
+void kp_listener_activation_done(struct kp_ctx *ctx)
+{
+    for (int i = 0; i < ctx->act_cnt; i++) {
+        if (ctx->act_fds[i] >= 0) {
+            kp_warn("socket activation: fd %d matches no listener; closed",
+                    ctx->act_fds[i]);
+            close(ctx->act_fds[i]);
+        }
+    }
+    free(ctx->act_fds);
+    ctx->act_fds = NULL;
+    ctx->act_cnt = 0;
+}
+
 struct kp_listener *kp_listener_open(struct kp_ctx *ctx,
                                      const struct kp_listener_conf *lc)
 {
-    int fd = kp_listener_bind_unix(lc->path, lc->mode);
+    int fd = kp_listener_claim(ctx, lc->path);
+    bool activated = fd >= 0;
+    if (!activated) {
+        fd = kp_listener_bind_unix(lc->path, lc->mode);
+    }
     if (fd < 0) {
         return NULL;
     }
@@ -93,11 +160,12 @@ struct kp_listener *kp_listener_open(struct kp_ctx *ctx,
     l->ctx = ctx;
     l->conf = lc;
     l->fd = fd;
+    l->activated = activated;
     ev_io_init(&l->io, kp_listener_on_accept, fd, EV_READ);
     ev_timer_init(&l->pause, kp_listener_on_pause, 0.1, 0.);
     l->io.data = l->pause.data = l;
-    kp_info("listening on %s (format %s)", lc->path,
-            kp_format_names[lc->format]);
+    kp_info("listening on %s (format %s%s)", lc->path,
+            kp_format_names[lc->format], activated ? ", from systemd" : "");
     return l;
 }
 
@@ -117,7 +185,9 @@ void kp_listener_close(struct kp_listener *l)
     kp_listener_stop(l);
     if (l->fd >= 0) {
         close(l->fd);
-        unlink(l->conf->path);
+        if (!l->activated) {
+            unlink(l->conf->path);
+        }
     }
     free(l);
 }
