@@ -63,7 +63,11 @@ class Skip(Exception):
 
 
 SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "runtime error:",
-                      "LeakSanitizer")
+                      "LeakSanitizer",
+                      # valgrind memcheck (make valgrind)
+                      "Invalid read of size", "Invalid write of size",
+                      "definitely lost in", "indirectly lost in",
+                      "uninitialised value", "Invalid free")
 SUMMARY_RE = re.compile(rb"^delivered=(\d+) failed=(\d+) rejected=(\d+)\n$")
 
 
@@ -75,6 +79,8 @@ def configure(kproxyd, tools):
     scale = os.environ.get("KP_IT_SCALE")
     if scale:
         SCALE = float(scale)
+    elif os.environ.get("KPROXYD_WRAPPER"):
+        SCALE = 10.0  # valgrind
     elif is_asan_binary(kproxyd):
         SCALE = 3.0
     else:
@@ -368,8 +374,10 @@ class Kproxyd:
     def start(self, wait=True):
         with open(self.log_path, "ab") as err, \
                 open(self.out_path, "ab") as out:
+            # KPROXYD_WRAPPER (make valgrind): a command kproxyd runs under.
+            wrapper = os.environ.get("KPROXYD_WRAPPER", "").split()
             self.proc = subprocess.Popen(
-                [self.binary, "-c", self.conf_path] + self.args,
+                wrapper + [self.binary, "-c", self.conf_path] + self.args,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 env=self.env)
         self.returncode = None
