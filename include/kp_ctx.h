@@ -93,6 +93,7 @@ struct kp_ctx {
      * place; only a trailing partial line is carried by the client. */
     uint8_t *rbuf; /* owned */
     size_t rbuf_cap;
+    size_t max_line; /* longest line any topic accepts */
     struct kp_line_scratch scratch;
 
     struct kp_topic_table topics;

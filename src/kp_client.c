@@ -177,7 +177,7 @@ static void kp_client_line(struct kp_client *c, const uint8_t *line,
     if (len == 0) {
         return; /* empty lines are skipped */
     }
-    if (len > (size_t)ctx->conf->producer.message_max_bytes) {
+    if (len > ctx->max_line) {
         kp_client_reject(c, KP_REJ_TOO_LONG, line, len);
         return;
     }
@@ -231,7 +231,7 @@ static void kp_client_frame(struct kp_client *c, const uint8_t *data,
                             size_t len, bool final)
 {
     const uint8_t *p = data, *end = data + len, *nl;
-    size_t max_line = (size_t)c->ctx->conf->producer.message_max_bytes;
+    size_t max_line = c->ctx->max_line;
 
     if (c->discarding) {
         nl = memchr(p, '\n', len);

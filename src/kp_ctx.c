@@ -32,9 +32,19 @@ static void kp_ctx_on_signal(struct ev_loop *loop, ev_signal *w, int revents);
 static void kp_ctx_on_stop_timer(struct ev_loop *loop, ev_timer *w,
                                  int revents);
 
+/* The longest line any topic accepts bounds framing (a topic's own limit
+ * is checked once the line is parsed); the shared read buffer holds one
+ * such partial line plus a read. */
 static void kp_ctx_size_rbuf(struct kp_ctx *ctx)
 {
-    size_t want = (size_t)ctx->conf->producer.message_max_bytes + KP_READ_CHUNK;
+    const struct kp_conf *c = ctx->conf;
+    size_t max_line = (size_t)c->producer.message_max_bytes;
+    for (size_t i = 0; i < c->topic_cnt; i++) {
+        max_line = KP_MAX(max_line,
+                          (size_t)c->topics[i].producer.message_max_bytes);
+    }
+    ctx->max_line = max_line;
+    size_t want = max_line + KP_READ_CHUNK;
     if (want > ctx->rbuf_cap) {
         free(ctx->rbuf);
         ctx->rbuf = kp_malloc(want);
