@@ -20,6 +20,9 @@
 const char *const kp_client_state_names[KP_CLIENT__COUNT] = {
     "reading", "draining", "replying", "closed"};
 
+/* Bytes one client may read per wake-up: its share of the loop. */
+#define KP_CLIENT_READ_BUDGET (256 * 1024)
+
 static struct kp_ratelimit kp_client_reject_rl;
 
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents);
@@ -280,7 +283,8 @@ static ssize_t kp_client_read_once(struct kp_client *c)
     if (carry) {
         memcpy(ctx->rbuf, c->carry, carry);
     }
-    n = read(c->fd, ctx->rbuf + carry, ctx->rbuf_cap - carry);
+    n = read(c->fd, ctx->rbuf + carry,
+             KP_MIN(ctx->rbuf_cap - carry, KP_CLIENT_READ_BUDGET));
     if (n > 0) {
         c->carry_len = 0;
         kp_client_frame(c, ctx->rbuf, carry + (size_t)n, false);
