@@ -140,10 +140,14 @@ install: $(BUILD)/kproxyd
 	install -d $(DESTDIR)/lib/systemd/system
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' kproxyd.service \
 	    > $(DESTDIR)/lib/systemd/system/kproxyd.service
+	install -m 0644 kproxyd.socket $(DESTDIR)/lib/systemd/system/kproxyd.socket
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/kproxyd/README.md
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/kproxyd \
-	      $(DESTDIR)/lib/systemd/system/kproxyd.service
+	      $(DESTDIR)/lib/systemd/system/kproxyd.service \
+	      $(DESTDIR)/lib/systemd/system/kproxyd.socket \
+	      $(DESTDIR)$(PREFIX)/share/doc/kproxyd/README.md
 
 clean:
 	rm -rf build

@@ -40,6 +40,7 @@ struct kp_control {
     struct kp_ctx *ctx; /* borrowed */
     char *path;         /* owned */
     int fd;
+    bool activated; /* handed over by systemd: its socket file stays */
     ev_io io;
     TAILQ_HEAD(, kp_ctl_conn) conns; /* owned */
 };
@@ -211,6 +212,7 @@ static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
 {
     int fd = kp_listener_claim(ctx, path);
+    bool activated = fd >= 0;
     if (fd < 0) {
         fd = kp_listener_bind_unix(path, 0660);
     }
@@ -221,6 +223,7 @@ struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
     ctl->ctx = ctx;
     ctl->path = kp_strdup(path);
     ctl->fd = fd;
+    ctl->activated = activated;
     TAILQ_INIT(&ctl->conns);
     ev_io_init(&ctl->io, kp_control_on_accept, fd, EV_READ);
     ctl->io.data = ctl;
@@ -236,7 +239,9 @@ void kp_control_close(struct kp_control *ctl)
     }
     ev_io_stop(ctl->ctx->loop, &ctl->io);
     close(ctl->fd);
-    unlink(ctl->path);
+    if (!ctl->activated) {
+        unlink(ctl->path);
+    }
     free(ctl->path);
     free(ctl);
 }

@@ -21,6 +21,7 @@
 #include "kp_log.h"
 #include "kp_metadata.h"
 #include "kp_partition.h"
+#include "kp_stats.h"
 #include "kp_systemd.h"
 
 #define KP_READ_CHUNK (256 * 1024)
@@ -141,6 +142,7 @@ void kp_ctx_destroy(struct kp_ctx *ctx)
     ev_signal_stop(ctx->loop, &ctx->sig_term);
     ev_signal_stop(ctx->loop, &ctx->sig_int);
     ev_signal_stop(ctx->loop, &ctx->sig_hup);
+    kp_systemd_stop(ctx);
     kp_metadata_stop(ctx);
     for (size_t i = 0; i < ctx->listener_cnt; i++) {
         kp_listener_close(ctx->listeners[i]);
@@ -175,6 +177,7 @@ void kp_ctx_destroy(struct kp_ctx *ctx)
     kp_gens_deinit(&ctx->gens);
     kp_line_scratch_deinit(&ctx->scratch);
     kp_compressor_destroy(ctx->cz);
+    kp_stats_deinit(ctx);
     free(ctx->rbuf);
     kp_conf_put(ctx->boot_conf);
     kp_conf_put(ctx->conf);
@@ -217,7 +220,7 @@ int kp_ctx_start(struct kp_ctx *ctx)
         ev_signal_start(ctx->loop, &ctx->sig_hup);
     }
     kp_metadata_start(ctx);
-    kp_systemd_notify(ctx, "READY=1");
+    kp_systemd_start(ctx);
     return KP_OK;
 }
 
@@ -338,7 +341,6 @@ static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
 
     kp_topic_foreach(&ctx->topics, kp_ctx_expire_topic, ctx, &now);
-    kp_systemd_tick(ctx);
 }
 
 /* Everything read is settled and every summary written. */
@@ -467,6 +469,7 @@ int kp_ctx_reload(struct kp_ctx *ctx, char **errtext)
             kp_buf_deinit(&msg);
         }
         kp_err("reload: configuration rejected; keeping the old one");
+        kp_stats_reloaded(ctx, false);
         kp_systemd_notify(ctx, "READY=1");
         return KP_ERROR;
     }
@@ -479,6 +482,7 @@ int kp_ctx_reload(struct kp_ctx *ctx, char **errtext)
     kp_ctx_account(ctx, 0, 0); /* buffer_bytes may have changed */
     kp_idemp_kick(ctx);
     kp_info("reload: configuration applied");
+    kp_stats_reloaded(ctx, true);
     kp_systemd_notify(ctx, "READY=1");
     return KP_OK;
 }

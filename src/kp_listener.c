@@ -245,9 +245,10 @@ static void kp_listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
             }
             return;
         }
-        if (ctx->client_cnt >= (uint32_t)ctx->conf->max_clients ||
-            !kp_listener_peer_allowed(l, fd)) {
+        bool full = ctx->client_cnt >= (uint32_t)ctx->conf->max_clients;
+        if (full || !kp_listener_peer_allowed(l, fd)) {
             ctx->n.clients_refused++;
+            ctx->n.clients_refused_peer += !full;
             kp_log_rl(&kp_listener_rl, KP_LOG_WARNING,
                       "listener %s: connection refused (%s)", l->conf->path,
                       ctx->client_cnt >= (uint32_t)ctx->conf->max_clients
