@@ -4,7 +4,7 @@
  * The compressor owns one context per codec, created once and reset per
  * batch, so the hot path allocates nothing but output room:
  *  - gzip: a deflate z_stream with the gzip wrapper (windowBits 15 + 16),
- *    deflateReset per batch, re-initialised only when the level changes;
+ *    deflateReset per batch, deflateParams when the level changes;
  *  - zstd: a ZSTD_CCtx driven by ZSTD_compress2 (one frame per batch);
  *  - lz4:  an LZ4F_cctx producing one LZ4 frame with independent 64 KiB
  *    blocks and no content checksum, as librdkafka writes (Kafka rejects
@@ -91,10 +91,6 @@ static int kp_compress_gzip(struct kp_compressor *cz, int level,
     }
     level = KP_MAX(Z_DEFAULT_COMPRESSION, KP_MIN(level, Z_BEST_COMPRESSION));
 
-    if (cz->gz_ready && cz->gz_level != level) {
-        deflateEnd(&cz->gz);
-        cz->gz_ready = false;
-    }
     if (!cz->gz_ready) {
         memset(&cz->gz, 0, sizeof(cz->gz));
         /* 15 + 16: a gzip wrapper, what Kafka's GZIPInputStream reads. */
@@ -108,6 +104,12 @@ static int kp_compress_gzip(struct kp_compressor *cz, int level,
         cz->gz_level = level;
     } else {
         deflateReset(&cz->gz);
+        if (cz->gz_level != level) {
+            /* Topics with different levels share the stream: a fresh
+             * stream takes new parameters without reallocating. */
+            deflateParams(&cz->gz, level, Z_DEFAULT_STRATEGY);
+            cz->gz_level = level;
+        }
     }
 
     uLong bound = deflateBound(&cz->gz, (uLong)n);
