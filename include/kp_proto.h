@@ -188,6 +188,9 @@ struct kp_produce_presp {
     int16_t error;
     int64_t base_offset;
     int64_t log_start_offset; /* -1 before v5 */
+    char *error_message;      /* owned; v8+ ErrorMessage, or NULL */
+    int32_t record_error_index; /* v8+: first RecordErrors entry */
+    char *record_error;       /* owned; its message, or NULL */
 };
 struct kp_produce_tresp {
     char *name; /* owned */

@@ -821,8 +821,13 @@ void kp_proto_produce_end(struct kp_req *q, int16_t version)
 void kp_proto_produce_resp_free(struct kp_produce_resp *r)
 {
     for (int32_t i = 0; r->topics && i < r->topic_cnt; i++) {
-        free(r->topics[i].name);
-        free(r->topics[i].parts);
+        struct kp_produce_tresp *t = &r->topics[i];
+        for (int32_t j = 0; t->parts && j < t->part_cnt; j++) {
+            free(t->parts[j].error_message);
+            free(t->parts[j].record_error);
+        }
+        free(t->name);
+        free(t->parts);
     }
     free(r->topics);
     memset(r, 0, sizeof(*r));
@@ -839,11 +844,18 @@ static void kp_dec_produce_part(struct kp_rd *r, int16_t v, bool flex,
     if (v >= 8) {
         int32_t n = kp_get_array(r, flex, 5); /* RecordErrors */
         for (int32_t i = 0; i < n && !r->err; i++) {
-            kp_rd_i32(r);          /* BatchIndex */
-            kp_skip_str(r, flex);  /* BatchIndexErrorMessage */
-            kp_skip_tags(r, flex); /* TaggedFields */
+            int32_t idx = kp_rd_i32(r); /* BatchIndex */
+            char *msg = kp_get_strdup(r, flex, true); /* BatchIndexErrorMessage */
+            kp_skip_tags(r, flex);      /* TaggedFields */
+            if (i == 0 && !r->err) {
+                /* The first record's error is the one worth logging. */
+                pp->record_error_index = idx;
+                pp->record_error = msg;
+            } else {
+                free(msg);
+            }
         }
-        kp_skip_str(r, flex); /* ErrorMessage */
+        pp->error_message = kp_get_strdup(r, flex, true); /* ErrorMessage */
     }
     kp_skip_tags(r, flex); /* TaggedFields (CurrentLeader is v10+) */
 }
