@@ -54,7 +54,26 @@ struct kp_batch {
     int64_t pid;      /* producer id/epoch it was stamped with, or -1 */
     int16_t epoch;
     int attempts;     /* sends so far */
+
+    /* Place in its partition's send order: sealed batches get increasing
+     * values (seal number << 32); a split's halves share the range of the
+     * batch they replace, so a requeue by `order` never reorders. */
+    uint64_t order;
+    int split_depth;
+    uint64_t id; /* unique within its partition: the produce trace's id */
+
+    /* owned, NULL until a message names its partition (json "partition"):
+     * then one byte per record, 1 where it did, for the dead letter file */
+    uint8_t *pinned;
+    uint32_t pinned_cap;
 };
+
+/* Whether record i was given its partition explicitly. */
+static inline bool kp_batch_pinned(const struct kp_batch *b, int32_t i)
+{
+    return b->pinned && i >= 0 && (uint32_t)i < b->pinned_cap &&
+           b->pinned[i];
+}
 
 struct kp_batch *kp_batch_create(struct kp_partition *part,
                                  struct kp_conf *conf,

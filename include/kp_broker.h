@@ -63,6 +63,7 @@ struct kp_broker {
 
     ev_io rio, wio;
     ev_timer timer; /* connect/request timeout and reconnect backoff */
+    ev_timer throttle_timer; /* resumes sending when a throttle ends */
     struct kp_buf rbuf; /* owned: response bytes */
 
     struct kp_request_q reqs;      /* owned: in flight, in order */
@@ -112,6 +113,10 @@ void kp_broker_flush(struct kp_broker *b);
 struct kp_request *kp_broker_request_start(struct kp_broker *b,
                                            int16_t api_key, int16_t version);
 void kp_broker_request_send(struct kp_broker *b, struct kp_request *r);
+
+/* A response asked to wait throttle_ms before the next request (KIP-219:
+ * the broker muted the connection for that long): Produce holds off. */
+void kp_broker_throttle(struct kp_broker *b, int32_t throttle_ms);
 
 /* Whether the broker is up and answers this API at some version. */
 bool kp_broker_supports(const struct kp_broker *b, int16_t api_key);

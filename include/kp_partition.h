@@ -42,6 +42,9 @@ struct kp_partition {
     int64_t pid;      /* producer id the sequences belong to */
     int16_t epoch;
 
+    uint64_t sealed_cnt;   /* batches sealed: their `order` */
+    uint64_t next_batch_id; /* ids of sealed batches and split halves */
+
     ev_timer backoff;       /* retry backoff */
     bool backing_off;
     TAILQ_ENTRY(kp_partition) ready_link; /* leader broker's ready list */

@@ -35,6 +35,7 @@ struct kp_batch *kp_batch_create(struct kp_partition *part,
 void kp_batch_destroy(struct kp_batch *b)
 {
     kp_runs_deinit(&b->runs);
+    free(b->pinned);
     kp_buf_deinit(&b->records);
     kp_buf_deinit(&b->wire);
     kp_conf_put(b->conf);
@@ -51,6 +52,16 @@ size_t kp_batch_append(struct kp_batch *b, const struct kp_msg *m, int64_t ts,
     }
     size_t n = kp_record_append(&b->records, b->count, ts - b->base_ts, m,
                                 extra, extra_cnt);
+    if (m->partition >= 0 || b->pinned) {
+        if ((uint32_t)b->count >= b->pinned_cap) {
+            uint32_t cap = KP_MAX(b->pinned_cap * 2, 64);
+            cap = KP_MAX(cap, (uint32_t)b->count + 1);
+            b->pinned = kp_realloc(b->pinned, cap);
+            memset(b->pinned + b->pinned_cap, 0, cap - b->pinned_cap);
+            b->pinned_cap = cap;
+        }
+        b->pinned[b->count] = m->partition >= 0;
+    }
     b->count++;
     b->msg_bytes += n;
     return n;

@@ -21,12 +21,13 @@
 #include "kp_log.h"
 #include "kp_metadata.h"
 #include "kp_partition.h"
+#include "kp_stats.h"
 #include "kp_topic.h"
 
 #define KP_BROKER_RBUF_MIN (64 * 1024)
 #define KP_BROKER_MAX_FRAME (64 * 1024 * 1024)
 #define KP_BROKER_MAX_REQUEST (16 * 1024 * 1024)
-#define KP_BROKER_BACKOFF_MIN_MS 100
+#define KP_BROKER_BACKOFF_MIN_MS 20
 #define KP_BROKER_BACKOFF_MAX_MS 10000
 #define KP_SW_NAME "kproxyd"
 
@@ -40,6 +41,8 @@ static void kp_broker_on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void kp_broker_on_timer(struct ev_loop *loop, ev_timer *w,
                                int revents);
 static void kp_broker_write(struct kp_broker *b);
+static void kp_broker_on_throttle(struct ev_loop *loop, ev_timer *w,
+                                  int revents);
 
 struct kp_broker *kp_broker_create(struct kp_ctx *ctx, int32_t node_id,
                                    const char *host, int port)
@@ -51,13 +54,14 @@ struct kp_broker *kp_broker_create(struct kp_ctx *ctx, int32_t node_id,
     b->port = port;
     b->fd = -1;
     b->state = KP_BROKER_INIT;
-    b->backoff_ms = KP_BROKER_BACKOFF_MIN_MS;
+    b->backoff_ms = 0;
     TAILQ_INIT(&b->reqs);
     TAILQ_INIT(&b->ready);
     ev_init(&b->rio, kp_broker_on_read);
     ev_init(&b->wio, kp_broker_on_write);
     ev_init(&b->timer, kp_broker_on_timer);
-    b->rio.data = b->wio.data = b->timer.data = b;
+    ev_init(&b->throttle_timer, kp_broker_on_throttle);
+    b->rio.data = b->wio.data = b->timer.data = b->throttle_timer.data = b;
     for (int i = 0; i < KP_API_KEY_MAX; i++) {
         b->api_min[i] = b->api_max[i] = -1;
     }
@@ -70,6 +74,7 @@ void kp_broker_destroy(struct kp_broker *b)
     ev_io_stop(b->ctx->loop, &b->rio);
     ev_io_stop(b->ctx->loop, &b->wio);
     ev_timer_stop(b->ctx->loop, &b->timer);
+    ev_timer_stop(b->ctx->loop, &b->throttle_timer);
     if (b->fd >= 0) {
         close(b->fd);
     }
@@ -192,8 +197,21 @@ void kp_broker_close(struct kp_broker *b, const char *why, bool backoff)
         kp_request_free(r);
     }
     if (backoff) {
-        int ms = b->backoff_ms * (80 + (int)(random() % 41)) / 100;
-        b->backoff_ms = KP_MIN(b->backoff_ms * 2, KP_BROKER_BACKOFF_MAX_MS);
+        /* Exponential, from retry_backoff_ms up to retry_backoff_max_ms
+         * (never below KP_BROKER_BACKOFF_MIN_MS: no busy loop whatever the
+         * settings; a broker too old to use waits the longest), with +-20%
+         * jitter so that reconnects to a restarted cluster spread out. */
+        const struct kp_producer_conf *pc = &ctx->conf->producer;
+        int lo = KP_MAX(pc->retry_backoff_ms, KP_BROKER_BACKOFF_MIN_MS);
+        int hi = KP_MAX(pc->retry_backoff_max_ms, lo);
+        int cur = b->backoff_ms >= KP_BROKER_BACKOFF_MAX_MS
+                      ? KP_BROKER_BACKOFF_MAX_MS
+                      : KP_MIN(KP_MAX(b->backoff_ms, lo), hi);
+        int ms = (int)((int64_t)cur * (80 + random() % 41) / 100);
+        if (cur < KP_BROKER_BACKOFF_MAX_MS) {
+            b->backoff_ms = KP_MIN(cur * 2, hi);
+        }
+        kp_debug("%s: reconnect in %d ms", kp_broker_name(b), ms);
         kp_broker_timer_in(b, ms);
     }
     if ((was_up || b->node_id >= 0) && !b->decommissioned) {
@@ -365,7 +383,7 @@ static void kp_broker_on_apiversions(struct kp_broker *b, const uint8_t *body,
              kp_broker_name(b), b->produce_ver, b->metadata_ver,
              b->initpid_ver);
     kp_broker_set_state(b, KP_BROKER_UP);
-    b->backoff_ms = KP_BROKER_BACKOFF_MIN_MS;
+    b->backoff_ms = 0; /* the next reconnect starts at the minimum */
     kp_metadata_on_broker_up(b->ctx, b);
     kp_idemp_kick(b->ctx);
     kp_topic_foreach(&b->ctx->topics, kp_broker_ready_partitions, b->ctx, b);
@@ -432,6 +450,14 @@ static enum kp_action kp_broker_err_action(int16_t err, int32_t count)
     }
 }
 
+/* Whether bt carries sequences of the current producer id and epoch. */
+static bool kp_broker_stamped_now(const struct kp_ctx *ctx,
+                                  const struct kp_batch *bt)
+{
+    return bt->base_seq >= 0 && bt->pid == ctx->pid &&
+           bt->epoch == ctx->epoch;
+}
+
 static bool kp_batch_expired(const struct kp_batch *bt, int64_t now_ms)
 {
     return now_ms - bt->created_ms >= bt->pconf->delivery_timeout_ms;
@@ -462,7 +488,11 @@ static void kp_broker_settle(struct kp_broker *b, struct kp_batch *bt,
         kp_partition_retry(ctx, p, bt, true);
         break;
     case KP_ACT_RETRY_NEW_PID:
-        kp_idemp_reset(ctx, kp_proto_err_name(err));
+        /* An answer about an id already replaced changes nothing: the
+         * batch is stamped again under the current one when resent. */
+        if (kp_broker_stamped_now(ctx, bt)) {
+            kp_idemp_reset(ctx, kp_proto_err_name(err));
+        }
         kp_partition_retry(ctx, p, bt, true);
         break;
     case KP_ACT_RETRY:
@@ -473,7 +503,7 @@ static void kp_broker_settle(struct kp_broker *b, struct kp_batch *bt,
         break;
     case KP_ACT_FAIL:
     default:
-        if (bt->base_seq >= 0) {
+        if (kp_broker_stamped_now(ctx, bt)) {
             /* The sequence now has a gap: later batches need a new id. */
             kp_idemp_reset(ctx, "batch failed");
         }
@@ -500,6 +530,26 @@ kp_broker_find_presp(const struct kp_produce_resp *resp, const char *topic,
     return NULL;
 }
 
+/* What the broker said about a refused batch (Produce v8+ adds a message
+ * and the records at fault). */
+static void kp_broker_log_presp(const struct kp_broker *b,
+                                const struct kp_batch *bt,
+                                const struct kp_produce_presp *pr)
+{
+    bool msg = pr->error_message && pr->error_message[0];
+    bool rec = pr->record_error && pr->record_error[0];
+
+    if (!msg && !rec) {
+        return;
+    }
+    kp_log_rl(&kp_broker_rl, KP_LOG_WARNING,
+              "%s: %s [%d]: %s%s%s%s (record %d: %s)", kp_broker_name(b),
+              bt->part->topic->name, bt->part->id,
+              kp_proto_err_name(pr->error), msg ? " \"" : "",
+              msg ? pr->error_message : "", msg ? "\"" : "",
+              pr->record_error_index, rec ? pr->record_error : "-");
+}
+
 static void kp_broker_on_produce(struct kp_broker *b, struct kp_request *r,
                                  const uint8_t *body, size_t len)
 {
@@ -517,11 +567,12 @@ static void kp_broker_on_produce(struct kp_broker *b, struct kp_request *r,
         struct kp_batch *bt = r->batches[i];
         const struct kp_produce_presp *pr = kp_broker_find_presp(
             &resp, bt->part->topic->name, bt->part->id);
+        if (pr && pr->error) {
+            kp_broker_log_presp(b, bt, pr);
+        }
         kp_broker_settle(b, bt, pr ? pr->error : -2);
     }
-    if (resp.throttle_ms > 0) {
-        b->throttle_until_ms = kp_mono_ms() + resp.throttle_ms;
-    }
+    kp_broker_throttle(b, resp.throttle_ms);
     r->batch_cnt = 0;
     kp_proto_produce_resp_free(&resp);
     kp_request_free(r);
@@ -571,10 +622,11 @@ static void kp_broker_trace(const struct kp_broker *b,
     }
     kp_rd_init(&r, bt->wire.data + KP_BATCH_OFF_CRC, 4);
     kp_debug("produce: broker=%d topic=%s partition=%d pid=%lld epoch=%d "
-             "seq=%d count=%d crc=%08x attempt=%d bytes=%zu",
+             "seq=%d count=%d crc=%08x attempt=%d bytes=%zu id=%llu",
              b->node_id, bt->part->topic->name, bt->part->id,
              (long long)bt->pid, bt->epoch, bt->base_seq, bt->count,
-             kp_rd_u32(&r), bt->attempts, bt->wire.len);
+             kp_rd_u32(&r), bt->attempts, bt->wire.len,
+             (unsigned long long)bt->id);
 }
 
 /* Picks at most one batch per ready partition, all with the same acks. */
@@ -685,10 +737,40 @@ void kp_broker_kick(struct kp_broker *b)
     }
 }
 
+void kp_broker_throttle(struct kp_broker *b, int32_t throttle_ms)
+{
+    if (throttle_ms > 0) {
+        b->throttle_until_ms =
+            KP_MAX(b->throttle_until_ms, kp_mono_ms() + throttle_ms);
+        kp_debug("%s: throttled for %d ms", kp_broker_name(b), throttle_ms);
+    }
+}
+
+static void kp_broker_on_throttle(struct ev_loop *loop, ev_timer *w,
+                                  int revents)
+{
+    struct kp_broker *b = w->data;
+    (void)loop;
+    (void)revents;
+    kp_broker_kick(b);
+}
+
 void kp_broker_flush(struct kp_broker *b)
 {
     struct kp_batch *picked[512];
     int acks;
+    int64_t now = kp_mono_ms();
+
+    if (now < b->throttle_until_ms) {
+        /* Held off: flushed again when the throttle ends. */
+        if (!TAILQ_EMPTY(&b->ready) &&
+            !ev_is_active(&b->throttle_timer)) {
+            ev_timer_set(&b->throttle_timer,
+                         (double)(b->throttle_until_ms - now) / 1000.0, 0.);
+            ev_timer_start(b->ctx->loop, &b->throttle_timer);
+        }
+        return;
+    }
 
     while (b->state == KP_BROKER_UP && !TAILQ_EMPTY(&b->ready) &&
            b->inflight < (uint32_t)b->ctx->conf->producer.max_in_flight &&
@@ -785,6 +867,7 @@ static void kp_broker_rtt(struct kp_broker *b, const struct kp_request *r)
 {
     int64_t rtt = kp_mono_us() - r->sent_us;
     b->rtt_us = b->rtt_us ? (b->rtt_us * 7 + rtt) / 8 : rtt;
+    kp_stats_observe_rtt(b->ctx, b->node_id, r->api_key, rtt);
 }
 
 /* One complete response frame (after the size field). Returns KP_OK, or

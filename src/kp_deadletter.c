@@ -84,6 +84,56 @@ static void kp_deadletter_bytes(json_t *o, const char *name,
     free(out);
 }
 
+/*
+ * A header name or value as a JSON string. The json line format has no
+ * binary form for headers, so bytes that are not UTF-8 (which no listener
+ * produces today, but a record may hold) are written as U+FFFD rather
+ * than losing the line (jansson refuses invalid UTF-8: json_stringn would
+ * return NULL). NUL bytes are kept (\u0000, which the json listener
+ * accepts).
+ */
+static json_t *kp_deadletter_text(const uint8_t *p, size_t n)
+{
+    json_t *s = json_stringn((const char *)p, n);
+    if (s) {
+        return s;
+    }
+    struct kp_buf b;
+    kp_buf_init(&b, n * 3 + 1);
+    for (size_t i = 0; i < n;) {
+        size_t len = 0;
+        uint32_t cp = 0, min = 0;
+        uint8_t c = p[i];
+        if (c < 0x80) {
+            len = 1;
+            cp = c;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4, cp = c & 0x07, min = 0x10000;
+        }
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++) {
+            ok = (p[i + k] & 0xc0) == 0x80;
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        ok = ok && cp >= min && cp <= 0x10ffff &&
+             !(cp >= 0xd800 && cp <= 0xdfff);
+        if (ok) {
+            kp_buf_put_bytes(&b, p + i, len);
+            i += len;
+        } else {
+            kp_buf_put_bytes(&b, "\xef\xbf\xbd", 3); /* U+FFFD */
+            i++;
+        }
+    }
+    s = json_stringn((const char *)b.data, b.len);
+    kp_buf_deinit(&b);
+    return s ? s : json_string("");
+}
+
 static json_t *kp_deadletter_headers(struct kp_record_view *v)
 {
     json_t *arr = json_array();
@@ -93,12 +143,11 @@ static json_t *kp_deadletter_headers(struct kp_record_view *v)
             break;
         }
         json_t *pair = json_array();
-        json_array_append_new(pair, json_stringn((const char *)h.name,
-                                                 h.name_len));
-        json_array_append_new(pair, h.value ? json_stringn((const char *)
-                                                               h.value,
-                                                           h.value_len)
-                                            : json_null());
+        json_array_append_new(pair, kp_deadletter_text(h.name, h.name_len));
+        json_array_append_new(pair, h.value
+                                        ? kp_deadletter_text(h.value,
+                                                             h.value_len)
+                                        : json_null());
         json_array_append_new(arr, pair);
     }
     return arr;

@@ -1,16 +1,47 @@
 /*
  * kp_idemp.c - the idempotent producer's id and epoch.
  *
- * What each broker answer does (as the Java client and librdkafka do):
- *  - InitProducerId ok: new id/epoch; every partition restarts its
- *    sequences at 0 once nothing of the old id is in flight.
- *  - UNKNOWN_PRODUCER_ID, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_
- *    EPOCH on Produce, a batch failed or split after it had a sequence:
- *    kp_idemp_reset() asks for a new id; the batches wait in their FIFOs
- *    (in sequence order) and are re-stamped under the new id when sent.
- *  - A broker without InitProducerId: idempotent topics do not produce
- *    (their messages fail at delivery_timeout_ms), logged once; kproxyd
- *    never silently downgrades.
+ * Before the first idempotent Produce, InitProducerId goes to the live
+ * broker with the fewest requests in flight, and again whenever sequences
+ * must restart: always asking for a new id (ProducerId -1; the current
+ * id/epoch of KIP-360 is for transactional producers). Every batch is
+ * stamped with the id, epoch and its partition's next sequence when it is
+ * first sent (kp_broker_stamp); a retry resends the sealed bytes unchanged. At most 5 batches per partition are in flight
+ * (1 without idempotence), and a partition sends under a new id/epoch only
+ * once nothing of the old one is in flight (kp_partition_sendable): that is
+ * the drain. Sequences restart at 0 under the new id, in FIFO order, which
+ * is the order the messages were read (kp_partition_requeue).
+ *
+ * What each answer does (kp_broker_err_action, kp_broker_settle), as the
+ * Java client and librdkafka do:
+ *  - NONE: delivered.
+ *  - DUPLICATE_SEQUENCE_NUMBER (46): the broker already has the batch (a
+ *    retry raced its original): delivered.
+ *  - OUT_OF_ORDER_SEQUENCE_NUMBER (45): the broker did not append the batch;
+ *    an earlier sequence is missing (an earlier batch failed, expired, or
+ *    its answer was lost and it is being resent). Drain, new id, the
+ *    batch is retried in its place under the new sequences. Java fails
+ *    the batch when it was the next one expected and retries it otherwise;
+ *    kproxyd retries in both cases (the broker did not append it, so a
+ *    retry cannot duplicate it) and never drops what a retry can deliver.
+ *  - UNKNOWN_PRODUCER_ID (59): the broker lost the producer's state (its
+ *    records were deleted by retention): drain, new id, retry in order, as
+ *    Java and librdkafka do when the log start moved past the last ack.
+ *  - INVALID_PRODUCER_EPOCH (47): the epoch was bumped elsewhere (fenced):
+ *    drain, new id, retry in order (librdkafka's idempotent producer
+ *    does the same; for transactions it would be fatal).
+ *  - A batch that fails for good (non-retriable error, delivery timeout) or
+ *    is split (MESSAGE_TOO_LARGE) after it had a sequence leaves a gap the
+ *    broker would answer OUT_OF_ORDER to: new id at once.
+ *  - An answer about an id/epoch already replaced changes nothing: the
+ *    batch is re-stamped under the current one when it goes again.
+ *  - InitProducerId fails or gets no answer: asked again after 200 ms.
+ *  - No live broker implements InitProducerId (Kafka < 0.11, or a broker
+ *    configured without it): idempotent topics do not produce - their
+ *    messages fail at delivery_timeout_ms with the reason "delivery timeout
+ *    (brokers lack InitProducerId)" - and this is logged as an error once.
+ *    kproxyd never silently downgrades to non-idempotent delivery; topics
+ *    with "idempotence": false keep producing.
  */
 #include "kp_idemp.h"
 
@@ -80,8 +111,12 @@ void kp_idemp_kick(struct kp_ctx *ctx)
     }
     struct kp_request *r =
         kp_broker_request_start(b, KP_API_INITPID, b->initpid_ver);
+    /* ProducerId/ProducerEpoch -1: a new id. Passing the current ones
+     * (KIP-360) is for transactional producers: a broker gives a producer
+     * without a transactional id a new id anyway (Kafka's coordinator),
+     * or refuses the pair (INVALID_PRODUCER_ID_MAPPING, the mock). */
     kp_proto_enc_initpid(&r->req, b->initpid_ver, r->corr_id,
-                         ctx->conf->client_id, ctx->pid, ctx->epoch);
+                         ctx->conf->client_id, -1, -1);
     kp_idemp_set(ctx, KP_IDEMP_REQUESTING);
     kp_broker_request_send(b, r);
 }

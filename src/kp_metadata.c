@@ -242,6 +242,7 @@ void kp_metadata_on_response(struct kp_ctx *ctx, struct kp_broker *b,
         kp_metadata_schedule(ctx, KP_MD_RETRY_MS);
         return;
     }
+    kp_broker_throttle(b, md.throttle_ms);
     kp_metadata_brokers(ctx, &md);
     for (int32_t i = 0; i < md.topic_cnt; i++) {
         if (!kp_metadata_topic(ctx, &md.topics[i])) {

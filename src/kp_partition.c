@@ -13,6 +13,7 @@
 #include "kp_idemp.h"
 #include "kp_log.h"
 #include "kp_proto.h"
+#include "kp_stats.h"
 #include "kp_topic.h"
 
 static struct kp_ratelimit kp_partition_fail_rl;
@@ -74,6 +75,7 @@ void kp_partition_seal(struct kp_ctx *ctx, struct kp_partition *p)
         return;
     }
     ctx->n.batches++;
+    kp_stats_observe_batch(ctx, b);
     ctx->n.batch_bytes_raw += b->records.len + KP_BATCH_HEADER_LEN;
     ctx->n.batch_bytes_wire += b->wire.len;
     if (b->pconf->compression != KP_CODEC_NONE &&
@@ -81,6 +83,8 @@ void kp_partition_seal(struct kp_ctx *ctx, struct kp_partition *p)
         ctx->n.uncompressed_fallback++;
     }
     p->batches++;
+    b->order = ++p->sealed_cnt << 32;
+    b->id = ++p->next_batch_id;
     TAILQ_INSERT_TAIL(&p->queue, b, link);
     kp_partition_update_ready(ctx, p);
 }
@@ -114,9 +118,10 @@ bool kp_partition_sendable(const struct kp_ctx *ctx,
         if (ctx->idemp != KP_IDEMP_READY) {
             return false;
         }
-        /* A new producer id restarts sequences: only once nothing of the
-         * old one is in flight. */
-        if (p->pid != ctx->pid && p->inflight > 0) {
+        /* A new producer id or epoch restarts sequences: only once nothing
+         * of the old one is in flight. */
+        if ((p->pid != ctx->pid || p->epoch != ctx->epoch) &&
+            p->inflight > 0) {
             return false;
         }
     }
@@ -171,15 +176,17 @@ static void kp_partition_on_backoff(struct ev_loop *loop, ev_timer *w,
     kp_partition_update_ready(p->topic->ctx, p);
 }
 
-/* Inserts b in send order: batches already given a sequence first, in
- * sequence order, then the ones never sent. */
+/* Inserts b back in its original place in the send order (`order`):
+ * whatever order answers, timeouts and splits hand batches back in, the
+ * FIFO stays in the order the messages were read. With idempotence this is
+ * also sequence order, as sequences are given in FIFO order. */
 static void kp_partition_requeue(struct kp_partition *p, struct kp_batch *b)
 {
     struct kp_batch *x;
 
     TAILQ_FOREACH(x, &p->queue, link)
     {
-        if (x->base_seq < 0 || (b->base_seq >= 0 && x->base_seq > b->base_seq)) {
+        if (x->order > b->order) {
             TAILQ_INSERT_BEFORE(x, b, link);
             return;
         }
@@ -215,21 +222,33 @@ static struct kp_batch *kp_partition_half(struct kp_ctx *ctx,
     struct kp_batch *b = kp_batch_create(src->part, src->conf, src->pconf,
                                          src->created_ms);
     struct kp_record_view v;
-    struct kp_header hdrs[64];
+    struct kp_header *hdrs = NULL;
+    int32_t hdr_cap = 0;
 
     for (int32_t i = 0; i < n && kp_record_next(r, &v) == KP_OK; i++) {
+        /* offset_delta is the record's index in src */
+        bool pinned = kp_batch_pinned(src, (int32_t)v.offset_delta);
+        int32_t hc = 0;
+        if (v.header_cnt > hdr_cap) {
+            hdr_cap = v.header_cnt;
+            hdrs = kp_realloc(hdrs, (size_t)hdr_cap * sizeof(*hdrs));
+        }
+        while (hc < v.header_cnt &&
+               kp_record_header_next(&v, &hdrs[hc]) == KP_OK) {
+            hc++;
+        }
         struct kp_msg m = {.key = v.key, .key_len = v.key_len,
                            .value = v.value, .value_len = v.value_len,
-                           .partition = -1, .headers = hdrs};
-        int32_t hc = KP_MIN(v.header_cnt, (int32_t)KP_ARRAY_LEN(hdrs));
-        for (int32_t h = 0; h < hc; h++) {
-            kp_record_header_next(&v, &hdrs[h]);
-        }
-        m.header_cnt = (size_t)KP_MAX(hc, 0);
+                           .partition = pinned ? src->part->id : -1,
+                           .headers = hdrs, .header_cnt = (size_t)hc};
         kp_batch_append(b, &m, src->base_ts + v.ts_delta, NULL, 0);
     }
+    free(hdrs);
     kp_runs_take(&b->runs, &src->runs, (uint32_t)b->count);
     b->attempts = src->attempts;
+    b->split_depth = src->split_depth + 1;
+    b->order = src->order;
+    b->id = ++src->part->next_batch_id;
     if (kp_batch_seal(b, ctx->cz) != KP_OK) {
         b->state = KP_BATCH_SEALED; /* sent as built; cannot happen twice */
     }
@@ -242,14 +261,19 @@ void kp_partition_split(struct kp_ctx *ctx, struct kp_partition *p,
     struct kp_rd r;
     int32_t first = b->count / 2;
 
-    kp_info("%s [%d]: batch of %d messages too large, splitting", 
+    kp_info("%s [%d]: batch of %d messages too large, splitting",
             p->topic->name, p->id, b->count);
     kp_rd_init(&r, b->records.data, b->records.len);
     struct kp_batch *b1 = kp_partition_half(ctx, b, &r, first);
     struct kp_batch *b2 = kp_partition_half(ctx, b, &r, b->count - first);
-    kp_ctx_account(ctx, (int64_t)(b1->msg_bytes + b2->msg_bytes) -
+    /* b1 keeps the place of b, b2 the middle of b's range of `order`. */
+    if (b->split_depth < 31) {
+        b2->order = b->order + (UINT64_C(1) << (31 - b->split_depth));
+    }    kp_ctx_account(ctx, (int64_t)(b1->msg_bytes + b2->msg_bytes) -
                             (int64_t)b->msg_bytes, 0);
-    if (b->base_seq >= 0) {
+    if (b->base_seq >= 0 && b->pid == ctx->pid && b->epoch == ctx->epoch) {
+        /* Its sequences were never appended: the batches after it would
+         * meet a gap, so sequences restart under a new id. */
         kp_idemp_reset(ctx, "batch split");
     }
     kp_batch_destroy(b);
@@ -298,9 +322,18 @@ void kp_partition_batch_done(struct kp_ctx *ctx, struct kp_batch *b,
         kp_log_rl(&kp_partition_fail_rl, KP_LOG_ERROR,
                   "%s [%d]: %d message(s) failed: %s", p->topic->name, p->id,
                   b->count, reason ? reason : kp_proto_err_name(err));
+        int32_t *parts = NULL;
+        if (b->pinned) {
+            /* the messages that named their partition name it again */
+            parts = kp_malloc((size_t)b->count * sizeof(*parts));
+            for (int32_t i = 0; i < b->count; i++) {
+                parts[i] = kp_batch_pinned(b, i) ? p->id : -1;
+            }
+        }
         kp_deadletter_records(ctx, p->topic->name, b->records.data,
-                              b->records.len, b->base_ts, NULL,
+                              b->records.len, b->base_ts, parts,
                               reason ? reason : kp_proto_err_name(err));
+        free(parts);
     }
     p->queued_msgs -= (uint32_t)b->count;
     kp_ctx_account(ctx, -(int64_t)b->msg_bytes, -(int64_t)b->count);
@@ -319,12 +352,18 @@ void kp_partition_expire(struct kp_ctx *ctx, struct kp_partition *p,
             continue;
         }
         TAILQ_REMOVE(&p->queue, b, link);
-        if (b->base_seq >= 0 && ctx->idemp == KP_IDEMP_READY) {
+        if (b->base_seq >= 0 && b->pid == ctx->pid &&
+            b->epoch == ctx->epoch) {
             /* A gap in the sequence: the next batches need a new producer
              * id (or epoch) so the broker accepts them. */
-            ctx->idemp = KP_IDEMP_NEED_PID;
+            kp_idemp_reset(ctx, "batch expired");
         }
-        kp_partition_batch_done(ctx, b, -1, "delivery timeout");
+        kp_partition_batch_done(ctx, b, -1,
+                                b->pconf->idempotence &&
+                                        ctx->idemp == KP_IDEMP_UNSUPPORTED
+                                    ? "delivery timeout (brokers lack "
+                                      "InitProducerId)"
+                                    : "delivery timeout");
     }
     kp_partition_update_ready(ctx, p);
 }
