@@ -41,14 +41,19 @@ struct kp_batch {
     const struct kp_producer_conf *pconf; /* borrowed from conf */
     enum kp_batch_state state;
 
-    struct kp_buf records; /* owned: uncompressed records section */
+    struct kp_buf records; /* owned: KP_BATCH_HEADER_LEN bytes reserved for
+                              the RecordBatch header, then the records */
     int32_t count;
     int64_t base_ts, max_ts;
-    size_t msg_bytes;   /* accounted against buffer_bytes */
+    size_t msg_bytes;   /* accounted against buffer_bytes: records, and the
+                           compressed copy once sealed */
     int64_t created_ms; /* monotonic: linger and delivery timeout */
     struct kp_runs runs;
 
-    struct kp_buf wire; /* owned: the RecordBatch once sealed */
+    struct kp_buf zwire; /* owned: the compressed RecordBatch, if any */
+    uint8_t *wire;       /* borrowed: the RecordBatch once sealed, in
+                            `records` (uncompressed: no copy) or `zwire` */
+    size_t wire_len;
     enum kp_codec codec_used;
     int32_t base_seq; /* -1 until first sent with idempotence */
     int64_t pid;      /* producer id/epoch it was stamped with, or -1 */
@@ -75,6 +80,17 @@ static inline bool kp_batch_pinned(const struct kp_batch *b, int32_t i)
            b->pinned[i];
 }
 
+/* The records section (uncompressed), behind the reserved header. */
+static inline const uint8_t *kp_batch_recs(const struct kp_batch *b)
+{
+    return b->records.data + KP_BATCH_HEADER_LEN;
+}
+
+static inline size_t kp_batch_recs_len(const struct kp_batch *b)
+{
+    return b->records.len - KP_BATCH_HEADER_LEN;
+}
+
 struct kp_batch *kp_batch_create(struct kp_partition *part,
                                  struct kp_conf *conf,
                                  const struct kp_producer_conf *pc,
@@ -90,7 +106,9 @@ bool kp_batch_would_overflow(const struct kp_batch *b, size_t bytes);
 /* Whether the batch reached batch_bytes or batch_messages. */
 bool kp_batch_full(const struct kp_batch *b);
 
-/* Builds the wire form (compressing); KP_OK or KP_ERROR (codec failure). */
+/* Builds the wire form: the header in place in front of the records, or a
+ * compressed copy when that is smaller. A codec failure is logged and the
+ * batch goes uncompressed. Returns KP_OK. */
 int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz);
 
 /* Stamps idempotence fields on first send (no-op when pid < 0). */

@@ -70,6 +70,10 @@ int kp_recordbatch_build(struct kp_buf *wire, const struct kp_batch_hdr *h,
                          struct kp_compressor *cz, int level,
                          enum kp_codec *codec_used);
 
+/* Writes the header of *h in place at p[0..61), in front of the records
+ * (or compressed records, per h->codec) at p[61..len), with the CRC. */
+void kp_recordbatch_frame(uint8_t *p, size_t len, const struct kp_batch_hdr *h);
+
 /* Sets producerId, producerEpoch, baseSequence of a built batch and
  * recomputes its CRC, in place. */
 void kp_recordbatch_stamp(uint8_t *wire, size_t len, int64_t producer_id,

@@ -28,7 +28,11 @@ struct kp_batch *kp_batch_create(struct kp_partition *part,
     b->pid = -1;
     b->epoch = -1;
     b->codec_used = KP_CODEC_NONE;
-    kp_buf_init(&b->records, KP_MIN((size_t)pc->batch_bytes, 16384));
+    /* Sized for a full batch: growing by doubling cost a realloc (and
+     * fresh pages) several times per batch. Untouched pages of a large
+     * allocation cost no memory. */
+    kp_buf_init(&b->records, (size_t)pc->batch_bytes + 1024);
+    b->records.len = KP_BATCH_HEADER_LEN; /* written when sealed */
     return b;
 }
 
@@ -37,7 +41,7 @@ void kp_batch_destroy(struct kp_batch *b)
     kp_runs_deinit(&b->runs);
     free(b->pinned);
     kp_buf_deinit(&b->records);
-    kp_buf_deinit(&b->wire);
+    kp_buf_deinit(&b->zwire);
     kp_conf_put(b->conf);
     free(b);
 }
@@ -69,15 +73,14 @@ size_t kp_batch_append(struct kp_batch *b, const struct kp_msg *m, int64_t ts,
 
 bool kp_batch_would_overflow(const struct kp_batch *b, size_t bytes)
 {
-    return b->count > 0 && KP_BATCH_HEADER_LEN + b->records.len + bytes >
-                               (size_t)b->pconf->batch_bytes;
+    return b->count > 0 &&
+           b->records.len + bytes > (size_t)b->pconf->batch_bytes;
 }
 
 bool kp_batch_full(const struct kp_batch *b)
 {
     return b->count >= b->pconf->batch_messages ||
-           KP_BATCH_HEADER_LEN + b->records.len >=
-               (size_t)b->pconf->batch_bytes;
+           b->records.len >= (size_t)b->pconf->batch_bytes;
 }
 
 int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
@@ -93,12 +96,33 @@ int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
     };
 
     kp_assert(b->state == KP_BATCH_OPEN && b->count > 0);
-    kp_buf_reset(&b->wire);
-    if (kp_recordbatch_build(&b->wire, &h, b->records.data, b->records.len,
-                             cz, b->pconf->compression_level,
-                             &b->codec_used) != KP_OK) {
-        return KP_ERROR;
+    if (h.codec != KP_CODEC_NONE) {
+        struct kp_buf *z = &b->zwire;
+        kp_buf_reset(z);
+        kp_buf_reserve(z, KP_BATCH_HEADER_LEN);
+        z->len = KP_BATCH_HEADER_LEN;
+        int rc = kp_compress(cz, h.codec, b->pconf->compression_level,
+                             kp_batch_recs(b), kp_batch_recs_len(b), z);
+        /* A codec failure (logged) sends the batch uncompressed: the data
+         * matters more than the codec. */
+        if (rc == KP_OK && z->len < b->records.len) {
+            kp_recordbatch_frame(z->data, z->len, &h);
+            b->wire = z->data;
+            b->wire_len = z->len;
+            b->codec_used = h.codec;
+            b->msg_bytes += z->len;
+            b->state = KP_BATCH_SEALED;
+            return KP_OK;
+        }
+        /* Incompressible (tiny or random) records go as they are rather
+         * than make the broker decompress them. */
+        kp_buf_deinit(z);
+        h.codec = KP_CODEC_NONE;
     }
+    kp_recordbatch_frame(b->records.data, b->records.len, &h);
+    b->wire = b->records.data;
+    b->wire_len = b->records.len;
+    b->codec_used = KP_CODEC_NONE;
     b->state = KP_BATCH_SEALED;
     return KP_OK;
 }
@@ -112,5 +136,5 @@ void kp_batch_stamp(struct kp_batch *b, int64_t pid, int16_t epoch,
     b->base_seq = base_seq;
     b->pid = pid;
     b->epoch = epoch;
-    kp_recordbatch_stamp(b->wire.data, b->wire.len, pid, epoch, base_seq);
+    kp_recordbatch_stamp(b->wire, b->wire_len, pid, epoch, base_seq);
 }

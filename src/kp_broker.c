@@ -620,12 +620,12 @@ static void kp_broker_trace(const struct kp_broker *b,
     if (kp_log_get_level() < KP_LOG_DEBUG) {
         return;
     }
-    kp_rd_init(&r, bt->wire.data + KP_BATCH_OFF_CRC, 4);
+    kp_rd_init(&r, bt->wire + KP_BATCH_OFF_CRC, 4);
     kp_debug("produce: broker=%d topic=%s partition=%d pid=%lld epoch=%d "
              "seq=%d count=%d crc=%08x attempt=%d bytes=%zu id=%llu",
              b->node_id, bt->part->topic->name, bt->part->id,
              (long long)bt->pid, bt->epoch, bt->base_seq, bt->count,
-             kp_rd_u32(&r), bt->attempts, bt->wire.len,
+             kp_rd_u32(&r), bt->attempts, bt->wire_len,
              (unsigned long long)bt->id);
 }
 
@@ -650,7 +650,7 @@ static uint32_t kp_broker_pick(struct kp_broker *b, struct kp_batch **out,
         if (*acks != 2 && bt->pconf->acks != *acks) {
             continue; /* another request carries it */
         }
-        if (n > 0 && bytes + bt->wire.len > KP_BROKER_MAX_REQUEST) {
+        if (n > 0 && bytes + bt->wire_len > KP_BROKER_MAX_REQUEST) {
             break;
         }
         if (bt->codec_used == KP_CODEC_ZSTD && b->produce_ver < 7) {
@@ -672,7 +672,7 @@ static uint32_t kp_broker_pick(struct kp_broker *b, struct kp_batch **out,
         p->inflight_broker = b;
         bt->state = KP_BATCH_INFLIGHT;
         bt->attempts++;
-        bytes += bt->wire.len;
+        bytes += bt->wire_len;
         kp_broker_trace(b, bt);
         out[n++] = bt;
     }
@@ -707,7 +707,7 @@ static void kp_broker_produce_one(struct kp_broker *b, struct kp_batch **v,
                                (int32_t)(j - i));
         for (; i < j; i++) {
             kp_proto_produce_part(&r->req, ver, v[i]->part->id,
-                                  v[i]->wire.data, v[i]->wire.len);
+                                  v[i]->wire, v[i]->wire_len);
         }
         kp_proto_produce_topic_end(&r->req, ver);
     }

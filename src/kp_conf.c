@@ -18,6 +18,8 @@
  */
 #include "kp_conf.h"
 
+#include "kp_compress.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -792,6 +794,11 @@ static void kp_producer_check(const struct kp_producer_conf *p,
                            "retry_backoff_ms (%d), got %d",
                            prefix, p->retry_backoff_ms,
                            p->retry_backoff_max_ms);
+    }
+    if (!kp_codec_available(p->compression)) {
+        kp_conf_errors_add(errs, "%s.compression: %s is not available in "
+                                 "this build (kproxyd -V lists the codecs)",
+                           prefix, kp_codec_names[p->compression]);
     }
     /* as the Java producer: a message must get one full attempt */
     int64_t min_delivery = (int64_t)p->linger_ms + p->request_timeout_ms;

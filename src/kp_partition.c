@@ -70,14 +70,13 @@ void kp_partition_seal(struct kp_ctx *ctx, struct kp_partition *p)
     if (t->sticky == p->id) {
         t->sticky = -1; /* key-less messages move on to the next partition */
     }
-    if (kp_batch_seal(b, ctx->cz) != KP_OK) {
-        kp_partition_batch_done(ctx, b, -1, "compression failed");
-        return;
-    }
+    size_t before = b->msg_bytes;
+    kp_batch_seal(b, ctx->cz);
+    kp_ctx_account(ctx, (int64_t)(b->msg_bytes - before), 0);
     ctx->n.batches++;
     kp_stats_observe_batch(ctx, b);
-    ctx->n.batch_bytes_raw += b->records.len + KP_BATCH_HEADER_LEN;
-    ctx->n.batch_bytes_wire += b->wire.len;
+    ctx->n.batch_bytes_raw += b->records.len;
+    ctx->n.batch_bytes_wire += b->wire_len;
     if (b->pconf->compression != KP_CODEC_NONE &&
         b->codec_used == KP_CODEC_NONE) {
         ctx->n.uncompressed_fallback++;
@@ -249,9 +248,7 @@ static struct kp_batch *kp_partition_half(struct kp_ctx *ctx,
     b->split_depth = src->split_depth + 1;
     b->order = src->order;
     b->id = ++src->part->next_batch_id;
-    if (kp_batch_seal(b, ctx->cz) != KP_OK) {
-        b->state = KP_BATCH_SEALED; /* sent as built; cannot happen twice */
-    }
+    kp_batch_seal(b, ctx->cz);
     return b;
 }
 
@@ -263,13 +260,14 @@ void kp_partition_split(struct kp_ctx *ctx, struct kp_partition *p,
 
     kp_info("%s [%d]: batch of %d messages too large, splitting",
             p->topic->name, p->id, b->count);
-    kp_rd_init(&r, b->records.data, b->records.len);
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
     struct kp_batch *b1 = kp_partition_half(ctx, b, &r, first);
     struct kp_batch *b2 = kp_partition_half(ctx, b, &r, b->count - first);
     /* b1 keeps the place of b, b2 the middle of b's range of `order`. */
     if (b->split_depth < 31) {
         b2->order = b->order + (UINT64_C(1) << (31 - b->split_depth));
-    }    kp_ctx_account(ctx, (int64_t)(b1->msg_bytes + b2->msg_bytes) -
+    }
+    kp_ctx_account(ctx, (int64_t)(b1->msg_bytes + b2->msg_bytes) -
                             (int64_t)b->msg_bytes, 0);
     if (b->base_seq >= 0 && b->pid == ctx->pid && b->epoch == ctx->epoch) {
         /* Its sequences were never appended: the batches after it would
@@ -330,8 +328,8 @@ void kp_partition_batch_done(struct kp_ctx *ctx, struct kp_batch *b,
                 parts[i] = kp_batch_pinned(b, i) ? p->id : -1;
             }
         }
-        kp_deadletter_records(ctx, p->topic->name, b->records.data,
-                              b->records.len, b->base_ts, parts,
+        kp_deadletter_records(ctx, p->topic->name, kp_batch_recs(b),
+                              kp_batch_recs_len(b), b->base_ts, parts,
                               reason ? reason : kp_proto_err_name(err));
         free(parts);
     }

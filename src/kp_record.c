@@ -117,30 +117,20 @@ static void kp_recordbatch_crc(uint8_t *wire, size_t len)
 }
 
 /*
- * Appends a whole RecordBatch to `wire`: the header from *h and the records
- * section records[0..records_len) (h->count records built with
- * kp_record_append), compressed with h->codec at `level` (through the
- * reusable compressor cz; may be NULL when h->codec is NONE). When the
- * compressed form is not smaller, the records go uncompressed and
- * *codec_used (may be NULL) says NONE. The CRC is computed over the final
- * bytes. Returns KP_OK, or KP_ERROR (codec failure, logged by kp_compress)
- * with wire->len unchanged.
+ * Writes the 61-byte RecordBatch header of *h at batch[0..61) in front of
+ * the records section already at batch[61..len) (compressed as h->codec
+ * says) and computes the CRC. Sealing an uncompressed batch is this alone:
+ * the records were encoded right behind the reserved header.
  */
-int kp_recordbatch_build(struct kp_buf *wire, const struct kp_batch_hdr *h,
-                         const uint8_t *records, size_t records_len,
-                         struct kp_compressor *cz, int level,
-                         enum kp_codec *codec_used)
+void kp_recordbatch_frame(uint8_t *p, size_t len, const struct kp_batch_hdr *h)
 {
-    size_t start = wire->len;
-    enum kp_codec codec = h->codec;
-    uint8_t *p = kp_buf_reserve(wire, KP_BATCH_HEADER_LEN + records_len);
-
-    kp_wr_u64(p + 0, 0); /* baseOffset */
-    /* batchLength at 8, patched below */
+    kp_assert(len >= KP_BATCH_HEADER_LEN);
+    kp_wr_u64(p + 0, 0);                            /* baseOffset */
+    kp_wr_u32(p + KP_BATCH_OFF_LENGTH, (uint32_t)(len - 12)); /* batchLength */
     kp_wr_u32(p + 12, (uint32_t)-1); /* partitionLeaderEpoch */
     p[16] = 2;                       /* magic */
-    /* crc at 17, computed last */
-    /* attributes at 21, set once the codec is settled */
+    kp_wr_u16(p + KP_BATCH_OFF_ATTRIBUTES,
+              (uint16_t)(h->codec & KP_ATTR_CODEC_MASK)); /* attributes */
     kp_wr_u32(p + 23, (uint32_t)(h->count - 1)); /* lastOffsetDelta */
     kp_wr_u64(p + 27, (uint64_t)h->base_ts);     /* baseTimestamp */
     kp_wr_u64(p + 35, (uint64_t)h->max_ts);      /* maxTimestamp */
@@ -151,10 +141,27 @@ int kp_recordbatch_build(struct kp_buf *wire, const struct kp_batch_hdr *h,
     kp_wr_u32(p + KP_BATCH_OFF_BASE_SEQUENCE,
               (uint32_t)h->base_seq);      /* baseSequence */
     kp_wr_u32(p + 57, (uint32_t)h->count); /* records count */
-    wire->len += KP_BATCH_HEADER_LEN;
+    kp_recordbatch_crc(p, len);            /* crc, over attributes..end */
+}
 
-    if (codec != KP_CODEC_NONE) {
-        if (kp_compress(cz, codec, level, records, records_len, wire) !=
+/*
+ * Appends a whole RecordBatch to `wire`: the header of *h and the records,
+ * compressed with h->codec at `level` unless that does not shrink them
+ * (then *codec_used says NONE). Returns KP_OK, or KP_ERROR with wire->len
+ * unchanged when the codec fails.
+ */
+int kp_recordbatch_build(struct kp_buf *wire, const struct kp_batch_hdr *h,
+                         const uint8_t *records, size_t records_len,
+                         struct kp_compressor *cz, int level,
+                         enum kp_codec *codec_used)
+{
+    size_t start = wire->len;
+    struct kp_batch_hdr hh = *h;
+
+    kp_buf_reserve(wire, KP_BATCH_HEADER_LEN + records_len);
+    wire->len += KP_BATCH_HEADER_LEN;
+    if (hh.codec != KP_CODEC_NONE) {
+        if (kp_compress(cz, hh.codec, level, records, records_len, wire) !=
             KP_OK) {
             wire->len = start;
             return KP_ERROR;
@@ -163,21 +170,15 @@ int kp_recordbatch_build(struct kp_buf *wire, const struct kp_batch_hdr *h,
             /* Incompressible (tiny or random) records: send them as
              * they are rather than pay the broker's decompression. */
             wire->len = start + KP_BATCH_HEADER_LEN;
-            codec = KP_CODEC_NONE;
+            hh.codec = KP_CODEC_NONE;
         }
     }
-    if (codec == KP_CODEC_NONE) {
+    if (hh.codec == KP_CODEC_NONE) {
         kp_buf_put_bytes(wire, records, records_len); /* records */
     }
-
-    uint8_t *b = wire->data + start; /* compression may have moved it */
-    size_t len = wire->len - start;
-    kp_wr_u32(b + KP_BATCH_OFF_LENGTH, (uint32_t)(len - 12)); /* batchLength */
-    kp_wr_u16(b + KP_BATCH_OFF_ATTRIBUTES,
-              (uint16_t)(codec & KP_ATTR_CODEC_MASK)); /* attributes */
-    kp_recordbatch_crc(b, len);
+    kp_recordbatch_frame(wire->data + start, wire->len - start, &hh);
     if (codec_used) {
-        *codec_used = codec;
+        *codec_used = hh.codec;
     }
     return KP_OK;
 }

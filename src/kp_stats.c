@@ -166,7 +166,7 @@ void kp_stats_observe_rtt(struct kp_ctx *ctx, int32_t node_id,
 void kp_stats_observe_batch(struct kp_ctx *ctx, const struct kp_batch *b)
 {
     struct kp_stats *st = kp_stats_get(ctx);
-    uint64_t raw = b->records.len + KP_BATCH_HEADER_LEN;
+    uint64_t raw = b->records.len;
     uint64_t fill = 0;
 
     kp_hist_observe(&st->batch_msgs, kp_stats_msgs_bounds,
@@ -184,7 +184,7 @@ void kp_stats_observe_batch(struct kp_ctx *ctx, const struct kp_batch *b)
     if ((unsigned)b->codec_used < KP_CODEC__COUNT) {
         st->codec_batches[b->codec_used]++;
         st->codec_raw[b->codec_used] += raw;
-        st->codec_wire[b->codec_used] += b->wire.len;
+        st->codec_wire[b->codec_used] += b->wire_len;
     }
 }
 
@@ -281,7 +281,7 @@ static uint64_t kp_stats_broker_inflight_bytes(const struct kp_broker *b)
     TAILQ_FOREACH(r, &b->reqs, link)
     {
         for (uint32_t i = 0; i < r->batch_cnt; i++) {
-            n += r->batches[i]->wire.len;
+            n += r->batches[i]->wire_len;
         }
     }
     return n;

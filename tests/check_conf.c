@@ -4,6 +4,7 @@
  * idempotence and listener rules, -X overrides of every type, the -t
  * round trip, topic inheritance, the restart diff and reference counting.
  */
+#include "kp_compress.h"
 #include "kp_conf.h"
 
 #include <check.h>
@@ -835,7 +836,7 @@ START_TEST(test_round_trip)
         "  \"delivery_timeout_ms\": 9000, \"retry_backoff_ms\": 3,"
         "  \"retry_backoff_max_ms\": 300, \"message_max_bytes\": 77},"
         " \"topics\": {\"t1\": {\"acks\": \"all\", \"max_in_flight\": 2},"
-        "  \"t.2\": {\"compression\": \"snappy\"}},"
+        "  \"t.2\": {\"compression\": \"gzip\"}},"
         " \"buffer_bytes\": 12345678901, \"metadata_refresh_ms\": 1234,"
         " \"control\": null, \"dead_letter\": \"/tmp/dl\","
         " \"shutdown_timeout_ms\": 5, \"max_clients\": 8,"
@@ -890,7 +891,7 @@ START_TEST(test_round_trip)
     ck_assert_int_eq(c2->topics[0].producer.max_in_flight, 2);
     ck_assert_int_eq(c2->topics[0].producer.linger_ms, 7);
     ck_assert_str_eq(c2->topics[1].name, "t.2");
-    ck_assert_int_eq(c2->topics[1].producer.compression, KP_CODEC_SNAPPY);
+    ck_assert_int_eq(c2->topics[1].producer.compression, KP_CODEC_GZIP);
     ck_assert_int_eq(c2->topics[1].producer.compression_level,
                      KP_LEVEL_DEFAULT);
     ck_assert(c2->buffer_bytes == 12345678901LL);
@@ -1025,6 +1026,22 @@ START_TEST(test_errors_accumulate)
 }
 END_TEST
 
+/* A codec this build lacks is a configuration error, not a failure of
+ * every batch at run time. */
+START_TEST(test_unavailable_codec)
+{
+    if (kp_codec_available(KP_CODEC_SNAPPY)) {
+        return;
+    }
+    expect_error("{\"brokers\": [\"h:1\"],"
+                 " \"producer\": {\"compression\": \"snappy\"}}",
+                 "producer.compression: snappy is not available");
+    expect_error("{\"brokers\": [\"h:1\"],"
+                 " \"topics\": {\"t\": {\"compression\": \"snappy\"}}}",
+                 "topics.t.compression: snappy is not available");
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
     Suite *s = suite_create("conf");
@@ -1049,6 +1066,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_restart_diff);
     tcase_add_test(tc, test_refcount);
     tcase_add_test(tc, test_errors_accumulate);
+    tcase_add_test(tc, test_unavailable_codec);
     suite_add_tcase(s, tc);
     return s;
 }
