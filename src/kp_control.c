@@ -42,8 +42,17 @@ struct kp_control {
     int fd;
     bool activated; /* handed over by systemd: its socket file stays */
     ev_io io;
+    ev_timer pause; /* accepting paused after EMFILE */
     TAILQ_HEAD(, kp_ctl_conn) conns; /* owned */
 };
+
+static void kp_control_on_pause(struct ev_loop *loop, ev_timer *w,
+                                int revents)
+{
+    struct kp_control *ctl = w->data;
+    (void)revents;
+    ev_io_start(loop, &ctl->io);
+}
 
 static void kp_control_conn_close(struct kp_ctl_conn *cc)
 {
@@ -196,6 +205,13 @@ static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 
     int fd = accept4(ctl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+            errno == ENOMEM) {
+            /* out of descriptors: pause rather than spin on the socket */
+            ev_io_stop(loop, &ctl->io);
+            ev_timer_set(&ctl->pause, 0.1, 0.);
+            ev_timer_start(loop, &ctl->pause);
+        }
         return;
     }
     struct kp_ctl_conn *cc = kp_calloc(1, sizeof(*cc));
@@ -226,7 +242,8 @@ struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
     ctl->activated = activated;
     TAILQ_INIT(&ctl->conns);
     ev_io_init(&ctl->io, kp_control_on_accept, fd, EV_READ);
-    ctl->io.data = ctl;
+    ev_init(&ctl->pause, kp_control_on_pause);
+    ctl->io.data = ctl->pause.data = ctl;
     ev_io_start(ctx->loop, &ctl->io);
     return ctl;
 }
@@ -238,6 +255,7 @@ void kp_control_close(struct kp_control *ctl)
         kp_control_conn_close(cc);
     }
     ev_io_stop(ctl->ctx->loop, &ctl->io);
+    ev_timer_stop(ctl->ctx->loop, &ctl->pause);
     close(ctl->fd);
     if (!ctl->activated) {
         unlink(ctl->path);

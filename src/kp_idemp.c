@@ -150,15 +150,19 @@ void kp_idemp_on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 void kp_idemp_on_response(struct kp_ctx *ctx, struct kp_broker *b,
                           int16_t version, const uint8_t *body, size_t len)
 {
-    struct kp_initpid_resp r;
+    struct kp_initpid_resp r = {0};
+    bool malformed = body && kp_proto_dec_initpid(body, len, version, &r) !=
+                                 KP_OK;
 
-    if (!body || kp_proto_dec_initpid(body, len, version, &r) != KP_OK ||
-        r.error != 0) {
-        if (body) {
+    if (!body || malformed || r.error != 0) {
+        if (body && !malformed) {
             kp_warn("broker %d: InitProducerId failed: %s", b->node_id,
                     kp_proto_err_name(r.error));
         }
         kp_idemp_set(ctx, KP_IDEMP_NEED_PID);
+        if (malformed) {
+            kp_broker_close(b, "malformed InitProducerId response", true);
+        }
         /* Retry after a pause rather than at once. */
         ev_timer_stop(ctx->loop, &ctx->idemp_timer);
         ev_timer_set(&ctx->idemp_timer, 0.2, 0.);

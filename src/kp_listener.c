@@ -241,6 +241,7 @@ static void kp_listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
                           "listener %s: accept: %s; pausing accepts",
                           l->conf->path, strerror(errno));
                 ev_io_stop(loop, &l->io);
+                ev_timer_set(&l->pause, 0.1, 0.);
                 ev_timer_start(loop, &l->pause);
             }
             return;

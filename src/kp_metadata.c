@@ -235,11 +235,13 @@ void kp_metadata_on_response(struct kp_ctx *ctx, struct kp_broker *b,
 
     ctx->md_inflight = false;
     if (!body || kp_proto_dec_metadata(body, len, version, &md) != KP_OK) {
-        if (body) {
-            kp_proto_metadata_resp_free(&md);
-            kp_warn("broker %d: malformed Metadata response", b->node_id);
-        }
         kp_metadata_schedule(ctx, KP_MD_RETRY_MS);
+        if (body) {
+            /* An untrusted answer that does not parse: this connection
+             * is not to be believed any more. */
+            kp_proto_metadata_resp_free(&md);
+            kp_broker_close(b, "malformed Metadata response", true);
+        }
         return;
     }
     kp_broker_throttle(b, md.throttle_ms);
