@@ -752,24 +752,33 @@ static void kp_broker_on_throttle(struct ev_loop *loop, ev_timer *w,
     struct kp_broker *b = w->data;
     (void)loop;
     (void)revents;
+    kp_broker_write(b); /* requests queued meanwhile */
     kp_broker_kick(b);
+}
+
+/* Arms the timer that ends a throttle; returns whether b is throttled. */
+static bool kp_broker_throttled(struct kp_broker *b)
+{
+    int64_t now = kp_mono_ms();
+
+    if (now >= b->throttle_until_ms) {
+        return false;
+    }
+    if (!ev_is_active(&b->throttle_timer)) {
+        ev_timer_set(&b->throttle_timer,
+                     (double)(b->throttle_until_ms - now) / 1000.0, 0.);
+        ev_timer_start(b->ctx->loop, &b->throttle_timer);
+    }
+    return true;
 }
 
 void kp_broker_flush(struct kp_broker *b)
 {
     struct kp_batch *picked[512];
     int acks;
-    int64_t now = kp_mono_ms();
 
-    if (now < b->throttle_until_ms) {
-        /* Held off: flushed again when the throttle ends. */
-        if (!TAILQ_EMPTY(&b->ready) &&
-            !ev_is_active(&b->throttle_timer)) {
-            ev_timer_set(&b->throttle_timer,
-                         (double)(b->throttle_until_ms - now) / 1000.0, 0.);
-            ev_timer_start(b->ctx->loop, &b->throttle_timer);
-        }
-        return;
+    if (kp_broker_throttled(b)) {
+        return; /* flushed again when the throttle ends */
     }
 
     while (b->state == KP_BROKER_UP && !TAILQ_EMPTY(&b->ready) &&
@@ -813,6 +822,11 @@ static void kp_broker_write(struct kp_broker *b)
 
     if (b->state == KP_BROKER_CONNECTING || b->fd < 0) {
         return; /* written once connected */
+    }
+    /* KIP-219: nothing goes to a broker that throttles this connection
+     * until its throttle time has passed. */
+    if (b->write_head && kp_broker_throttled(b)) {
+        return;
     }
     while (b->write_head) {
         size_t cnt = 0;

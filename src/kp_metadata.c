@@ -65,18 +65,26 @@ void kp_metadata_refresh(struct kp_ctx *ctx, const char *why)
     kp_metadata_schedule(ctx, wait);
 }
 
-/* An up broker with the fewest requests in flight; real ones first. */
+/* Rank of a broker for metadata: unthrottled before throttled, real
+ * brokers before bootstrap entries; lower is better. */
+static int kp_metadata_rank(const struct kp_broker *b, int64_t now)
+{
+    return (now < b->throttle_until_ms ? 2 : 0) + (b->node_id < 0 ? 1 : 0);
+}
+
+/* The best-ranked up broker with the fewest requests in flight. */
 static struct kp_broker *kp_metadata_pick(struct kp_ctx *ctx)
 {
     struct kp_broker *best = NULL;
+    int64_t now = kp_mono_ms();
     for (size_t i = 0; i < ctx->broker_cnt; i++) {
         struct kp_broker *b = ctx->brokers[i];
         if (b->state != KP_BROKER_UP) {
             continue;
         }
-        if (!best || (best->node_id < 0 && b->node_id >= 0) ||
-            ((best->node_id < 0) == (b->node_id < 0) &&
-             b->inflight < best->inflight)) {
+        int r = kp_metadata_rank(b, now);
+        int rb = best ? kp_metadata_rank(best, now) : 0;
+        if (!best || r < rb || (r == rb && b->inflight < best->inflight)) {
             best = b;
         }
     }
