@@ -21,6 +21,8 @@ struct kp_client;
 struct kp_listener;
 struct kp_control;
 struct kp_batch;
+struct kp_stats;
+struct kp_systemd;
 
 TAILQ_HEAD(kp_client_list, kp_client);
 TAILQ_HEAD(kp_broker_list, kp_broker);
@@ -57,16 +59,10 @@ struct kp_counters {
     uint64_t batch_bytes_wire;
     uint64_t batch_bytes_raw;
     uint64_t uncompressed_fallback;
-    /* Appended for operations (kp_stats, kp_systemd); the two pointers
-     * are module state that would sit better in struct kp_ctx itself. */
     uint64_t clients_refused_peer; /* of clients_refused: not allowed */
     uint64_t reloads;              /* applied */
     uint64_t reload_failures;      /* rejected, old config kept */
     bool last_reload_failed;
-    struct kp_stats *stats;     /* owned (kp_stats): histograms, created at
-                                   the first observation */
-    struct kp_systemd *systemd; /* owned (kp_systemd): notify timers,
-                                   NULL outside systemd */
 };
 
 struct kp_ctx {
@@ -127,6 +123,10 @@ struct kp_ctx {
 
     struct kp_gens gens;
     struct kp_counters n;
+    struct kp_stats *stats;     /* owned (kp_stats): histograms, created at
+                                   the first observation */
+    struct kp_systemd *systemd; /* owned (kp_systemd): notify timers,
+                                   NULL outside systemd */
 
     ev_prepare prepare; /* flush dirty brokers, reap closed clients */
     ev_timer sweep;     /* delivery timeouts, once a second */

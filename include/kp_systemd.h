@@ -24,9 +24,5 @@ void kp_systemd_notify(struct kp_ctx *ctx, const char *msg);
 void kp_systemd_start(struct kp_ctx *ctx);
 /* Stops the timers and frees ctx->n.systemd (kp_ctx_destroy). */
 void kp_systemd_stop(struct kp_ctx *ctx);
-/* Obsolete: the timers of kp_systemd_start replace it. Until the sweep
- * stops calling it, it sends what it used to when kp_systemd_start did
- * not run, and nothing otherwise. */
-void kp_systemd_tick(struct kp_ctx *ctx);
 
 #endif

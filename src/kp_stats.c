@@ -111,10 +111,10 @@ uint64_t kp_hist_quantile(const struct kp_hist *h, const uint64_t *bounds,
 
 static struct kp_stats *kp_stats_get(struct kp_ctx *ctx)
 {
-    if (!ctx->n.stats) {
-        ctx->n.stats = kp_calloc(1, sizeof(*ctx->n.stats));
+    if (!ctx->stats) {
+        ctx->stats = kp_calloc(1, sizeof(*ctx->stats));
     }
-    return ctx->n.stats;
+    return ctx->stats;
 }
 
 static struct kp_stats_broker *kp_stats_broker(struct kp_stats *st,
@@ -201,10 +201,10 @@ void kp_stats_reloaded(struct kp_ctx *ctx, bool ok)
 
 void kp_stats_deinit(struct kp_ctx *ctx)
 {
-    if (ctx->n.stats) {
-        free(ctx->n.stats->brokers);
-        free(ctx->n.stats);
-        ctx->n.stats = NULL;
+    if (ctx->stats) {
+        free(ctx->stats->brokers);
+        free(ctx->stats);
+        ctx->stats = NULL;
     }
 }
 
@@ -410,7 +410,7 @@ static void kp_stats_producer_json(struct kp_buf *out,
 static void kp_stats_config_json(struct kp_ctx *ctx, struct kp_buf *out)
 {
     const struct kp_conf *c = ctx->conf;
-    const struct kp_stats *st = ctx->n.stats;
+    const struct kp_stats *st = ctx->stats;
 
     kp_stats_printf(out, "\"config\":{\"path\":");
     if (c->path) {
@@ -445,7 +445,7 @@ static void kp_stats_config_json(struct kp_ctx *ctx, struct kp_buf *out)
 void kp_stats_json(struct kp_ctx *ctx, struct kp_buf *out)
 {
     const struct kp_counters *n = &ctx->n;
-    struct kp_stats *st = n->stats;
+    struct kp_stats *st = ctx->stats;
     static const struct kp_hist empty;
 
     kp_stats_printf(
@@ -730,7 +730,7 @@ static void kp_om_brokers(struct kp_ctx *ctx, struct kp_buf *out)
         {"broker_errors", "counter", NULL,
          "Error codes in the broker's responses."},
     };
-    const struct kp_stats *st = ctx->n.stats;
+    const struct kp_stats *st = ctx->stats;
 
     for (size_t f = 0; f < KP_ARRAY_LEN(fam); f++) {
         kp_om_family(out, fam[f].name, fam[f].type, fam[f].unit,
@@ -799,7 +799,7 @@ static void kp_om_brokers(struct kp_ctx *ctx, struct kp_buf *out)
 static void kp_om_batches(struct kp_ctx *ctx, struct kp_buf *out)
 {
     const struct kp_counters *n = &ctx->n;
-    const struct kp_stats *st = n->stats;
+    const struct kp_stats *st = ctx->stats;
     static const struct kp_hist empty;
 
     kp_om_counter(out, "batches", "Batches sealed.", n->batches);

@@ -149,12 +149,12 @@ void kp_systemd_start(struct kp_ctx *ctx)
     char msg[sizeof(sd->last_status) + 16];
     uint64_t wd;
 
-    if (ctx->n.systemd || !kp_systemd_addr(&sa, &salen)) {
+    if (ctx->systemd || !kp_systemd_addr(&sa, &salen)) {
         return;
     }
     sd = kp_calloc(1, sizeof(*sd));
     sd->ctx = ctx;
-    ctx->n.systemd = sd;
+    ctx->systemd = sd;
     kp_systemd_status_text(ctx, sd->last_status, sizeof(sd->last_status));
     snprintf(msg, sizeof(msg), "READY=1\n%s", sd->last_status);
     kp_systemd_notify(ctx, msg);
@@ -178,7 +178,7 @@ void kp_systemd_start(struct kp_ctx *ctx)
 
 void kp_systemd_stop(struct kp_ctx *ctx)
 {
-    struct kp_systemd *sd = ctx->n.systemd;
+    struct kp_systemd *sd = ctx->systemd;
 
     if (!sd) {
         return;
@@ -186,19 +186,5 @@ void kp_systemd_stop(struct kp_ctx *ctx)
     ev_timer_stop(ctx->loop, &sd->status);
     ev_timer_stop(ctx->loop, &sd->watchdog);
     free(sd);
-    ctx->n.systemd = NULL;
-}
-
-void kp_systemd_tick(struct kp_ctx *ctx)
-{
-    char status[256];
-
-    if (ctx->n.systemd || !getenv("NOTIFY_SOCKET")) {
-        return;
-    }
-    if (kp_systemd_watchdog_usec()) {
-        kp_systemd_notify(ctx, "WATCHDOG=1");
-    }
-    kp_systemd_status_text(ctx, status, sizeof(status));
-    kp_systemd_notify(ctx, status);
+    ctx->systemd = NULL;
 }
