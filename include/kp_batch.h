@@ -25,6 +25,7 @@
 
 struct kp_partition;
 struct kp_compressor;
+struct kp_ctx;
 
 enum kp_batch_state {
     KP_BATCH_OPEN,
@@ -96,6 +97,9 @@ struct kp_batch *kp_batch_create(struct kp_partition *part,
                                  const struct kp_producer_conf *pc,
                                  int64_t now_ms);
 void kp_batch_destroy(struct kp_batch *b);
+
+/* Frees the pool of spare batch buffers (kp_ctx_destroy). */
+void kp_batch_pool_drain(struct kp_ctx *ctx);
 
 /* Appends one message; returns the bytes it took. */
 size_t kp_batch_append(struct kp_batch *b, const struct kp_msg *m, int64_t ts,

@@ -10,6 +10,7 @@
 #include <ev.h>
 #include <sys/queue.h>
 
+#include "kp_buf.h"
 #include "kp_line.h"
 #include "kp_tally.h"
 #include "kp_topic.h"
@@ -123,6 +124,11 @@ struct kp_ctx {
 
     struct kp_gens gens;
     struct kp_counters n;
+    /* Spare batch buffers (records and compressed copies), reused so a
+     * new batch neither faults in fresh pages nor fragments the heap. */
+    struct kp_buf spare[16]; /* owned */
+    int spare_cnt;
+    size_t spare_bytes;
     struct kp_stats *stats;     /* owned (kp_stats): histograms, created at
                                    the first observation */
     struct kp_systemd *systemd; /* owned (kp_systemd): notify timers,

@@ -6,10 +6,66 @@
 
 #include "kp_compress.h"
 #include "kp_conf.h"
+#include "kp_ctx.h"
 #include "kp_log.h"
+#include "kp_partition.h"
+#include "kp_topic.h"
 
 const char *const kp_batch_state_names[KP_BATCH__COUNT] = {
     "open", "sealed", "inflight"};
+
+/*
+ * Batch buffers come from a small pool of spares: at a million messages a
+ * second a fresh 1 MiB buffer per batch costs page faults, and leaving
+ * them to malloc fragments the heap around small allocations, so resident
+ * memory grows far past what is buffered. The pool is bounded by count and
+ * by a quarter of buffer_bytes.
+ */
+static void kp_batch_buf_get(struct kp_ctx *ctx, struct kp_buf *buf,
+                             size_t min_cap)
+{
+    for (int i = ctx->spare_cnt - 1; i >= 0; i--) {
+        struct kp_buf *s = &ctx->spare[i];
+        if (s->cap >= min_cap && s->cap <= 2 * min_cap + 65536) {
+            *buf = *s;
+            buf->len = 0;
+            ctx->spare_bytes -= s->cap;
+            ctx->spare[i] = ctx->spare[--ctx->spare_cnt];
+            return;
+        }
+    }
+    kp_buf_init(buf, min_cap);
+}
+
+static void kp_batch_buf_put(struct kp_ctx *ctx, struct kp_buf *buf)
+{
+    if (buf->cap >= 65536 &&
+        ctx->spare_cnt < (int)KP_ARRAY_LEN(ctx->spare) &&
+        (int64_t)(ctx->spare_bytes + buf->cap) <= ctx->conf->buffer_bytes / 4) {
+        ctx->spare_bytes += buf->cap;
+        ctx->spare[ctx->spare_cnt++] = *buf;
+        memset(buf, 0, sizeof(*buf));
+        return;
+    }
+    kp_buf_deinit(buf);
+}
+
+/* One size for records and compressed copies alike, so that either can
+ * reuse the other's spare: a full batch plus the codecs' worst-case
+ * growth (under 1/64 plus a few KiB for gzip, lz4 and zstd). */
+static size_t kp_batch_buf_size(const struct kp_producer_conf *pc)
+{
+    size_t n = (size_t)pc->batch_bytes + 1024;
+    return n + n / 64 + 8192;
+}
+
+void kp_batch_pool_drain(struct kp_ctx *ctx)
+{
+    while (ctx->spare_cnt > 0) {
+        kp_buf_deinit(&ctx->spare[--ctx->spare_cnt]);
+    }
+    ctx->spare_bytes = 0;
+}
 
 /* Takes a reference to conf: the batch finishes under the settings it was
  * opened with, whatever a reload does meanwhile. */
@@ -29,9 +85,8 @@ struct kp_batch *kp_batch_create(struct kp_partition *part,
     b->epoch = -1;
     b->codec_used = KP_CODEC_NONE;
     /* Sized for a full batch: growing by doubling cost a realloc (and
-     * fresh pages) several times per batch. Untouched pages of a large
-     * allocation cost no memory. */
-    kp_buf_init(&b->records, (size_t)pc->batch_bytes + 1024);
+     * fresh pages) several times per batch. */
+    kp_batch_buf_get(part->topic->ctx, &b->records, kp_batch_buf_size(pc));
     b->records.len = KP_BATCH_HEADER_LEN; /* written when sealed */
     return b;
 }
@@ -40,8 +95,8 @@ void kp_batch_destroy(struct kp_batch *b)
 {
     kp_runs_deinit(&b->runs);
     free(b->pinned);
-    kp_buf_deinit(&b->records);
-    kp_buf_deinit(&b->zwire);
+    kp_batch_buf_put(b->part->topic->ctx, &b->records);
+    kp_batch_buf_put(b->part->topic->ctx, &b->zwire);
     kp_conf_put(b->conf);
     free(b);
 }
@@ -98,6 +153,12 @@ int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
     kp_assert(b->state == KP_BATCH_OPEN && b->count > 0);
     if (h.codec != KP_CODEC_NONE) {
         struct kp_buf *z = &b->zwire;
+        if (!z->cap) {
+            /* codecs' worst case is the input plus a little */
+            size_t need = b->records.len + b->records.len / 64 + 8192;
+            kp_batch_buf_get(b->part->topic->ctx, z,
+                             KP_MAX(need, kp_batch_buf_size(b->pconf)));
+        }
         kp_buf_reset(z);
         kp_buf_reserve(z, KP_BATCH_HEADER_LEN);
         z->len = KP_BATCH_HEADER_LEN;
@@ -116,7 +177,7 @@ int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
         }
         /* Incompressible (tiny or random) records go as they are rather
          * than make the broker decompress them. */
-        kp_buf_deinit(z);
+        kp_batch_buf_put(b->part->topic->ctx, z);
         h.codec = KP_CODEC_NONE;
     }
     kp_recordbatch_frame(b->records.data, b->records.len, &h);

@@ -168,6 +168,7 @@ void kp_ctx_destroy(struct kp_ctx *ctx)
     }
     free(ctx->brokers);
     kp_topic_table_deinit(&ctx->topics);
+    kp_batch_pool_drain(ctx);
     for (size_t i = 0; i < ctx->linger_cnt; i++) {
         ev_timer_stop(ctx->loop, &ctx->lingers[i]->timer);
         free(ctx->lingers[i]);

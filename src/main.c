@@ -9,6 +9,7 @@
  */
 #include <ev.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <zstd.h>
@@ -111,6 +112,11 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* Large buffers (batches, the read buffer) come straight from mmap and
+     * go back to the system when freed; reuse is kp_batch's pool's job. A
+     * fixed threshold keeps glibc from moving them into the heap, where
+     * small allocations pin freed holes. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     kp_log_set_level((enum kp_log_level)conf->log_level);
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     struct kp_ctx *ctx = kp_ctx_create(loop, conf);
