@@ -208,12 +208,14 @@ static void kp_client_keep_carry(struct kp_client *c, const uint8_t *p,
                                  size_t n)
 {
     if (n > c->carry_cap) {
+        /* p never points into carry here: framing in place (below) only
+         * ever keeps a tail of the carry itself */
         c->carry_cap = KP_MAX(n, 256);
         free(c->carry);
         c->carry = kp_malloc(c->carry_cap);
     }
     if (n) {
-        memcpy(c->carry, p, n);
+        memmove(c->carry, p, n);
     }
     c->carry_len = n;
     if (n == 0 && c->carry_cap > 4096) {
@@ -274,12 +276,50 @@ static void kp_client_eof(struct kp_client *c)
 /* One read per wake-up: the read size is each client's budget, so one busy
  * client cannot starve the others. Returns bytes read, 0 at EOF, -1 on
  * EAGAIN, -2 on error. */
+/*
+ * A long partial line grows in place at the end of the client's carry, so
+ * a line trickled in small writes is not copied again on every read; only
+ * the new bytes are searched for its end.
+ */
+static ssize_t kp_client_read_long(struct kp_client *c)
+{
+    size_t room = KP_CLIENT_READ_BUDGET;
+    ssize_t n;
+
+    if (c->carry_cap - c->carry_len < room) {
+        c->carry_cap = KP_MAX(c->carry_cap * 2, c->carry_len + room);
+        c->carry = kp_realloc(c->carry, c->carry_cap);
+    }
+    n = read(c->fd, c->carry + c->carry_len, room);
+    if (n <= 0) {
+        return n;
+    }
+    bool end = memchr(c->carry + c->carry_len, '\n', (size_t)n) != NULL;
+    c->carry_len += (size_t)n;
+    if (end || c->carry_len > c->ctx->max_line) {
+        size_t len = c->carry_len;
+        c->carry_len = 0;
+        kp_client_frame(c, c->carry, len, false);
+    }
+    return n;
+}
+
 static ssize_t kp_client_read_once(struct kp_client *c)
 {
     struct kp_ctx *ctx = c->ctx;
     size_t carry = c->carry_len;
     ssize_t n;
 
+    if (carry >= KP_CLIENT_READ_BUDGET && !c->discarding) {
+        n = kp_client_read_long(c);
+        if (n > 0 || n == 0) {
+            return n;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            return -1;
+        }
+        return -2;
+    }
     if (carry) {
         memcpy(ctx->rbuf, c->carry, carry);
     }
