@@ -255,22 +255,36 @@ void kp_topic_count_failed(struct kp_topic *t, const char *reason,
 }
 
 /* Settles `n` held messages of the front run(s) as failed. */
-static void kp_topic_fail_runs(struct kp_ctx *ctx, struct kp_runs *runs,
-                               uint32_t n)
+static void kp_topic_settle_runs(struct kp_ctx *ctx, struct kp_runs *runs,
+                                 uint32_t n, bool rejected)
 {
     struct kp_runs one = {0};
     kp_runs_take(&one, runs, n);
     for (uint32_t i = 0; i < one.cnt; i++) {
         struct kp_run *r = &one.v[i];
         r->tally->pending -= r->count;
-        r->tally->failed += r->count;
         kp_gens_settle(&ctx->gens, r->gen, r->count);
-        ctx->n.failed += r->count;
+        if (rejected) {
+            /* as if rejected when read: not received, counted by reason */
+            r->tally->rejected += r->count;
+            ctx->n.received -= r->count;
+            ctx->n.rejected += r->count;
+            ctx->n.rejected_by[KP_REJ_BAD_PARTITION] += r->count;
+        } else {
+            r->tally->failed += r->count;
+            ctx->n.failed += r->count;
+        }
         if (r->tally->client && r->tally->pending == 0) {
             kp_ctx_tally_settled(ctx, r->tally);
         }
     }
     kp_runs_deinit(&one);
+}
+
+static void kp_topic_fail_runs(struct kp_ctx *ctx, struct kp_runs *runs,
+                               uint32_t n)
+{
+    kp_topic_settle_runs(ctx, runs, n, false);
 }
 
 static void kp_topic_clear_pending(struct kp_ctx *ctx, struct kp_topic *t)
@@ -294,7 +308,6 @@ static void kp_topic_replay(struct kp_ctx *ctx, struct kp_topic *t)
 
     kp_rd_init(&r, t->pending.data, t->pending.len);
     for (;;) {
-        const uint8_t *rec = r.p;
         if (i >= t->pending_cnt || kp_record_next(&r, &v) != KP_OK) {
             break;
         }
@@ -315,10 +328,9 @@ static void kp_topic_replay(struct kp_ctx *ctx, struct kp_topic *t)
         m.header_cnt = (size_t)KP_MAX(v.header_cnt, 0);
         struct kp_run *run = &t->pending_runs.v[0];
         if (m.partition >= t->part_cnt) {
-            kp_deadletter_records(ctx, t->name, rec, (size_t)(r.p - rec), 0,
-                                  &m.partition, "partition out of range");
-            kp_topic_count_failed(t, "partition out of range", 1);
-            kp_topic_fail_runs(ctx, &t->pending_runs, 1);
+            /* The same fate as when the partition count is known at read
+             * time: the line is rejected (SPEC), not sent. */
+            kp_topic_settle_runs(ctx, &t->pending_runs, 1, true);
         } else {
             struct kp_tally *tally = kp_tally_get(run->tally);
             uint32_t gen = run->gen;
