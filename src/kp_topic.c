@@ -169,6 +169,9 @@ void kp_topic_append(struct kp_ctx *ctx, struct kp_partition *p,
     for (size_t i = 0; i < m->header_cnt; i++) {
         est += m->headers[i].name_len + m->headers[i].value_len + 8;
     }
+    for (size_t i = 0; i < extra_cnt; i++) {
+        est += extra[i].name_len + extra[i].value_len + 8;
+    }
     if (kp_batch_would_overflow(b, est)) {
         kp_partition_seal(ctx, p);
         b = kp_partition_open_batch(ctx, p);
