@@ -6,7 +6,8 @@
  * must restart: always asking for a new id (ProducerId -1; the current
  * id/epoch of KIP-360 is for transactional producers). Every batch is
  * stamped with the id, epoch and its partition's next sequence when it is
- * first sent (kp_broker_stamp); a retry resends the sealed bytes unchanged. At most 5 batches per partition are in flight
+ * first sent (kp_broker_stamp); a retry resends the sealed bytes
+ * unchanged. At most 5 batches per partition are in flight
  * (1 without idempotence), and a partition sends under a new id/epoch only
  * once nothing of the old one is in flight (kp_partition_sendable): that is
  * the drain. Sequences restart at 0 under the new id, in FIFO order, which
