@@ -58,6 +58,105 @@ struct kp_producer_conf {
 
 #define KP_LEVEL_DEFAULT (-1000)
 
+/* How a listener finds where one message ends. */
+enum kp_framing {
+    KP_FRAMING_LINE,   /* "line": up to '\n' */
+    KP_FRAMING_LENGTH, /* "length": 4-byte big-endian length, then bytes */
+    KP_FRAMING__COUNT
+};
+extern const char *const kp_framing_names[KP_FRAMING__COUNT];
+
+/* What a listener writes back per message. */
+enum kp_receipts {
+    KP_RECEIPTS_NONE, /* "none": only the half-close summary */
+    KP_RECEIPTS_EACH, /* "each": one line per message (SPEC "Receipts") */
+    KP_RECEIPTS__COUNT
+};
+extern const char *const kp_receipts_names[KP_RECEIPTS__COUNT];
+
+/* A listener's static header: {"name": "value"}. */
+struct kp_static_header {
+    char *name;  /* owned */
+    char *value; /* owned */
+};
+
+/* "host:port" (or "[v6]:port") parsed once, by kp_hostport_parse. */
+struct kp_hostport {
+    char *host; /* owned; without brackets */
+    int port;
+};
+
+/* address_map: connect to `to` whenever Metadata advertises `from`. */
+struct kp_addr_map {
+    char *from; /* owned: "host:port" as advertised */
+    struct kp_hostport to;
+};
+
+enum kp_sec_protocol {
+    KP_SEC_PLAINTEXT,      /* "plaintext" */
+    KP_SEC_SSL,            /* "ssl" */
+    KP_SEC_SASL_PLAINTEXT, /* "sasl_plaintext" */
+    KP_SEC_SASL_SSL,       /* "sasl_ssl" */
+    KP_SEC__COUNT
+};
+extern const char *const kp_sec_protocol_names[KP_SEC__COUNT];
+
+enum kp_sasl_mech {
+    KP_SASL_PLAIN,         /* "PLAIN" */
+    KP_SASL_SCRAM_SHA_256, /* "SCRAM-SHA-256" */
+    KP_SASL_SCRAM_SHA_512, /* "SCRAM-SHA-512" */
+    KP_SASL_OAUTHBEARER,   /* "OAUTHBEARER" */
+    KP_SASL__COUNT
+};
+extern const char *const kp_sasl_mech_names[KP_SASL__COUNT];
+
+/* security.tls. *_file paths are resolved at load (a relative path in
+ * $CREDENTIALS_DIRECTORY when set, else next to the configuration file). */
+struct kp_tls_conf {
+    char *ca_file;           /* owned; NULL = the system store */
+    char *ca_path;           /* owned; NULL = the system store */
+    char *cert_file;         /* owned; mutual TLS */
+    char *key_file;          /* owned */
+    char *key_password_file; /* owned */
+    bool verify;             /* certificate and host name; default true */
+    char *server_name;       /* owned; NULL = the broker's host (SNI) */
+};
+
+/* security.sasl. Secrets are never printed (-t, stats, logs). */
+struct kp_sasl_conf {
+    enum kp_sasl_mech mechanism;
+    char *username;      /* owned */
+    char *password;      /* owned secret; from password_file if given */
+    char *password_file; /* owned, resolved path */
+    char *token_file;    /* owned, resolved path: OAUTHBEARER */
+};
+
+struct kp_security_conf {
+    enum kp_sec_protocol protocol;
+    struct kp_tls_conf tls;
+    struct kp_sasl_conf sasl;
+};
+
+/* http: NULL listen = off. */
+struct kp_http_conf {
+    char *listen; /* owned: "host:port" */
+};
+
+enum kp_spool_mode {
+    KP_SPOOL_OVERFLOW, /* "overflow" (the default) */
+    KP_SPOOL_ALWAYS,   /* "always" */
+    KP_SPOOL__COUNT
+};
+extern const char *const kp_spool_mode_names[KP_SPOOL__COUNT];
+
+/* spool: NULL dir = no spool. */
+struct kp_spool_conf {
+    char *dir; /* owned */
+    int64_t max_bytes;
+    enum kp_spool_mode mode;
+    int fsync_ms; /* -1 = null: no periodic fdatasync */
+};
+
 struct kp_listener_conf {
     char *path; /* owned */
     enum kp_format format;
@@ -71,6 +170,12 @@ struct kp_listener_conf {
     char **allow_topics; /* owned; NULL = any; "prefix*" entries allowed */
     size_t allow_topic_cnt;
     bool peer_headers;
+    char *owner; /* owned; NULL = the daemon's; a name or a number */
+    char *group; /* owned; NULL = the daemon's; a name or a number */
+    struct kp_static_header *headers; /* owned: added to every record */
+    size_t header_cnt;
+    enum kp_framing framing;
+    enum kp_receipts receipts;
 };
 
 struct kp_topic_conf {
@@ -97,7 +202,28 @@ struct kp_conf {
     int max_clients;
     bool auto_create_topics;
     int log_level; /* enum kp_log_level */
+
+    struct kp_hostport *broker_addrs; /* owned: brokers parsed, same count */
+    struct kp_security_conf security;
+    struct kp_addr_map *address_map; /* owned */
+    size_t address_map_cnt;
+    int reconnect_backoff_max_ms;    /* 10000 */
+    int metadata_max_wait_ms;        /* 60000 */
+    int64_t topic_buffer_bytes;      /* default buffer_bytes / 4 */
+    int max_block_ms;                /* 60000 */
+    int max_topics;                  /* 10000 */
+    int max_clients_per_uid;         /* 1000 */
+    int64_t max_timestamp_skew_ms;   /* 3600000 */
+    int topic_idle_ms;               /* 600000 */
+    bool partition_metrics;          /* per-partition series; true */
+    struct kp_http_conf http;
+    struct kp_spool_conf spool;
 };
+
+/* Parses "host:port" or "[v6addr]:port" (port 1-65535); KP_OK or KP_ERROR.
+ * The one parser of broker addresses (validation, bootstrap, address_map). */
+int kp_hostport_parse(const char *s, struct kp_hostport *out);
+void kp_hostport_deinit(struct kp_hostport *hp);
 
 /* Accumulates every problem found, so -t and reload can report them all. */
 struct kp_conf_errors {
