@@ -20,12 +20,28 @@
 
 #include "kp_buf.h"
 #include "kp_conf.h"
+#include "kp_hist.h"
 #include "kp_record.h"
 #include "kp_tally.h"
 
 struct kp_partition;
 struct kp_compressor;
-struct kp_ctx;
+
+/*
+ * Spare batch buffers (records and compressed copies), reused so a new
+ * batch neither faults in fresh pages nor fragments the heap. Bounded by
+ * count and by `limit` bytes (a quarter of buffer_bytes).
+ */
+#define KP_BATCH_POOL_MAX 16
+struct kp_batch_pool {
+    struct kp_buf spare[KP_BATCH_POOL_MAX]; /* owned */
+    int cnt;
+    size_t bytes;
+    int64_t limit;
+};
+void kp_batch_pool_init(struct kp_batch_pool *pool, int64_t limit);
+/* Frees every spare buffer. */
+void kp_batch_pool_drain(struct kp_batch_pool *pool);
 
 enum kp_batch_state {
     KP_BATCH_OPEN,
@@ -38,6 +54,7 @@ extern const char *const kp_batch_state_names[KP_BATCH__COUNT];
 struct kp_batch {
     TAILQ_ENTRY(kp_batch) link; /* partition FIFO, or linger FIFO if open */
     struct kp_partition *part;  /* borrowed */
+    struct kp_batch_pool *pool; /* borrowed: where its buffers go back */
     struct kp_conf *conf;       /* owned reference: settings it opened with */
     const struct kp_producer_conf *pconf; /* borrowed from conf */
     enum kp_batch_state state;
@@ -60,6 +77,10 @@ struct kp_batch {
     int64_t pid;      /* producer id/epoch it was stamped with, or -1 */
     int16_t epoch;
     int attempts;     /* sends so far */
+    bool unconfirmed; /* sent, and no answer came back: it may be in
+                         Kafka (a shutdown then fails it as
+                         shutdown_unconfirmed) */
+    int64_t base_offset; /* the broker's, once delivered; -1 with acks 0 */
 
     /* Place in its partition's send order: sealed batches get increasing
      * values (seal number << 32); a split's halves share the range of the
@@ -92,14 +113,12 @@ static inline size_t kp_batch_recs_len(const struct kp_batch *b)
     return b->records.len - KP_BATCH_HEADER_LEN;
 }
 
-struct kp_batch *kp_batch_create(struct kp_partition *part,
+struct kp_batch *kp_batch_create(struct kp_batch_pool *pool,
+                                 struct kp_partition *part,
                                  struct kp_conf *conf,
                                  const struct kp_producer_conf *pc,
                                  int64_t now_ms);
 void kp_batch_destroy(struct kp_batch *b);
-
-/* Frees the pool of spare batch buffers (kp_ctx_destroy). */
-void kp_batch_pool_drain(struct kp_ctx *ctx);
 
 /* Appends one message; returns the bytes it took. */
 size_t kp_batch_append(struct kp_batch *b, const struct kp_msg *m, int64_t ts,
@@ -114,6 +133,18 @@ bool kp_batch_full(const struct kp_batch *b);
  * compressed copy when that is smaller. A codec failure is logged and the
  * batch goes uncompressed. Returns KP_OK. */
 int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz);
+
+/* What sealed batches looked like: sizes, fill, codecs (stats). */
+struct kp_batch_stats {
+    struct kp_hist msgs;  /* messages per batch */
+    struct kp_hist bytes; /* uncompressed RecordBatch bytes */
+    struct kp_hist fill;  /* per mille of the batch_bytes/messages limit */
+    uint64_t codec_batches[KP_CODEC__COUNT]; /* by codec used on the wire */
+    uint64_t codec_raw[KP_CODEC__COUNT];     /* bytes before compression */
+    uint64_t codec_wire[KP_CODEC__COUNT];    /* bytes after */
+};
+void kp_batch_stats_observe(struct kp_batch_stats *s,
+                           const struct kp_batch *b);
 
 /* Stamps idempotence fields on first send (no-op when pid < 0). */
 void kp_batch_stamp(struct kp_batch *b, int64_t pid, int16_t epoch,

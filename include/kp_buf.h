@@ -128,9 +128,13 @@ static inline void kp_buf_put_uvarint(struct kp_buf *b, uint64_t v)
     b->len += kp_uvarint_enc(kp_buf_reserve(b, 10), v);
 }
 
-static inline void kp_buf_put_varint(struct kp_buf *b, int64_t v)
+/* Drops the first n bytes, moving the rest to the front. */
+static inline void kp_buf_consume(struct kp_buf *b, size_t n)
 {
-    b->len += kp_varint_enc(kp_buf_reserve(b, 10), v);
+    if (n) {
+        memmove(b->data, b->data + n, b->len - n);
+        b->len -= n;
+    }
 }
 
 /* STRING / NULLABLE_STRING: int16 length, -1 for NULL. */

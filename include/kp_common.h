@@ -44,6 +44,19 @@ void *kp_realloc(void *p, size_t n);
 char *kp_strdup(const char *s);
 char *kp_strndup(const char *s, size_t n);
 
+/*
+ * Retry delays: `base_ms` doubled `attempt` times (attempt 0 = base), capped
+ * at max_ms, then +-20% jitter so that peers retrying together spread out.
+ * The jitter comes from a generator seeded per process (kp_random_seed), so
+ * a fleet of daemons does not retry in lockstep after an outage.
+ */
+int64_t kp_backoff_ms(int64_t base_ms, int64_t max_ms, int attempt);
+/* Seeds the process's random generator from the kernel (getrandom), once
+ * at start-up. */
+void kp_random_seed(void);
+/* A pseudo-random number in [0, n) (n > 0); not for secrets. */
+uint32_t kp_random(uint32_t n);
+
 /* Monotonic and wall clocks in milliseconds / microseconds. */
 int64_t kp_mono_ms(void);
 int64_t kp_mono_us(void);

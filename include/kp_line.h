@@ -9,19 +9,8 @@
 
 #include "kp_buf.h"
 #include "kp_conf.h"
+#include "kp_reason.h"
 
-/* Why a line was rejected; counted per reason in stats. */
-enum kp_reject {
-    KP_REJ_NONE,
-    KP_REJ_TOO_LONG,       /* longer than message_max_bytes */
-    KP_REJ_MISSING_FIELD,  /* no separator where the format needs one */
-    KP_REJ_BAD_TOPIC,      /* not [A-Za-z0-9._-]{1,249} */
-    KP_REJ_BAD_JSON,       /* not a JSON object, wrong types, bad base64 */
-    KP_REJ_BAD_PARTITION,  /* json partition outside the topic */
-    KP_REJ_TOPIC_DENIED,   /* not in the listener's allow_topics */
-    KP_REJ__COUNT
-};
-extern const char *const kp_reject_names[KP_REJ__COUNT];
 
 struct kp_header {
     const uint8_t *name; /* borrowed */
@@ -64,17 +53,17 @@ bool kp_topic_name_valid(const char *name, size_t len);
  * Parses one line (without its '\n', never empty) in `fmt`.
  * fixed_topic: the listener's topic for formats without a topic field (and
  * for json lines without "topic"), else NULL. `sep` is the field separator.
- * Returns KP_REJ_NONE and fills *m, or the reason the line is rejected.
+ * Returns KP_REASON_NONE and fills *m, or the reason the line is rejected.
  * Never reads outside line[0..len). The partition range is not checked here
  * (the topic's partition count is the router's knowledge).
  */
-enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
+enum kp_reason kp_line_parse(enum kp_format fmt, uint8_t sep,
                              const char *fixed_topic, const uint8_t *line,
                              size_t len, struct kp_line_scratch *scratch,
                              struct kp_msg *m);
 
 /* The json format alone (also a fuzz entry point). */
-enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
+enum kp_reason kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
                                   size_t len, struct kp_line_scratch *scratch,
                                   struct kp_msg *m);
 

@@ -1,7 +1,8 @@
 /*
  * kp_listener.h - a UNIX stream socket clients write lines to. Binds
  * (replacing a stale socket file, refusing a live one), applies the mode,
- * accepts nonblocking, checks peer credentials and the client limit.
+ * accepts nonblocking, checks peer credentials and the client limit, and
+ * hands each connection to the client set.
  */
 #ifndef KP_LISTENER_H
 #define KP_LISTENER_H
@@ -9,12 +10,19 @@
 #include <ev.h>
 #include <stdbool.h>
 
-struct kp_ctx;
+struct kp_clients;
 struct kp_listener_conf;
 
+/* Sockets handed over by systemd (socket activation), claimed by path. */
+struct kp_activation {
+    int *fds; /* owned: -1 once claimed */
+    int cnt;
+};
+
 struct kp_listener {
-    struct kp_ctx *ctx;                  /* borrowed */
-    const struct kp_listener_conf *conf; /* borrowed from ctx->conf */
+    struct ev_loop *loop;                /* borrowed */
+    struct kp_clients *clients;          /* borrowed */
+    const struct kp_listener_conf *conf; /* borrowed from the boot conf */
     int fd;
     bool activated; /* handed over by systemd: its socket file stays */
     ev_io io;
@@ -29,13 +37,16 @@ int kp_listener_bind_unix(const char *path, unsigned mode);
  * Socket activation: takes over the fds systemd passed (LISTEN_PID,
  * LISTEN_FDS, LISTEN_FDNAMES), to be claimed by path; returns how many.
  */
-int kp_listener_activation_init(struct kp_ctx *ctx);
+int kp_activation_init(struct kp_activation *act);
 /* The inherited socket bound at path, or -1; the caller owns it then. */
-int kp_listener_claim(struct kp_ctx *ctx, const char *path);
+int kp_activation_claim(struct kp_activation *act, const char *path);
 /* Closes inherited sockets no listener claimed. */
-void kp_listener_activation_done(struct kp_ctx *ctx);
+void kp_activation_done(struct kp_activation *act);
 
-struct kp_listener *kp_listener_open(struct kp_ctx *ctx,
+/* The listener of lc: an inherited socket, or a new one bound. */
+struct kp_listener *kp_listener_open(struct ev_loop *loop,
+                                     struct kp_clients *clients,
+                                     struct kp_activation *act,
                                      const struct kp_listener_conf *lc);
 void kp_listener_start(struct kp_listener *l);
 void kp_listener_stop(struct kp_listener *l);

@@ -22,8 +22,6 @@ extern const char *const kp_log_level_names[KP_LOG__COUNT];
 void kp_log_init(void);
 void kp_log_set_level(enum kp_log_level level);
 enum kp_log_level kp_log_get_level(void);
-/* Returns KP_OK and sets *out when name is a level name. */
-int kp_log_level_parse(const char *name, enum kp_log_level *out);
 
 void kp_log(enum kp_log_level level, const char *fmt, ...) KP_PRINTF(2, 3);
 

@@ -46,9 +46,6 @@ bool kp_proto_flexible(int16_t api_key, int16_t version);
 int16_t kp_proto_pick_version(int16_t api_key, int16_t broker_min,
                               int16_t broker_max);
 
-/* Kafka error codes kproxyd names (the rest are numbers). */
-const char *kp_proto_err_name(int16_t err);
-
 /* ---- request building ---- */
 
 /*

@@ -16,8 +16,8 @@
 
 #include "kp_common.h"
 
-struct kp_client;
-struct kp_ctx;
+/* Called when a tally's pending count drops to 0. */
+typedef void (*kp_tally_idle_cb)(void *owner);
 
 struct kp_tally {
     uint32_t refs;
@@ -25,12 +25,21 @@ struct kp_tally {
     uint64_t delivered;
     uint64_t failed;
     uint64_t rejected;
-    struct kp_client *client; /* borrowed; NULL once the client is gone */
+    kp_tally_idle_cb on_idle;
+    void *owner; /* borrowed: the connection; NULL once it is gone */
 };
 
-struct kp_tally *kp_tally_create(struct kp_client *client);
+struct kp_tally *kp_tally_create(kp_tally_idle_cb on_idle, void *owner);
 struct kp_tally *kp_tally_get(struct kp_tally *t);
 void kp_tally_put(struct kp_tally *t);
+/* The owner is gone: the tally counts on, telling no one. */
+void kp_tally_detach(struct kp_tally *t);
+/* n pending messages are settled (delivered when ok, else failed); tells
+ * the owner when nothing is pending any more. */
+void kp_tally_settle(struct kp_tally *t, uint64_t n, bool ok);
+/* n pending messages turn out to be unusable after all (a partition that
+ * the topic turned out not to have): counted as rejected. */
+void kp_tally_unaccept(struct kp_tally *t, uint64_t n);
 
 /*
  * A run of consecutive messages of one tally and generation in a batch:
@@ -54,19 +63,34 @@ void kp_runs_add(struct kp_runs *r, struct kp_tally *t, uint32_t gen,
 void kp_runs_take(struct kp_runs *dst, struct kp_runs *src, uint32_t n);
 void kp_runs_deinit(struct kp_runs *r);
 
+/*
+ * A flush barrier: waits for the messages of generations <= gen, counting
+ * their fates as they settle (`flush` replies with these counts).
+ */
+struct kp_barrier {
+    uint32_t gen;
+    uint64_t delivered;
+    uint64_t failed;
+    struct kp_barrier *next; /* borrowed: the gens' list of barriers */
+};
+
 /* Per-generation pending counts, oldest first. */
 struct kp_gens {
     uint32_t base;      /* generation of pending[0] */
     uint64_t *pending;  /* owned ring: pending[i] is generation base+i */
     uint32_t cnt, cap;
     uint32_t current;
+    struct kp_barrier *barriers; /* borrowed: the waiting flushes' */
 };
 void kp_gens_init(struct kp_gens *g);
 void kp_gens_deinit(struct kp_gens *g);
 void kp_gens_add(struct kp_gens *g, uint32_t gen, uint64_t n);
-void kp_gens_settle(struct kp_gens *g, uint32_t gen, uint64_t n);
-/* Starts a new generation; returns the one a barrier must wait for. */
-uint32_t kp_gens_next(struct kp_gens *g);
+/* n messages of gen are settled: delivered when ok, else failed. */
+void kp_gens_settle(struct kp_gens *g, uint32_t gen, uint64_t n, bool ok);
+/* Starts a new generation and a barrier for every older one (the caller
+ * owns *b until kp_gens_unwatch). */
+void kp_gens_barrier(struct kp_gens *g, struct kp_barrier *b);
+void kp_gens_unwatch(struct kp_gens *g, struct kp_barrier *b);
 /* Whether every message of generations <= gen is settled. */
 bool kp_gens_done(const struct kp_gens *g, uint32_t gen);
 

@@ -13,9 +13,10 @@
 
 #include "kp_buf.h"
 #include "kp_line.h"
+#include "kp_reason.h"
 #include "kp_tally.h"
 
-struct kp_ctx;
+struct kp_part_env;
 struct kp_partition;
 struct kp_conf;
 
@@ -27,7 +28,6 @@ enum kp_topic_state {
 extern const char *const kp_topic_state_names[KP_TOPIC__COUNT];
 
 struct kp_topic {
-    struct kp_ctx *ctx; /* borrowed */
     char *name; /* owned */
     size_t name_len;
     uint32_t hash;
@@ -37,80 +37,73 @@ struct kp_topic {
     struct kp_partition **parts; /* owned array of owned partitions (their
                                     addresses never move: timers, lists) */
     int32_t part_cnt;
-    int32_t sticky; /* partition for key-less messages, -1 = pick anew */
-    uint32_t rr;    /* sticky rotation */
+    int32_t sticky;         /* partition for key-less messages, -1 = anew */
+    uint64_t sticky_sealed; /* its sealed_cnt when chosen: a seal moves on */
+    uint32_t rr;            /* sticky rotation */
 
     /* Settings resolved once per topic under the current configuration. */
-    const struct kp_producer_conf *pconf; /* borrowed from ctx->conf */
+    const struct kp_producer_conf *pconf; /* borrowed from the conf */
 
     /* Messages read before metadata: records with absolute timestamps. */
-    struct kp_buf pending;      /* owned */
-    int32_t *pending_parts;     /* owned: explicit partition per message */
+    struct kp_buf pending;  /* owned */
+    int32_t *pending_parts; /* owned: explicit partition per message */
     uint32_t pending_cnt, pending_cap;
     struct kp_runs pending_runs;
     size_t pending_bytes;
     int64_t pending_since_ms;
-    struct kp_fail_count *fails; /* owned: failed messages by reason */
-    uint32_t fail_cnt;
-};
-
-/* Failed messages of a topic counted under one reason. */
-struct kp_fail_count {
-    char reason[64];
-    uint64_t n;
+    uint64_t failed_by[KP_REASON__COUNT]; /* failed messages by reason */
 };
 
 struct kp_topic_table {
     struct kp_topic **slots; /* owned: open addressing */
     uint32_t cap, cnt;
+    struct kp_part_env *env; /* borrowed: what partitions share */
+    struct kp_conf *conf;    /* borrowed: the current configuration */
 };
 
-void kp_topic_table_init(struct kp_topic_table *tt);
+void kp_topic_table_init(struct kp_topic_table *tt, struct kp_part_env *env,
+                         struct kp_conf *conf);
+/* Frees every topic and partition without settling what they hold. */
 void kp_topic_table_deinit(struct kp_topic_table *tt);
 struct kp_topic *kp_topic_lookup(struct kp_topic_table *tt, const char *name,
                                  size_t len);
-struct kp_topic *kp_topic_create(struct kp_ctx *ctx, const char *name,
+/* A new topic, UNKNOWN until its metadata arrives. */
+struct kp_topic *kp_topic_create(struct kp_topic_table *tt, const char *name,
                                  size_t len);
+/* Re-resolves every topic's producer settings under conf (a reload). */
+void kp_topic_table_reconf(struct kp_topic_table *tt, struct kp_conf *conf);
 
-/* Re-resolves every topic's producer settings after a reload. */
-void kp_topic_table_reconf(struct kp_ctx *ctx);
+/* Iteration: calls fn for every topic. */
+void kp_topic_foreach(struct kp_topic_table *tt,
+                      void (*fn)(struct kp_topic *, void *), void *arg);
 
 /*
- * Routes one parsed message read at `ts` (ms) from tally's client.
- * Returns KP_REJ_NONE, or the reason the message is rejected (explicit
- * partition out of range, too long for the topic).
+ * Routes one parsed message read at `ts` (ms). Returns KP_REASON_NONE
+ * (accepted: counted as received, in tally->pending and the current flush
+ * generation), or why it is rejected (explicit partition out of range, too
+ * long for the topic).
  */
-enum kp_reject kp_topic_route(struct kp_ctx *ctx, struct kp_topic *t,
+enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
                               const struct kp_msg *m, int64_t ts,
                               struct kp_tally *tally,
                               const struct kp_header *extra,
                               size_t extra_cnt);
 
-/* Metadata arrived: sizes partitions, sets leaders, replays pending. */
-void kp_topic_on_metadata(struct kp_ctx *ctx, struct kp_topic *t,
+/* Metadata arrived: sizes partitions, sets leaders, replays what was held
+ * (sealing at once when `seal_now`, as during shutdown). err != 0 or
+ * part_cnt <= 0: the topic's entry is an error; leaders stay. */
+void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
                           int16_t err, int32_t part_cnt,
-                          const int32_t *leaders);
-
-/* Appends one accepted message to partition p of t (explicit choice done).
- * Counting of the message (received, tally, generation) is the caller's. */
-void kp_topic_append(struct kp_ctx *ctx, struct kp_partition *p,
-                     const struct kp_msg *m, int64_t ts, struct kp_tally *tally,
-                     uint32_t gen, const struct kp_header *extra,
-                     size_t extra_cnt);
-
-/* Counts n failed messages of t under `reason` (stats, metrics). */
-void kp_topic_count_failed(struct kp_topic *t, const char *reason,
-                           uint64_t n);
+                          const int32_t *leaders, bool seal_now);
 
 /* Fails (and dead-letters) every message held for metadata. */
-void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_topic *t,
-                        const char *why);
-/* Fails pending messages older than the delivery timeout. */
-void kp_topic_expire(struct kp_ctx *ctx, struct kp_topic *t, int64_t now_ms);
-
-/* Iteration helper: calls fn for every topic. */
-void kp_topic_foreach(struct kp_topic_table *tt,
-                      void (*fn)(struct kp_ctx *, struct kp_topic *, void *),
-                      struct kp_ctx *ctx, void *arg);
+void kp_topic_fail_held(struct kp_topic_table *tt, struct kp_topic *t,
+                        enum kp_reason why, const char *detail);
+/* Fails held messages and partition batches older than the delivery
+ * timeout (idemp_detail: see kp_partition_expire). */
+void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
+                     int64_t now_ms, const char *idemp_detail);
+/* Messages the topic holds: waiting for metadata, and in its partitions. */
+uint64_t kp_topic_queued(const struct kp_topic *t);
 
 #endif

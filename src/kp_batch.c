@@ -6,10 +6,7 @@
 
 #include "kp_compress.h"
 #include "kp_conf.h"
-#include "kp_ctx.h"
 #include "kp_log.h"
-#include "kp_partition.h"
-#include "kp_topic.h"
 
 const char *const kp_batch_state_names[KP_BATCH__COUNT] = {
     "open", "sealed", "inflight"};
@@ -21,29 +18,34 @@ const char *const kp_batch_state_names[KP_BATCH__COUNT] = {
  * memory grows far past what is buffered. The pool is bounded by count and
  * by a quarter of buffer_bytes.
  */
-static void kp_batch_buf_get(struct kp_ctx *ctx, struct kp_buf *buf,
+void kp_batch_pool_init(struct kp_batch_pool *pool, int64_t limit)
+{
+    memset(pool, 0, sizeof(*pool));
+    pool->limit = limit;
+}
+
+static void kp_batch_buf_get(struct kp_batch_pool *pool, struct kp_buf *buf,
                              size_t min_cap)
 {
-    for (int i = ctx->spare_cnt - 1; i >= 0; i--) {
-        struct kp_buf *s = &ctx->spare[i];
+    for (int i = pool->cnt - 1; i >= 0; i--) {
+        struct kp_buf *s = &pool->spare[i];
         if (s->cap >= min_cap && s->cap <= 2 * min_cap + 65536) {
             *buf = *s;
             buf->len = 0;
-            ctx->spare_bytes -= s->cap;
-            ctx->spare[i] = ctx->spare[--ctx->spare_cnt];
+            pool->bytes -= s->cap;
+            pool->spare[i] = pool->spare[--pool->cnt];
             return;
         }
     }
     kp_buf_init(buf, min_cap);
 }
 
-static void kp_batch_buf_put(struct kp_ctx *ctx, struct kp_buf *buf)
+static void kp_batch_buf_put(struct kp_batch_pool *pool, struct kp_buf *buf)
 {
-    if (buf->cap >= 65536 &&
-        ctx->spare_cnt < (int)KP_ARRAY_LEN(ctx->spare) &&
-        (int64_t)(ctx->spare_bytes + buf->cap) <= ctx->conf->buffer_bytes / 4) {
-        ctx->spare_bytes += buf->cap;
-        ctx->spare[ctx->spare_cnt++] = *buf;
+    if (buf->cap >= 65536 && pool->cnt < KP_BATCH_POOL_MAX &&
+        (int64_t)(pool->bytes + buf->cap) <= pool->limit) {
+        pool->bytes += buf->cap;
+        pool->spare[pool->cnt++] = *buf;
         memset(buf, 0, sizeof(*buf));
         return;
     }
@@ -59,34 +61,37 @@ static size_t kp_batch_buf_size(const struct kp_producer_conf *pc)
     return n + n / 64 + 8192;
 }
 
-void kp_batch_pool_drain(struct kp_ctx *ctx)
+void kp_batch_pool_drain(struct kp_batch_pool *pool)
 {
-    while (ctx->spare_cnt > 0) {
-        kp_buf_deinit(&ctx->spare[--ctx->spare_cnt]);
+    while (pool->cnt > 0) {
+        kp_buf_deinit(&pool->spare[--pool->cnt]);
     }
-    ctx->spare_bytes = 0;
+    pool->bytes = 0;
 }
 
 /* Takes a reference to conf: the batch finishes under the settings it was
  * opened with, whatever a reload does meanwhile. */
-struct kp_batch *kp_batch_create(struct kp_partition *part,
+struct kp_batch *kp_batch_create(struct kp_batch_pool *pool,
+                                 struct kp_partition *part,
                                  struct kp_conf *conf,
                                  const struct kp_producer_conf *pc,
                                  int64_t now_ms)
 {
     struct kp_batch *b = kp_calloc(1, sizeof(*b));
     b->part = part;
+    b->pool = pool;
     b->conf = kp_conf_get(conf);
     b->pconf = pc;
     b->state = KP_BATCH_OPEN;
     b->created_ms = now_ms;
     b->base_seq = -1;
+    b->base_offset = -1;
     b->pid = -1;
     b->epoch = -1;
     b->codec_used = KP_CODEC_NONE;
     /* Sized for a full batch: growing by doubling cost a realloc (and
      * fresh pages) several times per batch. */
-    kp_batch_buf_get(part->topic->ctx, &b->records, kp_batch_buf_size(pc));
+    kp_batch_buf_get(pool, &b->records, kp_batch_buf_size(pc));
     b->records.len = KP_BATCH_HEADER_LEN; /* written when sealed */
     return b;
 }
@@ -95,8 +100,8 @@ void kp_batch_destroy(struct kp_batch *b)
 {
     kp_runs_deinit(&b->runs);
     free(b->pinned);
-    kp_batch_buf_put(b->part->topic->ctx, &b->records);
-    kp_batch_buf_put(b->part->topic->ctx, &b->zwire);
+    kp_batch_buf_put(b->pool, &b->records);
+    kp_batch_buf_put(b->pool, &b->zwire);
     kp_conf_put(b->conf);
     free(b);
 }
@@ -156,7 +161,7 @@ int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
         if (!z->cap) {
             /* codecs' worst case is the input plus a little */
             size_t need = b->records.len + b->records.len / 64 + 8192;
-            kp_batch_buf_get(b->part->topic->ctx, z,
+            kp_batch_buf_get(b->pool, z,
                              KP_MAX(need, kp_batch_buf_size(b->pconf)));
         }
         kp_buf_reset(z);
@@ -177,7 +182,7 @@ int kp_batch_seal(struct kp_batch *b, struct kp_compressor *cz)
         }
         /* Incompressible (tiny or random) records go as they are rather
          * than make the broker decompress them. */
-        kp_batch_buf_put(b->part->topic->ctx, z);
+        kp_batch_buf_put(b->pool, z);
         h.codec = KP_CODEC_NONE;
     }
     kp_recordbatch_frame(b->records.data, b->records.len, &h);
@@ -198,4 +203,27 @@ void kp_batch_stamp(struct kp_batch *b, int64_t pid, int16_t epoch,
     b->pid = pid;
     b->epoch = epoch;
     kp_recordbatch_stamp(b->wire, b->wire_len, pid, epoch, base_seq);
+}
+
+void kp_batch_stats_observe(struct kp_batch_stats *s,
+                           const struct kp_batch *b)
+{
+    uint64_t raw = b->records.len;
+    uint64_t fill = 0;
+
+    kp_hist_observe(&s->msgs, kp_hist_batch_msgs, (uint64_t)b->count);
+    kp_hist_observe(&s->bytes, kp_hist_batch_bytes, raw);
+    if (b->pconf->batch_bytes > 0) {
+        fill = raw * 1000 / (uint64_t)b->pconf->batch_bytes;
+    }
+    if (b->pconf->batch_messages > 0) {
+        fill = KP_MAX(fill, (uint64_t)b->count * 1000 /
+                                (uint64_t)b->pconf->batch_messages);
+    }
+    kp_hist_observe(&s->fill, kp_hist_batch_fill, KP_MIN(fill, 1000));
+    if ((unsigned)b->codec_used < KP_CODEC__COUNT) {
+        s->codec_batches[b->codec_used]++;
+        s->codec_raw[b->codec_used] += raw;
+        s->codec_wire[b->codec_used] += b->wire_len;
+    }
 }

@@ -5,7 +5,9 @@
 #include "kp_common.h"
 
 #include <stdio.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 void kp_assert_fail(const char *cond, const char *file, int line)
 {
@@ -68,4 +70,30 @@ int64_t kp_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void kp_random_seed(void)
+{
+    unsigned int seed;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed)) {
+        seed = (unsigned int)(kp_mono_us() ^ ((int64_t)getpid() << 16));
+    }
+    srandom(seed);
+}
+
+uint32_t kp_random(uint32_t n)
+{
+    return (uint32_t)((uint64_t)random() % n);
+}
+
+int64_t kp_backoff_ms(int64_t base_ms, int64_t max_ms, int attempt)
+{
+    int shift = KP_MIN(KP_MAX(attempt, 0), 30);
+    int64_t ms = base_ms;
+
+    while (shift-- > 0 && ms < max_ms) {
+        ms *= 2;
+    }
+    ms = KP_MIN(ms, max_ms);
+    return ms * (80 + (int64_t)kp_random(41)) / 100;
 }

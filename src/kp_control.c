@@ -3,8 +3,8 @@
  * commands and gets one reply each:
  *   stats    one line of JSON
  *   metrics  OpenMetrics text, ending "# EOF"
- *   flush    "ok delivered=N failed=F" (totals) once every message read
- *            before the command is settled
+ *   flush    "ok delivered=N failed=F" once every message read before
+ *            the command is settled
  *   reload   "ok", or "error: ..." with the configuration problems
  */
 #include "kp_control.h"
@@ -17,11 +17,9 @@
 #include <unistd.h>
 
 #include "kp_buf.h"
-#include "kp_ctx.h"
 #include "kp_listener.h"
 #include "kp_log.h"
-#include "kp_partition.h"
-#include "kp_stats.h"
+#include "kp_tally.h"
 
 struct kp_ctl_conn {
     TAILQ_ENTRY(kp_ctl_conn) link;
@@ -32,12 +30,14 @@ struct kp_ctl_conn {
     size_t in_len;
     struct kp_buf out; /* owned */
     bool flush_wait;
-    uint32_t flush_gen;
+    struct kp_barrier flush; /* counting while flush_wait */
     bool eof;
 };
 
 struct kp_control {
-    struct kp_ctx *ctx; /* borrowed */
+    struct ev_loop *loop; /* borrowed */
+    const struct kp_control_ops *ops;
+    void *arg;          /* borrowed: the ops' argument */
     char *path;         /* owned */
     int fd;
     bool activated; /* handed over by systemd: its socket file stays */
@@ -56,7 +56,11 @@ static void kp_control_on_pause(struct ev_loop *loop, ev_timer *w,
 
 static void kp_control_conn_close(struct kp_ctl_conn *cc)
 {
-    struct ev_loop *loop = cc->ctl->ctx->loop;
+    struct ev_loop *loop = cc->ctl->loop;
+
+    if (cc->flush_wait) {
+        cc->ctl->ops->flush_end(cc->ctl->arg, &cc->flush);
+    }
     ev_io_stop(loop, &cc->rio);
     ev_io_stop(loop, &cc->wio);
     close(cc->fd);
@@ -68,7 +72,7 @@ static void kp_control_conn_close(struct kp_ctl_conn *cc)
 /* Writes what it can; returns KP_ERROR if the connection was closed. */
 static int kp_control_flush_out(struct kp_ctl_conn *cc)
 {
-    struct ev_loop *loop = cc->ctl->ctx->loop;
+    struct ev_loop *loop = cc->ctl->loop;
     size_t off = 0;
 
     while (off < cc->out.len) {
@@ -102,45 +106,42 @@ static void kp_control_reply(struct kp_ctl_conn *cc, const char *s)
     kp_buf_put_bytes(&cc->out, s, strlen(s));
 }
 
+/* The messages the flush waited for, by fate. */
 static void kp_control_flush_reply(struct kp_ctl_conn *cc)
 {
-    struct kp_ctx *ctx = cc->ctl->ctx;
+    struct kp_control *ctl = cc->ctl;
     char line[96];
-    snprintf(line, sizeof(line), "ok delivered=%llu failed=%llu\n",
-             (unsigned long long)ctx->n.delivered,
-             (unsigned long long)ctx->n.failed);
-    kp_control_reply(cc, line);
+
+    ctl->ops->flush_end(ctl->arg, &cc->flush);
     cc->flush_wait = false;
+    snprintf(line, sizeof(line), "ok delivered=%llu failed=%llu\n",
+             (unsigned long long)cc->flush.delivered,
+             (unsigned long long)cc->flush.failed);
+    kp_control_reply(cc, line);
 }
 
 static void kp_control_command(struct kp_ctl_conn *cc, char *cmd)
 {
-    struct kp_ctx *ctx = cc->ctl->ctx;
+    struct kp_control *ctl = cc->ctl;
     size_t n = strlen(cmd);
 
     while (n && (cmd[n - 1] == '\r' || cmd[n - 1] == ' ')) {
         cmd[--n] = '\0';
     }
     if (strcmp(cmd, "stats") == 0) {
-        kp_stats_json(ctx, &cc->out);
+        ctl->ops->stats(ctl->arg, &cc->out);
     } else if (strcmp(cmd, "metrics") == 0) {
-        kp_stats_metrics(ctx, &cc->out);
+        ctl->ops->metrics(ctl->arg, &cc->out);
     } else if (strcmp(cmd, "flush") == 0) {
         /* Everything read so far goes out now, then we wait for it. */
-        for (uint32_t i = 0; i < ctx->topics.cap; i++) {
-            struct kp_topic *t = ctx->topics.slots[i];
-            for (int32_t j = 0; t && j < t->part_cnt; j++) {
-                kp_partition_seal(ctx, t->parts[j]);
-            }
-        }
-        cc->flush_gen = kp_gens_next(&ctx->gens);
+        ctl->ops->flush_begin(ctl->arg, &cc->flush);
         cc->flush_wait = true;
-        if (kp_gens_done(&ctx->gens, cc->flush_gen)) {
+        if (ctl->ops->flushed(ctl->arg, &cc->flush)) {
             kp_control_flush_reply(cc);
         }
     } else if (strcmp(cmd, "reload") == 0) {
         char *err = NULL;
-        if (kp_ctx_reload(ctx, &err) == KP_OK) {
+        if (ctl->ops->reload(ctl->arg, &err) == KP_OK) {
             kp_control_reply(cc, "ok\n");
         } else {
             kp_control_reply(cc, "error: ");
@@ -225,9 +226,13 @@ static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_start(loop, &cc->rio);
 }
 
-struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
+struct kp_control *kp_control_open(struct ev_loop *loop,
+                                   struct kp_activation *act,
+                                   const char *path,
+                                   const struct kp_control_ops *ops,
+                                   void *arg)
 {
-    int fd = kp_listener_claim(ctx, path);
+    int fd = kp_activation_claim(act, path);
     bool activated = fd >= 0;
     if (fd < 0) {
         fd = kp_listener_bind_unix(path, 0660);
@@ -236,7 +241,9 @@ struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
         return NULL;
     }
     struct kp_control *ctl = kp_calloc(1, sizeof(*ctl));
-    ctl->ctx = ctx;
+    ctl->loop = loop;
+    ctl->ops = ops;
+    ctl->arg = arg;
     ctl->path = kp_strdup(path);
     ctl->fd = fd;
     ctl->activated = activated;
@@ -244,7 +251,7 @@ struct kp_control *kp_control_open(struct kp_ctx *ctx, const char *path)
     ev_io_init(&ctl->io, kp_control_on_accept, fd, EV_READ);
     ev_init(&ctl->pause, kp_control_on_pause);
     ctl->io.data = ctl->pause.data = ctl;
-    ev_io_start(ctx->loop, &ctl->io);
+    ev_io_start(loop, &ctl->io);
     return ctl;
 }
 
@@ -254,8 +261,8 @@ void kp_control_close(struct kp_control *ctl)
     while ((cc = TAILQ_FIRST(&ctl->conns)) != NULL) {
         kp_control_conn_close(cc);
     }
-    ev_io_stop(ctl->ctx->loop, &ctl->io);
-    ev_timer_stop(ctl->ctx->loop, &ctl->pause);
+    ev_io_stop(ctl->loop, &ctl->io);
+    ev_timer_stop(ctl->loop, &ctl->pause);
     close(ctl->fd);
     if (!ctl->activated) {
         unlink(ctl->path);
@@ -269,7 +276,7 @@ void kp_control_check_flush(struct kp_control *ctl)
     struct kp_ctl_conn *cc, *next;
     for (cc = TAILQ_FIRST(&ctl->conns); cc; cc = next) {
         next = TAILQ_NEXT(cc, link);
-        if (cc->flush_wait && kp_gens_done(&ctl->ctx->gens, cc->flush_gen)) {
+        if (cc->flush_wait && ctl->ops->flushed(ctl->arg, &cc->flush)) {
             kp_control_flush_reply(cc);
             kp_control_flush_out(cc);
         }

@@ -9,34 +9,73 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kp_buf.h"
-#include "kp_conf.h"
-#include "kp_ctx.h"
 #include "kp_log.h"
 #include "kp_record.h"
 
-int kp_deadletter_open(struct kp_ctx *ctx)
+struct kp_deadletter {
+    int fd;
+    char *path; /* owned */
+};
+
+/* A file we may append to: regular, and writable by no one but its owner
+ * (the daemon, or root). */
+static const char *kp_deadletter_unsafe(const struct stat *st)
 {
-    const char *path = ctx->boot_conf->dead_letter;
-    if (!path) {
-        return KP_OK;
+    if (!S_ISREG(st->st_mode)) {
+        return "not a regular file";
     }
-    ctx->dead_letter_fd =
-        open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (ctx->dead_letter_fd < 0) {
-        kp_err("dead_letter %s: %s", path, strerror(errno));
-        return KP_ERROR;
+    if (st->st_uid != geteuid() && st->st_uid != 0) {
+        return "owned by another user";
     }
-    return KP_OK;
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        return "writable by group or others";
+    }
+    return NULL;
 }
 
-void kp_deadletter_close(struct kp_ctx *ctx)
+struct kp_deadletter *kp_deadletter_open(const char *path)
 {
-    if (ctx->dead_letter_fd >= 0) {
-        close(ctx->dead_letter_fd);
-        ctx->dead_letter_fd = -1;
+    struct stat st;
+    const char *why;
+    /* O_NOFOLLOW: a planted symlink is refused; O_NONBLOCK: a FIFO at the
+     * path cannot hang start-up (it is then refused by the check). */
+    int fd = open(path,
+                  O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+                      O_NONBLOCK,
+                  0640);
+
+    if (fd < 0) {
+        /* ENXIO: a FIFO with no reader (O_NONBLOCK) */
+        kp_err("dead_letter %s: %s", path,
+               errno == ELOOP   ? "is a symbolic link"
+               : errno == ENXIO ? "not a regular file"
+                                : strerror(errno));
+        return NULL;
+    }
+    why = fstat(fd, &st) < 0 ? strerror(errno) : kp_deadletter_unsafe(&st);
+    if (why) {
+        kp_err("dead_letter %s: %s", path, why);
+        close(fd);
+        return NULL;
+    }
+    /* Appends of whole lines: blocking writes to a regular file. */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    struct kp_deadletter *dl = kp_calloc(1, sizeof(*dl));
+    dl->fd = fd;
+    dl->path = kp_strdup(path);
+    return dl;
+}
+
+void kp_deadletter_close(struct kp_deadletter *dl)
+{
+    if (dl) {
+        close(dl->fd);
+        free(dl->path);
+        free(dl);
     }
 }
 
@@ -153,7 +192,7 @@ static json_t *kp_deadletter_headers(struct kp_record_view *v)
     return arr;
 }
 
-void kp_deadletter_records(struct kp_ctx *ctx, const char *topic,
+void kp_deadletter_records(struct kp_deadletter *dl, const char *topic,
                            const uint8_t *records, size_t len, int64_t base_ts,
                            const int32_t *partitions, const char *error)
 {
@@ -163,7 +202,7 @@ void kp_deadletter_records(struct kp_ctx *ctx, const char *topic,
     int64_t now = kp_wall_ms();
     size_t i = 0;
 
-    if (ctx->dead_letter_fd < 0 || !records || !len) {
+    if (!dl || !records || !len) {
         return;
     }
     kp_buf_init(&out, 4096);
@@ -194,12 +233,12 @@ void kp_deadletter_records(struct kp_ctx *ctx, const char *topic,
     }
     size_t off = 0;
     while (off < out.len) {
-        ssize_t n = write(ctx->dead_letter_fd, out.data + off, out.len - off);
+        ssize_t n = write(dl->fd, out.data + off, out.len - off);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
-            kp_err("dead_letter: write: %s", strerror(errno));
+            kp_err("dead_letter %s: write: %s", dl->path, strerror(errno));
             break;
         }
         off += (size_t)n;

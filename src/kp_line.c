@@ -13,16 +13,6 @@
 
 #include <jansson.h>
 
-const char *const kp_reject_names[KP_REJ__COUNT] = {
-    [KP_REJ_NONE] = "none",
-    [KP_REJ_TOO_LONG] = "too_long",
-    [KP_REJ_MISSING_FIELD] = "missing_field",
-    [KP_REJ_BAD_TOPIC] = "bad_topic",
-    [KP_REJ_BAD_JSON] = "bad_json",
-    [KP_REJ_BAD_PARTITION] = "bad_partition",
-    [KP_REJ_TOPIC_DENIED] = "topic_denied",
-};
-
 /* Kafka's own limit (Topic.MAX_NAME_LENGTH). */
 #define KP_TOPIC_MAX 249
 
@@ -132,10 +122,10 @@ static void kp_msg_clear(struct kp_msg *m)
  *
  * json: see kp_line_parse_json().
  *
- * Returns KP_REJ_NONE with *m filled, or why the line is rejected (*m is
+ * Returns KP_REASON_NONE with *m filled, or why the line is rejected (*m is
  * then unspecified). Never reads outside line[0..len).
  */
-enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
+enum kp_reason kp_line_parse(enum kp_format fmt, uint8_t sep,
                              const char *fixed_topic, const uint8_t *line,
                              size_t len, struct kp_line_scratch *scratch,
                              struct kp_msg *m)
@@ -153,7 +143,7 @@ enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
     case KP_FMT_VALUE:
     case KP_FMT_KEY_VALUE:
         if (kp_unlikely(!fixed_topic)) {
-            return KP_REJ_BAD_TOPIC;
+            return KP_REASON_BAD_TOPIC;
         }
         m->topic = fixed_topic;
         m->topic_len = strlen(fixed_topic);
@@ -162,10 +152,10 @@ enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
     case KP_FMT_TOPIC_KEY_VALUE:
         s = len ? memchr(p, sep, len) : NULL;
         if (!s) {
-            return KP_REJ_MISSING_FIELD;
+            return KP_REASON_BAD_FORMAT;
         }
         if (!kp_topic_name_valid((const char *)p, (size_t)(s - p))) {
-            return KP_REJ_BAD_TOPIC;
+            return KP_REASON_BAD_TOPIC;
         }
         m->topic = (const char *)p;
         m->topic_len = (size_t)(s - p);
@@ -174,13 +164,13 @@ enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
     case KP_FMT_JSON:
     case KP_FMT__COUNT:
     default:
-        return KP_REJ_MISSING_FIELD;
+        return KP_REASON_BAD_FORMAT;
     }
 
     if (fmt == KP_FMT_KEY_VALUE || fmt == KP_FMT_TOPIC_KEY_VALUE) {
         s = p < end ? memchr(p, sep, (size_t)(end - p)) : NULL;
         if (!s) {
-            return KP_REJ_MISSING_FIELD;
+            return KP_REASON_BAD_FORMAT;
         }
         if (s > p) {
             m->key = p;
@@ -192,7 +182,7 @@ enum kp_reject kp_line_parse(enum kp_format fmt, uint8_t sep,
     /* Never NULL, even when empty: an empty line is an empty value. */
     m->value = p;
     m->value_len = (size_t)(end - p);
-    return KP_REJ_NONE;
+    return KP_REASON_NONE;
 }
 
 /* ---- json ---- */
@@ -279,35 +269,35 @@ struct kp_jfield {
  * absent. Giving both the plain and the base64 field with non-null values
  * is an error, as it is ambiguous.
  */
-static enum kp_reject kp_jfield_set(struct kp_jfield *f, json_t *v, bool base64,
+static enum kp_reason kp_jfield_set(struct kp_jfield *f, json_t *v, bool base64,
                                     bool dump_ok)
 {
     if (json_is_null(v)) {
-        return KP_REJ_NONE;
+        return KP_REASON_NONE;
     }
     if (f->kind != KP_JF_NULL) {
-        return KP_REJ_BAD_JSON;
+        return KP_REASON_BAD_JSON;
     }
     f->j = v;
     if (json_is_string(v)) {
         size_t n = json_string_length(v);
         f->kind = base64 ? KP_JF_BASE64 : KP_JF_STRING;
         f->need = base64 ? n / 4 * 3 : n;
-        return KP_REJ_NONE;
+        return KP_REASON_NONE;
     }
     if (base64 || !dump_ok) {
-        return KP_REJ_BAD_JSON;
+        return KP_REASON_BAD_JSON;
     }
     f->kind = KP_JF_DUMP;
     f->need = json_dumpb(v, NULL, 0, KP_JSON_DUMP_FLAGS);
-    return f->need ? KP_REJ_NONE : KP_REJ_BAD_JSON;
+    return f->need ? KP_REASON_NONE : KP_REASON_BAD_JSON;
 }
 
 /*
  * Appends the field's bytes to scratch (whose room was reserved, so no
  * reallocation moves earlier results) and points *p / *n at them.
  */
-static enum kp_reject kp_jfield_emit(const struct kp_jfield *f,
+static enum kp_reason kp_jfield_emit(const struct kp_jfield *f,
                                      struct kp_buf *b, const uint8_t **p,
                                      size_t *n)
 {
@@ -319,7 +309,7 @@ static enum kp_reject kp_jfield_emit(const struct kp_jfield *f,
     case KP_JF_NULL:
         *p = NULL;
         *n = 0;
-        return KP_REJ_NONE;
+        return KP_REASON_NONE;
     case KP_JF_STRING:
         *n = json_string_length(f->j);
         memcpy(dst, json_string_value(f->j), *n);
@@ -328,20 +318,20 @@ static enum kp_reject kp_jfield_emit(const struct kp_jfield *f,
         got = kp_b64_decode(json_string_value(f->j), json_string_length(f->j),
                             dst);
         if (got < 0) {
-            return KP_REJ_BAD_JSON;
+            return KP_REASON_BAD_JSON;
         }
         *n = (size_t)got;
         break;
     case KP_JF_DUMP:
         *n = json_dumpb(f->j, (char *)dst, f->need, KP_JSON_DUMP_FLAGS);
         if (*n != f->need) {
-            return KP_REJ_BAD_JSON;
+            return KP_REASON_BAD_JSON;
         }
         break;
     }
     *p = dst;
     b->len += *n;
-    return KP_REJ_NONE;
+    return KP_REASON_NONE;
 }
 
 static bool kp_jkey_is(const char *k, size_t klen, const char *name)
@@ -382,7 +372,7 @@ static enum kp_jint kp_jint_get(json_t *v, json_int_t max, int64_t *out)
  * an object of string values (order as written), or an array of
  * [name, value] pairs, value a string or null, names may repeat.
  */
-static enum kp_reject kp_jheaders_check(json_t *h, size_t *cnt, size_t *need)
+static enum kp_reason kp_jheaders_check(json_t *h, size_t *cnt, size_t *need)
 {
     size_t i;
     json_t *pair;
@@ -390,22 +380,22 @@ static enum kp_reject kp_jheaders_check(json_t *h, size_t *cnt, size_t *need)
     *cnt = 0;
     *need = 0;
     if (json_is_null(h)) {
-        return KP_REJ_NONE;
+        return KP_REASON_NONE;
     }
     if (json_is_object(h)) {
         for (void *it = json_object_iter(h); it;
              it = json_object_iter_next(h, it)) {
             json_t *v = json_object_iter_value(it);
             if (!json_is_string(v)) {
-                return KP_REJ_BAD_JSON;
+                return KP_REASON_BAD_JSON;
             }
             *need += json_object_iter_key_len(it) + json_string_length(v);
             (*cnt)++;
         }
-        return KP_REJ_NONE;
+        return KP_REASON_NONE;
     }
     if (!json_is_array(h)) {
-        return KP_REJ_BAD_JSON;
+        return KP_REASON_BAD_JSON;
     }
     json_array_foreach(h, i, pair)
     {
@@ -414,7 +404,7 @@ static enum kp_reject kp_jheaders_check(json_t *h, size_t *cnt, size_t *need)
 
         if (!json_is_array(pair) || json_array_size(pair) != 2 ||
             !json_is_string(name) || !(json_is_string(v) || json_is_null(v))) {
-            return KP_REJ_BAD_JSON;
+            return KP_REASON_BAD_JSON;
         }
         *need += json_string_length(name);
         if (json_is_string(v)) {
@@ -422,7 +412,7 @@ static enum kp_reject kp_jheaders_check(json_t *h, size_t *cnt, size_t *need)
         }
         (*cnt)++;
     }
-    return KP_REJ_NONE;
+    return KP_REASON_NONE;
 }
 
 static const uint8_t *kp_scratch_put(struct kp_buf *b, const char *s, size_t n)
@@ -501,9 +491,9 @@ static void kp_jheaders_emit(json_t *h, struct kp_line_scratch *scratch)
  *
  * Every pointer in *m points into scratch->bytes or scratch->headers,
  * which are reset per call: the result is valid until the next call with
- * the same scratch. Returns KP_REJ_NONE or the reason the line is rejected.
+ * the same scratch. Returns KP_REASON_NONE or the reason the line is rejected.
  */
-enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
+enum kp_reason kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
                                   size_t len, struct kp_line_scratch *scratch,
                                   struct kp_msg *m)
 {
@@ -511,7 +501,7 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
     struct kp_jfield value = {KP_JF_NULL, NULL, 0};
     json_t *topic = NULL, *headers = NULL;
     size_t header_cnt = 0, header_need = 0;
-    enum kp_reject rej = KP_REJ_NONE;
+    enum kp_reason rej = KP_REASON_NONE;
     json_error_t jerr;
     json_t *doc;
     int64_t i64;
@@ -521,14 +511,14 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
     doc = json_loadb((const char *)line, len,
                      JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!doc) {
-        return KP_REJ_BAD_JSON;
+        return KP_REASON_BAD_JSON;
     }
     if (!json_is_object(doc)) {
-        rej = KP_REJ_BAD_JSON;
+        rej = KP_REASON_BAD_JSON;
         goto out;
     }
 
-    for (void *it = json_object_iter(doc); it && rej == KP_REJ_NONE;
+    for (void *it = json_object_iter(doc); it && rej == KP_REASON_NONE;
          it = json_object_iter_next(doc, it)) {
         const char *k = json_object_iter_key(it);
         size_t kl = json_object_iter_key_len(it);
@@ -536,7 +526,7 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
 
         if (kp_jkey_is(k, kl, "topic")) {
             if (!json_is_null(v) && !json_is_string(v)) {
-                rej = KP_REJ_BAD_JSON;
+                rej = KP_REASON_BAD_JSON;
             }
             topic = json_is_string(v) ? v : NULL;
         } else if (kp_jkey_is(k, kl, "value")) {
@@ -555,10 +545,10 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
                 m->partition = (int32_t)i64;
                 break;
             case KP_JINT_RANGE:
-                rej = KP_REJ_BAD_PARTITION;
+                rej = KP_REASON_BAD_PARTITION;
                 break;
             case KP_JINT_TYPE:
-                rej = KP_REJ_BAD_JSON;
+                rej = KP_REASON_BAD_JSON;
                 break;
             }
         } else if (kp_jkey_is(k, kl, "timestamp")) {
@@ -570,7 +560,7 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
                 break;
             case KP_JINT_RANGE:
             case KP_JINT_TYPE:
-                rej = KP_REJ_BAD_JSON;
+                rej = KP_REASON_BAD_JSON;
                 break;
             }
         } else if (kp_jkey_is(k, kl, "headers")) {
@@ -580,10 +570,10 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
                    kp_jkey_is(k, kl, "failed_at")) {
             continue;
         } else {
-            rej = KP_REJ_BAD_JSON;
+            rej = KP_REASON_BAD_JSON;
         }
     }
-    if (rej != KP_REJ_NONE) {
+    if (rej != KP_REASON_NONE) {
         goto out;
     }
 
@@ -592,16 +582,16 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
         size_t tl = json_string_length(topic);
 
         if (!kp_topic_name_valid(t, tl)) {
-            rej = KP_REJ_BAD_TOPIC;
+            rej = KP_REASON_BAD_TOPIC;
             goto out;
         }
         if (fixed_topic &&
             (strlen(fixed_topic) != tl || memcmp(fixed_topic, t, tl) != 0)) {
-            rej = KP_REJ_BAD_JSON;
+            rej = KP_REASON_BAD_JSON;
             goto out;
         }
     } else if (!fixed_topic) {
-        rej = KP_REJ_MISSING_FIELD;
+        rej = KP_REASON_BAD_FORMAT;
         goto out;
     }
 
@@ -625,10 +615,10 @@ enum kp_reject kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
     m->topic = (const char *)kp_scratch_put(
         &scratch->bytes, topic ? json_string_value(topic) : fixed_topic, tlen);
     rej = kp_jfield_emit(&key, &scratch->bytes, &m->key, &m->key_len);
-    if (rej == KP_REJ_NONE) {
+    if (rej == KP_REASON_NONE) {
         rej = kp_jfield_emit(&value, &scratch->bytes, &m->value, &m->value_len);
     }
-    if (rej == KP_REJ_NONE && header_cnt) {
+    if (rej == KP_REASON_NONE && header_cnt) {
         kp_jheaders_emit(headers, scratch);
         m->headers = scratch->headers;
         m->header_cnt = header_cnt;

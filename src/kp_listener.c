@@ -15,7 +15,7 @@
 
 #include "kp_client.h"
 #include "kp_conf.h"
-#include "kp_ctx.h"
+#include "kp_counters.h"
 #include "kp_log.h"
 
 static struct kp_ratelimit kp_listener_rl;
@@ -83,7 +83,7 @@ int kp_listener_bind_unix(const char *path, unsigned mode)
     return fd;
 }
 
-int kp_listener_activation_init(struct kp_ctx *ctx)
+int kp_activation_init(struct kp_activation *act)
 {
     const char *pid = getenv("LISTEN_PID");
     const char *fds = getenv("LISTEN_FDS");
@@ -96,14 +96,14 @@ int kp_listener_activation_init(struct kp_ctx *ctx)
     if (n <= 0 || n > 1024) {
         return 0;
     }
-    ctx->act_fds = kp_calloc((size_t)n, sizeof(int));
+    act->fds = kp_calloc((size_t)n, sizeof(int));
     for (int i = 0; i < n; i++) {
         int fd = 3 + i; /* SD_LISTEN_FDS_START */
         fcntl(fd, F_SETFD, FD_CLOEXEC);
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        ctx->act_fds[i] = fd;
+        act->fds[i] = fd;
     }
-    ctx->act_cnt = n;
+    act->cnt = n;
     /* Not for our children. */
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");
@@ -112,43 +112,45 @@ int kp_listener_activation_init(struct kp_ctx *ctx)
     return n;
 }
 
-int kp_listener_claim(struct kp_ctx *ctx, const char *path)
+int kp_activation_claim(struct kp_activation *act, const char *path)
 {
-    for (int i = 0; i < ctx->act_cnt; i++) {
+    for (int i = 0; i < act->cnt; i++) {
         struct sockaddr_un sa;
         socklen_t len = sizeof(sa);
-        int fd = ctx->act_fds[i];
+        int fd = act->fds[i];
         if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &len) < 0 ||
             sa.sun_family != AF_UNIX) {
             continue;
         }
         if (len > offsetof(struct sockaddr_un, sun_path) &&
             strncmp(sa.sun_path, path, sizeof(sa.sun_path)) == 0) {
-            ctx->act_fds[i] = -1;
+            act->fds[i] = -1;
             return fd;
         }
     }
     return -1;
 }
 
-void kp_listener_activation_done(struct kp_ctx *ctx)
+void kp_activation_done(struct kp_activation *act)
 {
-    for (int i = 0; i < ctx->act_cnt; i++) {
-        if (ctx->act_fds[i] >= 0) {
+    for (int i = 0; i < act->cnt; i++) {
+        if (act->fds[i] >= 0) {
             kp_warn("socket activation: fd %d matches no listener; closed",
-                    ctx->act_fds[i]);
-            close(ctx->act_fds[i]);
+                    act->fds[i]);
+            close(act->fds[i]);
         }
     }
-    free(ctx->act_fds);
-    ctx->act_fds = NULL;
-    ctx->act_cnt = 0;
+    free(act->fds);
+    act->fds = NULL;
+    act->cnt = 0;
 }
 
-struct kp_listener *kp_listener_open(struct kp_ctx *ctx,
+struct kp_listener *kp_listener_open(struct ev_loop *loop,
+                                     struct kp_clients *clients,
+                                     struct kp_activation *act,
                                      const struct kp_listener_conf *lc)
 {
-    int fd = kp_listener_claim(ctx, lc->path);
+    int fd = kp_activation_claim(act, lc->path);
     bool activated = fd >= 0;
     if (!activated) {
         fd = kp_listener_bind_unix(lc->path, lc->mode);
@@ -157,7 +159,8 @@ struct kp_listener *kp_listener_open(struct kp_ctx *ctx,
         return NULL;
     }
     struct kp_listener *l = kp_calloc(1, sizeof(*l));
-    l->ctx = ctx;
+    l->loop = loop;
+    l->clients = clients;
     l->conf = lc;
     l->fd = fd;
     l->activated = activated;
@@ -171,13 +174,13 @@ struct kp_listener *kp_listener_open(struct kp_ctx *ctx,
 
 void kp_listener_start(struct kp_listener *l)
 {
-    ev_io_start(l->ctx->loop, &l->io);
+    ev_io_start(l->loop, &l->io);
 }
 
 void kp_listener_stop(struct kp_listener *l)
 {
-    ev_io_stop(l->ctx->loop, &l->io);
-    ev_timer_stop(l->ctx->loop, &l->pause);
+    ev_io_stop(l->loop, &l->io);
+    ev_timer_stop(l->loop, &l->pause);
 }
 
 void kp_listener_close(struct kp_listener *l)
@@ -225,10 +228,36 @@ static bool kp_listener_peer_allowed(struct kp_listener *l, int fd)
                                   cred.gid);
 }
 
+/* Pauses accepting for a while: out of descriptors or memory. */
+static void kp_listener_pause(struct kp_listener *l)
+{
+    kp_log_rl(&kp_listener_rl, KP_LOG_WARNING,
+              "listener %s: accept: %s; pausing accepts", l->conf->path,
+              strerror(errno));
+    ev_io_stop(l->loop, &l->io);
+    ev_timer_set(&l->pause, 0.1, 0.);
+    ev_timer_start(l->loop, &l->pause);
+}
+
+/* Why a new connection is refused, or NULL. */
+static const char *kp_listener_refusal(struct kp_listener *l, int fd)
+{
+    const struct kp_clients *cs = l->clients;
+
+    if (cs->cnt >= (uint32_t)(*cs->conf)->max_clients) {
+        return "max_clients reached";
+    }
+    if (!kp_listener_peer_allowed(l, fd)) {
+        cs->n->clients_refused_peer++;
+        return "peer not allowed";
+    }
+    return NULL;
+}
+
 static void kp_listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_listener *l = w->data;
-    struct kp_ctx *ctx = l->ctx;
+    (void)loop;
     (void)revents;
 
     for (int i = 0; i < 64; i++) {
@@ -236,29 +265,20 @@ static void kp_listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
                 errno == ENOMEM) {
-                /* Pause instead of spinning on a level-triggered socket. */
-                kp_log_rl(&kp_listener_rl, KP_LOG_WARNING,
-                          "listener %s: accept: %s; pausing accepts",
-                          l->conf->path, strerror(errno));
-                ev_io_stop(loop, &l->io);
-                ev_timer_set(&l->pause, 0.1, 0.);
-                ev_timer_start(loop, &l->pause);
+                kp_listener_pause(l); /* not spin on a readable socket */
             }
             return;
         }
-        bool full = ctx->client_cnt >= (uint32_t)ctx->conf->max_clients;
-        if (full || !kp_listener_peer_allowed(l, fd)) {
-            ctx->n.clients_refused++;
-            ctx->n.clients_refused_peer += !full;
+        const char *why = kp_listener_refusal(l, fd);
+        if (why) {
+            l->clients->n->clients_refused++;
             kp_log_rl(&kp_listener_rl, KP_LOG_WARNING,
                       "listener %s: connection refused (%s)", l->conf->path,
-                      ctx->client_cnt >= (uint32_t)ctx->conf->max_clients
-                          ? "max_clients reached"
-                          : "peer not allowed");
+                      why);
             close(fd);
             continue;
         }
-        kp_client_create(ctx, l, fd);
+        kp_client_create(l->clients, l->conf, fd);
     }
 }
 
@@ -267,7 +287,5 @@ static void kp_listener_on_pause(struct ev_loop *loop, ev_timer *w,
 {
     struct kp_listener *l = w->data;
     (void)revents;
-    if (!l->ctx->stopping) {
-        ev_io_start(loop, &l->io);
-    }
+    ev_io_start(loop, &l->io);
 }

@@ -32,17 +32,6 @@ enum kp_log_level kp_log_get_level(void)
     return kp_log_level;
 }
 
-int kp_log_level_parse(const char *name, enum kp_log_level *out)
-{
-    for (int i = 0; i < KP_LOG__COUNT; i++) {
-        if (strcmp(name, kp_log_level_names[i]) == 0) {
-            *out = (enum kp_log_level)i;
-            return KP_OK;
-        }
-    }
-    return KP_ERROR;
-}
-
 static void kp_log_v(enum kp_log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
 

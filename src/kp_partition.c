@@ -1,32 +1,50 @@
 /*
  * kp_partition.c - the partition state machine: open batch, sealed FIFO,
- * ready-list membership on its leader, retries in sequence order with
- * backoff, and settling batches.
+ * in-flight batches, retries in seal order with backoff, splits, and
+ * settling batches (dead letter, counters, tallies, in that order).
  */
 #include "kp_partition.h"
 
-#include "kp_broker.h"
-#include "kp_client.h"
-#include "kp_conf.h"
-#include "kp_ctx.h"
+#include <stdio.h>
+
+#include "kp_counters.h"
 #include "kp_deadletter.h"
-#include "kp_idemp.h"
+#include "kp_linger.h"
 #include "kp_log.h"
-#include "kp_proto.h"
-#include "kp_stats.h"
-#include "kp_topic.h"
+#include "kp_tally.h"
 
 static struct kp_ratelimit kp_partition_fail_rl;
 
 static void kp_partition_on_backoff(struct ev_loop *loop, ev_timer *w,
                                     int revents);
 
-void kp_partition_init(struct kp_partition *p, struct kp_topic *t, int32_t id)
+void kp_part_env_account(struct kp_part_env *env, int64_t bytes,
+                         int64_t msgs)
+{
+    env->buffered_bytes += bytes;
+    env->queued_msgs = (uint64_t)((int64_t)env->queued_msgs + msgs);
+    env->hooks->accounted(env->arg);
+}
+
+static void kp_partition_changed(struct kp_partition *p)
+{
+    p->env->hooks->changed(p->env->arg, p);
+}
+
+void kp_partition_init(struct kp_partition *p, struct kp_part_env *env,
+                       struct kp_topic *t, const char *topic_name,
+                       size_t topic_name_len, uint64_t *failed_by,
+                       int32_t id)
 {
     memset(p, 0, sizeof(*p));
+    p->env = env;
     p->topic = t;
+    p->topic_name = topic_name;
+    p->topic_name_len = topic_name_len;
+    p->failed_by = failed_by;
     p->id = id;
     p->leader = -1;
+    p->inflight_node = -1;
     p->pid = -1;
     p->epoch = -1;
     TAILQ_INIT(&p->queue);
@@ -36,56 +54,106 @@ void kp_partition_init(struct kp_partition *p, struct kp_topic *t, int32_t id)
 
 void kp_partition_deinit(struct kp_partition *p)
 {
-    kp_assert(p->open == NULL && TAILQ_EMPTY(&p->queue));
+    struct kp_batch *b;
+
+    ev_timer_stop(p->env->loop, &p->backoff);
+    if (p->open) {
+        kp_lingers_remove(p->env->lingers, p->open);
+        kp_batch_destroy(p->open);
+        p->open = NULL;
+    }
+    while ((b = TAILQ_FIRST(&p->queue)) != NULL) {
+        TAILQ_REMOVE(&p->queue, b, link);
+        kp_batch_destroy(b);
+    }
 }
 
-struct kp_batch *kp_partition_open_batch(struct kp_ctx *ctx,
-                                         struct kp_partition *p)
+static struct kp_batch *kp_partition_open_batch(struct kp_partition *p,
+                                                struct kp_conf *conf,
+                                                const struct kp_producer_conf
+                                                    *pc)
 {
     if (!p->open) {
-        struct kp_linger *lg;
-        const struct kp_producer_conf *pc = p->topic->pconf;
-        p->open = kp_batch_create(p, ctx->conf, pc, kp_mono_ms());
-        lg = kp_ctx_linger(ctx, pc->linger_ms);
-        if (TAILQ_EMPTY(&lg->q)) {
-            ev_timer_stop(ctx->loop, &lg->timer);
-            ev_timer_set(&lg->timer, pc->linger_ms / 1000.0, 0.);
-            ev_timer_start(ctx->loop, &lg->timer);
-        }
-        TAILQ_INSERT_TAIL(&lg->q, p->open, link);
+        p->open = kp_batch_create(p->env->pool, p, conf, pc, kp_mono_ms());
+        kp_lingers_add(p->env->lingers, p->open);
     }
     return p->open;
 }
 
-void kp_partition_seal(struct kp_ctx *ctx, struct kp_partition *p)
+/* A record's size before it is encoded: enough to decide whether it still
+ * fits the open batch. */
+static size_t kp_partition_estimate(const struct kp_msg *m,
+                                    const struct kp_header *extra,
+                                    size_t extra_cnt)
+{
+    size_t est = m->key_len + m->value_len + 32;
+
+    for (size_t i = 0; i < m->header_cnt; i++) {
+        est += m->headers[i].name_len + m->headers[i].value_len + 8;
+    }
+    for (size_t i = 0; i < extra_cnt; i++) {
+        est += extra[i].name_len + extra[i].value_len + 8;
+    }
+    return est;
+}
+
+void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
+                         const struct kp_producer_conf *pc,
+                         const struct kp_msg *m, int64_t ts,
+                         struct kp_tally *tally, uint32_t gen,
+                         const struct kp_header *extra, size_t extra_cnt)
+{
+    struct kp_batch *b = kp_partition_open_batch(p, conf, pc);
+
+    if (kp_batch_would_overflow(b,
+                                kp_partition_estimate(m, extra, extra_cnt))) {
+        kp_partition_seal(p);
+        b = kp_partition_open_batch(p, conf, pc);
+    }
+    size_t n = kp_batch_append(b, m, ts, extra, extra_cnt);
+    kp_runs_add(&b->runs, tally, gen, 1);
+    p->queued_msgs++;
+    kp_part_env_account(p->env, (int64_t)n, 1);
+    if (kp_batch_full(b)) {
+        kp_partition_seal(p);
+    }
+}
+
+/* Batch counters and histograms of a batch just sealed. */
+static void kp_partition_count_sealed(struct kp_partition *p,
+                                      const struct kp_batch *b)
+{
+    struct kp_counters *n = p->env->n;
+
+    n->batches++;
+    n->batch_bytes_raw += b->records.len;
+    n->batch_bytes_wire += b->wire_len;
+    if (b->pconf->compression != KP_CODEC_NONE &&
+        b->codec_used == KP_CODEC_NONE) {
+        n->uncompressed_fallback++;
+    }
+    p->batches++;
+    kp_batch_stats_observe(p->env->bstats, b);
+}
+
+void kp_partition_seal(struct kp_partition *p)
 {
     struct kp_batch *b = p->open;
-    struct kp_topic *t = p->topic;
 
     if (!b) {
         return;
     }
-    TAILQ_REMOVE(&kp_ctx_linger(ctx, b->pconf->linger_ms)->q, b, link);
+    kp_lingers_remove(p->env->lingers, b);
     p->open = NULL;
-    if (t->sticky == p->id) {
-        t->sticky = -1; /* key-less messages move on to the next partition */
-    }
+    p->sealed_cnt++;
     size_t before = b->msg_bytes;
-    kp_batch_seal(b, ctx->cz);
-    kp_ctx_account(ctx, (int64_t)(b->msg_bytes - before), 0);
-    ctx->n.batches++;
-    kp_stats_observe_batch(ctx, b);
-    ctx->n.batch_bytes_raw += b->records.len;
-    ctx->n.batch_bytes_wire += b->wire_len;
-    if (b->pconf->compression != KP_CODEC_NONE &&
-        b->codec_used == KP_CODEC_NONE) {
-        ctx->n.uncompressed_fallback++;
-    }
-    p->batches++;
-    b->order = ++p->sealed_cnt << 32;
+    kp_batch_seal(b, p->env->cz);
+    kp_part_env_account(p->env, (int64_t)(b->msg_bytes - before), 0);
+    kp_partition_count_sealed(p, b);
+    b->order = p->sealed_cnt << 32;
     b->id = ++p->next_batch_id;
     TAILQ_INSERT_TAIL(&p->queue, b, link);
-    kp_partition_update_ready(ctx, p);
+    kp_partition_changed(p);
 }
 
 /* The in-flight limit per partition: with idempotence up to 5 batches keep
@@ -96,13 +164,12 @@ static int kp_partition_inflight_limit(const struct kp_producer_conf *pc)
     return pc->idempotence ? KP_MIN(pc->max_in_flight, 5) : 1;
 }
 
-bool kp_partition_sendable(const struct kp_ctx *ctx,
-                           const struct kp_partition *p)
+bool kp_partition_can_send(const struct kp_partition *p, int64_t pid,
+                           int16_t epoch)
 {
     const struct kp_batch *b = TAILQ_FIRST(&p->queue);
 
-    if (!b || !p->broker || p->broker->state != KP_BROKER_UP ||
-        p->backing_off) {
+    if (!b || p->leader < 0 || p->backing_off) {
         return false;
     }
     if (p->inflight >= kp_partition_inflight_limit(b->pconf)) {
@@ -110,59 +177,188 @@ bool kp_partition_sendable(const struct kp_ctx *ctx,
     }
     /* After a leader change, the old leader's answers come first: a batch
      * sent to the new one meanwhile could overtake a retried one. */
-    if (p->inflight > 0 && p->inflight_broker != p->broker) {
+    if (p->inflight > 0 && p->inflight_node != p->leader) {
         return false;
     }
     if (b->pconf->idempotence) {
-        if (ctx->idemp != KP_IDEMP_READY) {
-            return false;
+        if (pid < 0) {
+            return false; /* no producer id yet */
         }
         /* A new producer id or epoch restarts sequences: only once nothing
          * of the old one is in flight. */
-        if ((p->pid != ctx->pid || p->epoch != ctx->epoch) &&
-            p->inflight > 0) {
+        if ((p->pid != pid || p->epoch != epoch) && p->inflight > 0) {
             return false;
         }
     }
     return true;
 }
 
-void kp_partition_update_ready(struct kp_ctx *ctx, struct kp_partition *p)
+struct kp_batch *kp_partition_head(const struct kp_partition *p)
 {
-    bool want = kp_partition_sendable(ctx, p);
+    return TAILQ_FIRST(&p->queue);
+}
 
-    if (want && !p->on_ready) {
-        TAILQ_INSERT_TAIL(&p->broker->ready, p, ready_link);
-        p->on_ready = true;
-        kp_broker_kick(p->broker);
-    } else if (!want && p->on_ready) {
-        TAILQ_REMOVE(&p->broker->ready, p, ready_link);
-        p->on_ready = false;
+/* Gives an idempotent batch its producer id and sequence when it is first
+ * sent (or first sent under a new producer id). */
+static void kp_partition_stamp(struct kp_partition *p, struct kp_batch *b,
+                               int64_t pid, int16_t epoch)
+{
+    if (p->pid != pid || p->epoch != epoch) {
+        kp_assert(p->inflight == 0);
+        p->pid = pid;
+        p->epoch = epoch;
+        p->next_seq = 0;
+    }
+    if (b->base_seq >= 0 && b->pid == pid && b->epoch == epoch) {
+        return; /* a retry: the identical bytes go again */
+    }
+    kp_batch_stamp(b, pid, epoch, p->next_seq);
+    p->next_seq = (int32_t)(((int64_t)p->next_seq + b->count) & INT32_MAX);
+}
+
+struct kp_batch *kp_partition_take(struct kp_partition *p, int32_t node,
+                                   int64_t pid, int16_t epoch)
+{
+    struct kp_batch *b = TAILQ_FIRST(&p->queue);
+
+    kp_assert(b != NULL);
+    TAILQ_REMOVE(&p->queue, b, link);
+    if (b->pconf->idempotence) {
+        kp_partition_stamp(p, b, pid, epoch);
+    }
+    p->inflight++;
+    p->inflight_node = node;
+    b->state = KP_BATCH_INFLIGHT;
+    b->attempts++;
+    return b;
+}
+
+/* A batch comes back from the sender: it is no longer in flight. */
+static void kp_partition_landed(struct kp_partition *p, struct kp_batch *b)
+{
+    if (b->state == KP_BATCH_INFLIGHT) {
+        kp_assert(p->inflight > 0);
+        p->inflight--;
+        b->state = KP_BATCH_SEALED;
     }
 }
 
-void kp_partition_set_leader(struct kp_ctx *ctx, struct kp_partition *p,
-                             int32_t leader)
+/* Tells idempotence that b's sequences will never be appended. */
+static void kp_partition_gap(struct kp_partition *p, const struct kp_batch *b,
+                             const char *why)
 {
-    struct kp_broker *b = leader >= 0 ? kp_ctx_broker(ctx, leader) : NULL;
+    if (b->base_seq >= 0) {
+        p->env->hooks->seq_gap(p->env->arg, b->pid, b->epoch, why);
+    }
+}
 
-    if (p->leader == leader && p->broker == b) {
+/* The dead letter of a failed batch: its records, with the partitions
+ * that messages named themselves. */
+static void kp_partition_dead_letter(struct kp_partition *p,
+                                     const struct kp_batch *b,
+                                     const char *error)
+{
+    int32_t *parts = NULL;
+
+    if (!p->env->dl) {
         return;
     }
-    if (p->on_ready) {
-        TAILQ_REMOVE(&p->broker->ready, p, ready_link);
-        p->on_ready = false;
+    if (b->pinned) {
+        parts = kp_malloc((size_t)b->count * sizeof(*parts));
+        for (int32_t i = 0; i < b->count; i++) {
+            parts[i] = kp_batch_pinned(b, i) ? p->id : -1;
+        }
     }
-    if (p->leader != leader) {
-        kp_debug("%s [%d]: leader %d -> %d", p->topic->name, p->id,
-                 p->leader, leader);
+    kp_deadletter_records(p->env->dl, p->topic_name, kp_batch_recs(b),
+                          kp_batch_recs_len(b), b->base_ts, parts, error);
+    free(parts);
+}
+
+/* Counts and records a failure: log, dead letter, counters. */
+static void kp_partition_record_failure(struct kp_partition *p,
+                                        const struct kp_batch *b,
+                                        enum kp_reason why,
+                                        const char *detail)
+{
+    char error[256];
+
+    snprintf(error, sizeof(error), "%s%s%s", kp_reason_names[why],
+             detail ? ": " : "", detail ? detail : "");
+    kp_log_rl(&kp_partition_fail_rl, KP_LOG_ERROR,
+              "%s [%d]: %d message(s) failed: %s", p->topic_name, p->id,
+              b->count, error);
+    kp_partition_dead_letter(p, b, error);
+    p->env->n->failed += (uint64_t)b->count;
+    p->failed += (uint64_t)b->count;
+    p->failed_by[why] += (uint64_t)b->count;
+}
+
+/*
+ * Settles a batch that is in no queue: recorded first (dead letter and
+ * counters), then the writers' tallies and flush generations are told,
+ * then it is freed. The order is the durability rule of DESIGN 18.
+ */
+static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
+                                enum kp_reason why, const char *detail)
+{
+    struct kp_part_env *env = p->env;
+    bool ok = why == KP_REASON_NONE;
+
+    if (ok) {
+        env->n->delivered += (uint64_t)b->count;
+        p->delivered += (uint64_t)b->count;
+    } else {
+        kp_partition_record_failure(p, b, why, detail);
     }
+    for (uint32_t i = 0; i < b->runs.cnt; i++) {
+        const struct kp_run *r = &b->runs.v[i];
+        kp_gens_settle(env->gens, r->gen, r->count, ok);
+        kp_tally_settle(r->tally, r->count, ok);
+    }
+    p->queued_msgs -= (uint32_t)b->count;
+    int64_t bytes = (int64_t)b->msg_bytes, msgs = b->count;
+    kp_batch_destroy(b);
+    kp_part_env_account(env, -bytes, -msgs);
+}
+
+void kp_partition_delivered(struct kp_partition *p, struct kp_batch *b,
+                            int64_t base_offset)
+{
+    kp_partition_landed(p, b);
+    b->base_offset = base_offset;
+    kp_partition_settle(p, b, KP_REASON_NONE, NULL);
+    kp_partition_changed(p);
+}
+
+void kp_partition_fail(struct kp_partition *p, struct kp_batch *b,
+                       enum kp_reason why, const char *detail)
+{
+    kp_partition_landed(p, b);
+    /* The sequence now has a gap: later batches need a new id. */
+    kp_partition_gap(p, b, "batch failed");
+    kp_partition_settle(p, b, why, detail);
+    kp_partition_changed(p);
+}
+
+void kp_partition_drop_head(struct kp_partition *p, enum kp_reason why,
+                            const char *detail)
+{
+    struct kp_batch *b = TAILQ_FIRST(&p->queue);
+
+    kp_assert(b != NULL);
+    TAILQ_REMOVE(&p->queue, b, link);
+    kp_partition_fail(p, b, why, detail);
+}
+
+void kp_partition_set_leader(struct kp_partition *p, int32_t leader)
+{
+    if (p->leader == leader) {
+        return;
+    }
+    kp_debug("%s [%d]: leader %d -> %d", p->topic_name, p->id, p->leader,
+             leader);
     p->leader = leader;
-    p->broker = b;
-    if (b && b->state == KP_BROKER_INIT) {
-        kp_broker_connect(b);
-    }
-    kp_partition_update_ready(ctx, p);
+    kp_partition_changed(p);
 }
 
 static void kp_partition_on_backoff(struct ev_loop *loop, ev_timer *w,
@@ -172,7 +368,7 @@ static void kp_partition_on_backoff(struct ev_loop *loop, ev_timer *w,
     (void)loop;
     (void)revents;
     p->backing_off = false;
-    kp_partition_update_ready(p->topic->ctx, p);
+    kp_partition_changed(p);
 }
 
 /* Inserts b back in its original place in the send order (`order`):
@@ -193,33 +389,38 @@ static void kp_partition_requeue(struct kp_partition *p, struct kp_batch *b)
     TAILQ_INSERT_TAIL(&p->queue, b, link);
 }
 
-void kp_partition_retry(struct kp_ctx *ctx, struct kp_partition *p,
-                        struct kp_batch *b, bool backoff)
+static void kp_partition_start_backoff(struct kp_partition *p,
+                                       const struct kp_batch *b)
 {
-    b->state = KP_BATCH_SEALED;
-    kp_partition_requeue(p, b);
-    ctx->n.retries++;
-    if (backoff && !p->backing_off) {
-        const struct kp_producer_conf *pc = b->pconf;
-        int shift = KP_MIN(KP_MAX(b->attempts - 1, 0), 16);
-        int64_t ms = (int64_t)pc->retry_backoff_ms << shift;
-        ms = KP_MIN(ms, (int64_t)pc->retry_backoff_max_ms);
-        /* ±20% jitter so partitions retrying together spread out */
-        ms = ms * (80 + random() % 41) / 100;
-        p->backing_off = true;
-        ev_timer_set(&p->backoff, (double)ms / 1000.0, 0.);
-        ev_timer_start(ctx->loop, &p->backoff);
-    }
-    kp_partition_update_ready(ctx, p);
+    const struct kp_producer_conf *pc = b->pconf;
+    int64_t ms = kp_backoff_ms(pc->retry_backoff_ms, pc->retry_backoff_max_ms,
+                               b->attempts - 1);
+
+    p->backing_off = true;
+    ev_timer_set(&p->backoff, (double)ms / 1000.0, 0.);
+    ev_timer_start(p->env->loop, &p->backoff);
 }
 
-/* Re-encodes records [from, from+n) of src into a new sealed batch. */
-static struct kp_batch *kp_partition_half(struct kp_ctx *ctx,
+void kp_partition_retry(struct kp_partition *p, struct kp_batch *b,
+                        bool backoff)
+{
+    kp_partition_landed(p, b);
+    kp_partition_requeue(p, b);
+    p->env->n->retries++;
+    if (backoff && !p->backing_off) {
+        kp_partition_start_backoff(p, b);
+    }
+    kp_partition_changed(p);
+}
+
+/* Re-encodes the next n records of src (read through r) into a new sealed
+ * batch with src's place in the send order. */
+static struct kp_batch *kp_partition_half(struct kp_partition *p,
                                           struct kp_batch *src,
                                           struct kp_rd *r, int32_t n)
 {
-    struct kp_batch *b = kp_batch_create(src->part, src->conf, src->pconf,
-                                         src->created_ms);
+    struct kp_batch *b = kp_batch_create(p->env->pool, p, src->conf,
+                                         src->pconf, src->created_ms);
     struct kp_record_view v;
     struct kp_header *hdrs = NULL;
     int32_t hdr_cap = 0;
@@ -238,7 +439,7 @@ static struct kp_batch *kp_partition_half(struct kp_ctx *ctx,
         }
         struct kp_msg m = {.key = v.key, .key_len = v.key_len,
                            .value = v.value, .value_len = v.value_len,
-                           .partition = pinned ? src->part->id : -1,
+                           .partition = pinned ? p->id : -1,
                            .headers = hdrs, .header_cnt = (size_t)hc};
         kp_batch_append(b, &m, src->base_ts + v.ts_delta, NULL, 0);
     }
@@ -247,102 +448,52 @@ static struct kp_batch *kp_partition_half(struct kp_ctx *ctx,
     b->attempts = src->attempts;
     b->split_depth = src->split_depth + 1;
     b->order = src->order;
-    b->id = ++src->part->next_batch_id;
-    kp_batch_seal(b, ctx->cz);
+    b->id = ++p->next_batch_id;
+    kp_batch_seal(b, p->env->cz);
     return b;
 }
 
-void kp_partition_split(struct kp_ctx *ctx, struct kp_partition *p,
-                        struct kp_batch *b)
+void kp_partition_unanswered(struct kp_partition *p, struct kp_batch *b)
+{
+    b->unconfirmed = true;
+    kp_partition_retry(p, b, true);
+}
+
+void kp_partition_split(struct kp_partition *p, struct kp_batch *b)
 {
     struct kp_rd r;
     int32_t first = b->count / 2;
 
+    kp_partition_landed(p, b);
     kp_info("%s [%d]: batch of %d messages too large, splitting",
-            p->topic->name, p->id, b->count);
+            p->topic_name, p->id, b->count);
     kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
-    struct kp_batch *b1 = kp_partition_half(ctx, b, &r, first);
-    struct kp_batch *b2 = kp_partition_half(ctx, b, &r, b->count - first);
+    struct kp_batch *b1 = kp_partition_half(p, b, &r, first);
+    struct kp_batch *b2 = kp_partition_half(p, b, &r, b->count - first);
     /* b1 keeps the place of b, b2 the middle of b's range of `order`. */
     if (b->split_depth < 31) {
         b2->order = b->order + (UINT64_C(1) << (31 - b->split_depth));
     }
-    kp_ctx_account(ctx, (int64_t)(b1->msg_bytes + b2->msg_bytes) -
-                            (int64_t)b->msg_bytes, 0);
-    if (b->base_seq >= 0 && b->pid == ctx->pid && b->epoch == ctx->epoch) {
-        /* Its sequences were never appended: the batches after it would
-         * meet a gap, so sequences restart under a new id. */
-        kp_idemp_reset(ctx, "batch split");
-    }
+    kp_part_env_account(p->env,
+                        (int64_t)(b1->msg_bytes + b2->msg_bytes) -
+                            (int64_t)b->msg_bytes,
+                        0);
+    /* Its sequences were never appended: the batches after it would meet
+     * a gap, so sequences restart under a new id. */
+    kp_partition_gap(p, b, "batch split");
     kp_batch_destroy(b);
     /* b2 first: each goes before the first batch never sent. */
-    kp_partition_retry(ctx, p, b2, false);
-    kp_partition_retry(ctx, p, b1, false);
+    kp_partition_requeue(p, b2);
+    kp_partition_requeue(p, b1);
+    p->env->n->retries += 2;
+    kp_partition_changed(p);
 }
 
-/* Settles n messages of one run. */
-static void kp_partition_settle_run(struct kp_ctx *ctx, struct kp_run *r,
-                                    bool ok)
-{
-    struct kp_tally *t = r->tally;
-
-    kp_assert(t->pending >= r->count);
-    t->pending -= r->count;
-    if (ok) {
-        t->delivered += r->count;
-    } else {
-        t->failed += r->count;
-    }
-    kp_gens_settle(&ctx->gens, r->gen, r->count);
-    if (t->client && t->pending == 0) {
-        kp_client_on_settled(t->client);
-    }
-}
-
-void kp_partition_batch_done(struct kp_ctx *ctx, struct kp_batch *b,
-                             int16_t err, const char *reason)
-{
-    struct kp_partition *p = b->part;
-    bool ok = err == 0;
-
-    for (uint32_t i = 0; i < b->runs.cnt; i++) {
-        kp_partition_settle_run(ctx, &b->runs.v[i], ok);
-    }
-    if (ok) {
-        ctx->n.delivered += (uint64_t)b->count;
-        p->delivered += (uint64_t)b->count;
-    } else {
-        ctx->n.failed += (uint64_t)b->count;
-        p->failed += (uint64_t)b->count;
-        kp_topic_count_failed(p->topic,
-                              reason ? reason : kp_proto_err_name(err),
-                              (uint64_t)b->count);
-        kp_log_rl(&kp_partition_fail_rl, KP_LOG_ERROR,
-                  "%s [%d]: %d message(s) failed: %s", p->topic->name, p->id,
-                  b->count, reason ? reason : kp_proto_err_name(err));
-        int32_t *parts = NULL;
-        if (b->pinned) {
-            /* the messages that named their partition name it again */
-            parts = kp_malloc((size_t)b->count * sizeof(*parts));
-            for (int32_t i = 0; i < b->count; i++) {
-                parts[i] = kp_batch_pinned(b, i) ? p->id : -1;
-            }
-        }
-        kp_deadletter_records(ctx, p->topic->name, kp_batch_recs(b),
-                              kp_batch_recs_len(b), b->base_ts, parts,
-                              reason ? reason : kp_proto_err_name(err));
-        free(parts);
-    }
-    p->queued_msgs -= (uint32_t)b->count;
-    kp_ctx_account(ctx, -(int64_t)b->msg_bytes, -(int64_t)b->count);
-    kp_batch_destroy(b);
-    kp_ctx_gens_changed(ctx);
-}
-
-void kp_partition_expire(struct kp_ctx *ctx, struct kp_partition *p,
-                         int64_t now_ms)
+void kp_partition_expire(struct kp_partition *p, int64_t now_ms,
+                         const char *idemp_detail)
 {
     struct kp_batch *b, *next;
+    bool any = false;
 
     for (b = TAILQ_FIRST(&p->queue); b; b = next) {
         next = TAILQ_NEXT(b, link);
@@ -350,18 +501,28 @@ void kp_partition_expire(struct kp_ctx *ctx, struct kp_partition *p,
             continue;
         }
         TAILQ_REMOVE(&p->queue, b, link);
-        if (b->base_seq >= 0 && b->pid == ctx->pid &&
-            b->epoch == ctx->epoch) {
-            /* A gap in the sequence: the next batches need a new producer
-             * id (or epoch) so the broker accepts them. */
-            kp_idemp_reset(ctx, "batch expired");
-        }
-        kp_partition_batch_done(ctx, b, -1,
-                                b->pconf->idempotence &&
-                                        ctx->idemp == KP_IDEMP_UNSUPPORTED
-                                    ? "delivery timeout (brokers lack "
-                                      "InitProducerId)"
-                                    : "delivery timeout");
+        kp_partition_gap(p, b, "batch expired");
+        kp_partition_settle(p, b, KP_REASON_DELIVERY_TIMEOUT,
+                            b->pconf->idempotence ? idemp_detail : NULL);
+        any = true;
     }
-    kp_partition_update_ready(ctx, p);
+    if (any) {
+        kp_partition_changed(p);
+    }
+}
+
+void kp_partition_abandon(struct kp_partition *p, enum kp_reason why)
+{
+    struct kp_batch *b;
+
+    kp_partition_seal(p);
+    while ((b = TAILQ_FIRST(&p->queue)) != NULL) {
+        TAILQ_REMOVE(&p->queue, b, link);
+        kp_partition_settle(p, b,
+                            why == KP_REASON_SHUTDOWN && b->unconfirmed
+                                ? KP_REASON_SHUTDOWN_UNCONFIRMED
+                                : why,
+                            NULL);
+    }
+    kp_partition_changed(p);
 }

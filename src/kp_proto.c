@@ -21,6 +21,8 @@
  */
 #include "kp_proto.h"
 
+#include "kp_kerr.h"
+
 /* ---- version support ---- */
 
 static const struct kp_api_support kp_proto_support_tab[] = {
@@ -70,97 +72,6 @@ static bool kp_proto_version_ok(int16_t api_key, int16_t version)
 {
     const struct kp_api_support *s = kp_proto_support(api_key);
     return s && version >= s->min && version <= s->max;
-}
-
-/* ---- error names (Errors.java) ---- */
-
-static const char *const kp_proto_err_names[] = {
-    [0] = "NONE",
-    [1] = "OFFSET_OUT_OF_RANGE",
-    [2] = "CORRUPT_MESSAGE",
-    [3] = "UNKNOWN_TOPIC_OR_PARTITION",
-    [4] = "INVALID_FETCH_SIZE",
-    [5] = "LEADER_NOT_AVAILABLE",
-    [6] = "NOT_LEADER_OR_FOLLOWER",
-    [7] = "REQUEST_TIMED_OUT",
-    [8] = "BROKER_NOT_AVAILABLE",
-    [9] = "REPLICA_NOT_AVAILABLE",
-    [10] = "MESSAGE_TOO_LARGE",
-    [11] = "STALE_CONTROLLER_EPOCH",
-    [12] = "OFFSET_METADATA_TOO_LARGE",
-    [13] = "NETWORK_EXCEPTION",
-    [14] = "COORDINATOR_LOAD_IN_PROGRESS",
-    [15] = "COORDINATOR_NOT_AVAILABLE",
-    [16] = "NOT_COORDINATOR",
-    [17] = "INVALID_TOPIC_EXCEPTION",
-    [18] = "RECORD_LIST_TOO_LARGE",
-    [19] = "NOT_ENOUGH_REPLICAS",
-    [20] = "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
-    [21] = "INVALID_REQUIRED_ACKS",
-    [22] = "ILLEGAL_GENERATION",
-    [29] = "TOPIC_AUTHORIZATION_FAILED",
-    [30] = "GROUP_AUTHORIZATION_FAILED",
-    [31] = "CLUSTER_AUTHORIZATION_FAILED",
-    [32] = "INVALID_TIMESTAMP",
-    [33] = "UNSUPPORTED_SASL_MECHANISM",
-    [34] = "ILLEGAL_SASL_STATE",
-    [35] = "UNSUPPORTED_VERSION",
-    [36] = "TOPIC_ALREADY_EXISTS",
-    [37] = "INVALID_PARTITIONS",
-    [38] = "INVALID_REPLICATION_FACTOR",
-    [39] = "INVALID_REPLICA_ASSIGNMENT",
-    [40] = "INVALID_CONFIG",
-    [41] = "NOT_CONTROLLER",
-    [42] = "INVALID_REQUEST",
-    [43] = "UNSUPPORTED_FOR_MESSAGE_FORMAT",
-    [44] = "POLICY_VIOLATION",
-    [45] = "OUT_OF_ORDER_SEQUENCE_NUMBER",
-    [46] = "DUPLICATE_SEQUENCE_NUMBER",
-    [47] = "INVALID_PRODUCER_EPOCH",
-    [48] = "INVALID_TXN_STATE",
-    [49] = "INVALID_PRODUCER_ID_MAPPING",
-    [50] = "INVALID_TRANSACTION_TIMEOUT",
-    [51] = "CONCURRENT_TRANSACTIONS",
-    [52] = "TRANSACTION_COORDINATOR_FENCED",
-    [53] = "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
-    [54] = "SECURITY_DISABLED",
-    [55] = "OPERATION_NOT_ATTEMPTED",
-    [56] = "KAFKA_STORAGE_ERROR",
-    [57] = "LOG_DIR_NOT_FOUND",
-    [58] = "SASL_AUTHENTICATION_FAILED",
-    [59] = "UNKNOWN_PRODUCER_ID",
-    [60] = "REASSIGNMENT_IN_PROGRESS",
-    [72] = "LISTENER_NOT_FOUND",
-    [74] = "FENCED_LEADER_EPOCH",
-    [75] = "UNKNOWN_LEADER_EPOCH",
-    [76] = "UNSUPPORTED_COMPRESSION_TYPE",
-    [77] = "STALE_BROKER_EPOCH",
-    [78] = "OFFSET_NOT_AVAILABLE",
-    [80] = "PREFERRED_LEADER_NOT_AVAILABLE",
-    [87] = "INVALID_RECORD",
-    [88] = "UNSTABLE_OFFSET_COMMIT",
-    [89] = "THROTTLING_QUOTA_EXCEEDED",
-    [90] = "PRODUCER_FENCED",
-    [91] = "RESOURCE_NOT_FOUND",
-    [92] = "DUPLICATE_RESOURCE",
-    [100] = "UNKNOWN_TOPIC_ID",
-    [103] = "INCONSISTENT_TOPIC_ID",
-    [104] = "INCONSISTENT_CLUSTER_ID",
-    [105] = "TRANSACTIONAL_ID_NOT_FOUND",
-};
-
-/* Name of a Kafka error code, "UNKNOWN" for codes without one here. The
- * string is static. */
-const char *kp_proto_err_name(int16_t err)
-{
-    if (err == -1) {
-        return "UNKNOWN_SERVER_ERROR";
-    }
-    if (err >= 0 && (size_t)err < KP_ARRAY_LEN(kp_proto_err_names) &&
-        kp_proto_err_names[err]) {
-        return kp_proto_err_names[err];
-    }
-    return "UNKNOWN";
 }
 
 /* ---- request building ---- */
@@ -506,7 +417,7 @@ int kp_proto_dec_apiversions(const uint8_t *p, size_t len, int16_t version,
     if (out->error != 0 && kp_rd_left(&r) == 0) {
         return KP_OK;
     }
-    int16_t v = out->error == 35 ? 0 : version; /* UNSUPPORTED_VERSION */
+    int16_t v = out->error == KP_KERR_UNSUPPORTED_VERSION ? 0 : version;
     bool flex = kp_proto_flexible(KP_API_APIVERSIONS, v);
     int32_t n = kp_get_array(&r, flex, 6); /* ApiKeys */
     for (int32_t i = 0; i < n && !r.err; i++) {

@@ -14,11 +14,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "kp_ctx.h"
 #include "kp_log.h"
 
 struct kp_systemd {
-    struct kp_ctx *ctx; /* borrowed */
+    struct ev_loop *loop; /* borrowed */
+    kp_systemd_status_fn status_fn;
+    void *arg;          /* borrowed: status_fn's argument */
     ev_timer watchdog;  /* WATCHDOG=1, every half WATCHDOG_USEC */
     ev_timer status;    /* STATUS=, every KP_SYSTEMD_STATUS_S */
     char last_status[256];
@@ -47,13 +48,12 @@ static bool kp_systemd_addr(struct sockaddr_un *sa, socklen_t *len)
     return true;
 }
 
-void kp_systemd_notify(struct kp_ctx *ctx, const char *msg)
+void kp_systemd_notify(const char *msg)
 {
     struct sockaddr_un sa;
     socklen_t salen;
     char buf[512];
     int fd;
-    (void)ctx;
 
     if (!kp_systemd_addr(&sa, &salen)) {
         return;
@@ -78,27 +78,21 @@ void kp_systemd_notify(struct kp_ctx *ctx, const char *msg)
     close(fd);
 }
 
-/* "STATUS=..." with the main counters into buf. */
-static void kp_systemd_status_text(struct kp_ctx *ctx, char *buf, size_t cap)
+/* "STATUS=..." with the caller's text into buf. */
+static void kp_systemd_status_text(struct kp_systemd *sd, char *buf,
+                                   size_t cap)
 {
-    snprintf(buf, cap,
-             "STATUS=received %llu, delivered %llu, failed %llu, rejected "
-             "%llu, queued %llu, clients %u%s",
-             (unsigned long long)ctx->n.received,
-             (unsigned long long)ctx->n.delivered,
-             (unsigned long long)ctx->n.failed,
-             (unsigned long long)ctx->n.rejected,
-             (unsigned long long)ctx->queued_msgs, ctx->client_cnt,
-             ctx->backpressure ? ", backpressure" : "");
+    int n = snprintf(buf, cap, "STATUS=");
+    sd->status_fn(sd->arg, buf + n, cap - (size_t)n);
 }
 
 static void kp_systemd_on_watchdog(struct ev_loop *loop, ev_timer *w,
                                    int revents)
 {
-    struct kp_systemd *sd = w->data;
     (void)loop;
+    (void)w;
     (void)revents;
-    kp_systemd_notify(sd->ctx, "WATCHDOG=1");
+    kp_systemd_notify("WATCHDOG=1");
 }
 
 static void kp_systemd_on_status(struct ev_loop *loop, ev_timer *w,
@@ -109,10 +103,10 @@ static void kp_systemd_on_status(struct ev_loop *loop, ev_timer *w,
     (void)loop;
     (void)revents;
 
-    kp_systemd_status_text(sd->ctx, status, sizeof(status));
+    kp_systemd_status_text(sd, status, sizeof(status));
     if (strcmp(status, sd->last_status) != 0) {
         memcpy(sd->last_status, status, sizeof(status));
-        kp_systemd_notify(sd->ctx, status);
+        kp_systemd_notify(status);
     }
 }
 
@@ -141,7 +135,8 @@ static uint64_t kp_systemd_watchdog_usec(void)
     return v;
 }
 
-void kp_systemd_start(struct kp_ctx *ctx)
+struct kp_systemd *kp_systemd_start(struct ev_loop *loop,
+                                    kp_systemd_status_fn status, void *arg)
 {
     struct sockaddr_un sa;
     socklen_t salen;
@@ -149,42 +144,41 @@ void kp_systemd_start(struct kp_ctx *ctx)
     char msg[sizeof(sd->last_status) + 16];
     uint64_t wd;
 
-    if (ctx->systemd || !kp_systemd_addr(&sa, &salen)) {
-        return;
+    if (!kp_systemd_addr(&sa, &salen)) {
+        return NULL;
     }
     sd = kp_calloc(1, sizeof(*sd));
-    sd->ctx = ctx;
-    ctx->systemd = sd;
-    kp_systemd_status_text(ctx, sd->last_status, sizeof(sd->last_status));
+    sd->loop = loop;
+    sd->status_fn = status;
+    sd->arg = arg;
+    kp_systemd_status_text(sd, sd->last_status, sizeof(sd->last_status));
     snprintf(msg, sizeof(msg), "READY=1\n%s", sd->last_status);
-    kp_systemd_notify(ctx, msg);
+    kp_systemd_notify(msg);
 
     ev_timer_init(&sd->status, kp_systemd_on_status, KP_SYSTEMD_STATUS_S,
                   KP_SYSTEMD_STATUS_S);
     sd->status.data = sd;
-    ev_timer_start(ctx->loop, &sd->status);
+    ev_timer_start(loop, &sd->status);
 
     ev_init(&sd->watchdog, kp_systemd_on_watchdog);
     sd->watchdog.data = sd;
     wd = kp_systemd_watchdog_usec();
     if (wd) {
         double every = (double)wd / 2e6;
-        kp_systemd_notify(ctx, "WATCHDOG=1");
+        kp_systemd_notify("WATCHDOG=1");
         ev_timer_set(&sd->watchdog, every, every);
-        ev_timer_start(ctx->loop, &sd->watchdog);
+        ev_timer_start(loop, &sd->watchdog);
         kp_info("systemd: watchdog every %.3f s", every);
     }
+    return sd;
 }
 
-void kp_systemd_stop(struct kp_ctx *ctx)
+void kp_systemd_stop(struct kp_systemd *sd)
 {
-    struct kp_systemd *sd = ctx->systemd;
-
     if (!sd) {
         return;
     }
-    ev_timer_stop(ctx->loop, &sd->status);
-    ev_timer_stop(ctx->loop, &sd->watchdog);
+    ev_timer_stop(sd->loop, &sd->status);
+    ev_timer_stop(sd->loop, &sd->watchdog);
     free(sd);
-    ctx->systemd = NULL;
 }

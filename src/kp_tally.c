@@ -4,12 +4,45 @@
  */
 #include "kp_tally.h"
 
-struct kp_tally *kp_tally_create(struct kp_client *client)
+struct kp_tally *kp_tally_create(kp_tally_idle_cb on_idle, void *owner)
 {
     struct kp_tally *t = kp_calloc(1, sizeof(*t));
     t->refs = 1;
-    t->client = client;
+    t->on_idle = on_idle;
+    t->owner = owner;
     return t;
+}
+
+void kp_tally_detach(struct kp_tally *t)
+{
+    t->owner = NULL;
+}
+
+static void kp_tally_check_idle(struct kp_tally *t)
+{
+    if (t->pending == 0 && t->owner && t->on_idle) {
+        t->on_idle(t->owner);
+    }
+}
+
+void kp_tally_settle(struct kp_tally *t, uint64_t n, bool ok)
+{
+    kp_assert(t->pending >= n);
+    t->pending -= n;
+    if (ok) {
+        t->delivered += n;
+    } else {
+        t->failed += n;
+    }
+    kp_tally_check_idle(t);
+}
+
+void kp_tally_unaccept(struct kp_tally *t, uint64_t n)
+{
+    kp_assert(t->pending >= n);
+    t->pending -= n;
+    t->rejected += n;
+    kp_tally_check_idle(t);
 }
 
 struct kp_tally *kp_tally_get(struct kp_tally *t)
@@ -110,15 +143,25 @@ static void kp_gens_trim(struct kp_gens *g)
     }
 }
 
-void kp_gens_settle(struct kp_gens *g, uint32_t gen, uint64_t n)
+void kp_gens_settle(struct kp_gens *g, uint32_t gen, uint64_t n, bool ok)
 {
     uint64_t *p = kp_gens_slot(g, gen);
     kp_assert(*p >= n);
     *p -= n;
     kp_gens_trim(g);
+    for (struct kp_barrier *b = g->barriers; b; b = b->next) {
+        if ((int32_t)(gen - b->gen) <= 0) {
+            if (ok) {
+                b->delivered += n;
+            } else {
+                b->failed += n;
+            }
+        }
+    }
 }
 
-uint32_t kp_gens_next(struct kp_gens *g)
+/* Starts a new generation; returns the one a barrier must wait for. */
+static uint32_t kp_gens_next(struct kp_gens *g)
 {
     uint32_t old = g->current;
     if (g->pending[g->cnt - 1] == 0 && g->cnt == 1) {
@@ -134,6 +177,24 @@ uint32_t kp_gens_next(struct kp_gens *g)
     g->pending[g->cnt++] = 0;
     g->current++;
     return old;
+}
+
+void kp_gens_barrier(struct kp_gens *g, struct kp_barrier *b)
+{
+    b->gen = kp_gens_next(g);
+    b->delivered = b->failed = 0;
+    b->next = g->barriers;
+    g->barriers = b;
+}
+
+void kp_gens_unwatch(struct kp_gens *g, struct kp_barrier *b)
+{
+    for (struct kp_barrier **p = &g->barriers; *p; p = &(*p)->next) {
+        if (*p == b) {
+            *p = b->next;
+            return;
+        }
+    }
 }
 
 bool kp_gens_done(const struct kp_gens *g, uint32_t gen)

@@ -7,15 +7,13 @@
 
 #include <stdio.h>
 
-#include "kp_batch.h"
 #include "kp_conf.h"
-#include "kp_ctx.h"
+#include "kp_counters.h"
 #include "kp_deadletter.h"
+#include "kp_kerr.h"
 #include "kp_log.h"
-#include "kp_metadata.h"
 #include "kp_partition.h"
 #include "kp_partitioner.h"
-#include "kp_proto.h"
 #include "kp_record.h"
 
 const char *const kp_topic_state_names[KP_TOPIC__COUNT] = {"unknown",
@@ -26,11 +24,14 @@ static uint32_t kp_topic_hash(const char *s, size_t n)
     return kp_fnv1a(s, n);
 }
 
-void kp_topic_table_init(struct kp_topic_table *tt)
+void kp_topic_table_init(struct kp_topic_table *tt, struct kp_part_env *env,
+                         struct kp_conf *conf)
 {
     tt->cap = 64;
     tt->cnt = 0;
     tt->slots = kp_calloc(tt->cap, sizeof(*tt->slots));
+    tt->env = env;
+    tt->conf = conf;
 }
 
 static void kp_topic_destroy(struct kp_topic *t)
@@ -43,7 +44,6 @@ static void kp_topic_destroy(struct kp_topic *t)
     kp_buf_deinit(&t->pending);
     free(t->pending_parts);
     kp_runs_deinit(&t->pending_runs);
-    free(t->fails);
     free(t->name);
     free(t);
 }
@@ -98,96 +98,68 @@ static void kp_topic_insert(struct kp_topic_table *tt, struct kp_topic *t)
     tt->cnt++;
 }
 
-/* A new topic asks for metadata at once; its messages wait meanwhile. */
-struct kp_topic *kp_topic_create(struct kp_ctx *ctx, const char *name,
+struct kp_topic *kp_topic_create(struct kp_topic_table *tt, const char *name,
                                  size_t len)
 {
     struct kp_topic *t = kp_calloc(1, sizeof(*t));
-    t->ctx = ctx;
     t->name = kp_strndup(name, len);
     t->name_len = len;
     t->hash = kp_topic_hash(name, len);
     t->state = KP_TOPIC_UNKNOWN;
     t->sticky = -1;
-    t->rr = (uint32_t)random();
-    t->pconf = kp_conf_producer(ctx->conf, t->name);
-    kp_topic_insert(&ctx->topics, t);
+    t->rr = kp_random(UINT32_MAX);
+    t->pconf = kp_conf_producer(tt->conf, t->name);
+    kp_topic_insert(tt, t);
     kp_debug("topic %s: created, fetching metadata", t->name);
-    kp_metadata_refresh(ctx, "new topic");
     return t;
 }
 
 void kp_topic_foreach(struct kp_topic_table *tt,
-                      void (*fn)(struct kp_ctx *, struct kp_topic *, void *),
-                      struct kp_ctx *ctx, void *arg)
+                      void (*fn)(struct kp_topic *, void *), void *arg)
 {
     for (uint32_t i = 0; i < tt->cap; i++) {
         if (tt->slots[i]) {
-            fn(ctx, tt->slots[i], arg);
+            fn(tt->slots[i], arg);
         }
     }
 }
 
-static void kp_topic_reconf_one(struct kp_ctx *ctx, struct kp_topic *t,
-                                void *arg)
+void kp_topic_table_reconf(struct kp_topic_table *tt, struct kp_conf *conf)
 {
-    (void)arg;
-    t->pconf = kp_conf_producer(ctx->conf, t->name);
-}
-
-void kp_topic_table_reconf(struct kp_ctx *ctx)
-{
-    kp_topic_foreach(&ctx->topics, kp_topic_reconf_one, ctx, NULL);
+    tt->conf = conf;
+    for (uint32_t i = 0; i < tt->cap; i++) {
+        struct kp_topic *t = tt->slots[i];
+        if (t) {
+            t->pconf = kp_conf_producer(conf, t->name);
+        }
+    }
 }
 
 /* Sticky partitioner: key-less messages fill one partition's batch, then
- * move to the next partition that has a leader. */
+ * move to the next partition that has a leader once that batch is sealed. */
 static int32_t kp_topic_sticky(struct kp_topic *t)
 {
-    if (t->sticky >= 0) {
+    if (t->sticky >= 0 &&
+        t->parts[t->sticky]->sealed_cnt == t->sticky_sealed) {
         return t->sticky;
     }
-    for (int32_t i = 0; i < t->part_cnt; i++) {
+    t->sticky = -1;
+    for (int32_t i = 0; i < t->part_cnt && t->sticky < 0; i++) {
         int32_t id = (int32_t)(t->rr++ % (uint32_t)t->part_cnt);
         if (t->parts[id]->leader >= 0) {
             t->sticky = id;
-            return id;
         }
     }
-    t->sticky = (int32_t)(t->rr++ % (uint32_t)t->part_cnt);
+    if (t->sticky < 0) {
+        t->sticky = (int32_t)(t->rr++ % (uint32_t)t->part_cnt);
+    }
+    t->sticky_sealed = t->parts[t->sticky]->sealed_cnt;
     return t->sticky;
-}
-
-void kp_topic_append(struct kp_ctx *ctx, struct kp_partition *p,
-                     const struct kp_msg *m, int64_t ts, struct kp_tally *tally,
-                     uint32_t gen, const struct kp_header *extra,
-                     size_t extra_cnt)
-{
-    struct kp_batch *b = kp_partition_open_batch(ctx, p);
-    size_t est = m->key_len + m->value_len + 32;
-
-    for (size_t i = 0; i < m->header_cnt; i++) {
-        est += m->headers[i].name_len + m->headers[i].value_len + 8;
-    }
-    for (size_t i = 0; i < extra_cnt; i++) {
-        est += extra[i].name_len + extra[i].value_len + 8;
-    }
-    if (kp_batch_would_overflow(b, est)) {
-        kp_partition_seal(ctx, p);
-        b = kp_partition_open_batch(ctx, p);
-    }
-    size_t n = kp_batch_append(b, m, ts, extra, extra_cnt);
-    kp_runs_add(&b->runs, tally, gen, 1);
-    p->queued_msgs++;
-    kp_ctx_account(ctx, (int64_t)n, 1);
-    if (kp_batch_full(b)) {
-        kp_partition_seal(ctx, p);
-    }
 }
 
 /* Keeps a message until the topic's metadata arrives: encoded as a record
  * whose timestamp delta is the absolute timestamp. */
-static void kp_topic_hold(struct kp_ctx *ctx, struct kp_topic *t,
+static void kp_topic_hold(struct kp_topic_table *tt, struct kp_topic *t,
                           const struct kp_msg *m, int64_t ts,
                           struct kp_tally *tally,
                           const struct kp_header *extra, size_t extra_cnt)
@@ -203,8 +175,8 @@ static void kp_topic_hold(struct kp_ctx *ctx, struct kp_topic *t,
     size_t n = kp_record_append(&t->pending, 0, ts, m, extra, extra_cnt);
     t->pending_parts[t->pending_cnt++] = m->partition;
     t->pending_bytes += n;
-    kp_runs_add(&t->pending_runs, tally, ctx->gens.current, 1);
-    kp_ctx_account(ctx, (int64_t)n, 1);
+    kp_runs_add(&t->pending_runs, tally, tt->env->gens->current, 1);
+    kp_part_env_account(tt->env, (int64_t)n, 1);
 }
 
 static int32_t kp_topic_pick(struct kp_topic *t, const struct kp_msg *m)
@@ -219,159 +191,150 @@ static int32_t kp_topic_pick(struct kp_topic *t, const struct kp_msg *m)
     return kp_topic_sticky(t);
 }
 
-enum kp_reject kp_topic_route(struct kp_ctx *ctx, struct kp_topic *t,
+enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
                               const struct kp_msg *m, int64_t ts,
                               struct kp_tally *tally,
                               const struct kp_header *extra, size_t extra_cnt)
 {
+    struct kp_part_env *env = tt->env;
+
     if (m->key_len + m->value_len > (size_t)t->pconf->message_max_bytes) {
-        return KP_REJ_TOO_LONG;
+        return KP_REASON_TOO_LONG;
     }
     if (t->state == KP_TOPIC_READY) {
         if (m->partition >= t->part_cnt) {
-            return KP_REJ_BAD_PARTITION;
+            return KP_REASON_BAD_PARTITION;
         }
-        kp_topic_append(ctx, t->parts[kp_topic_pick(t, m)], m, ts, tally,
-                        ctx->gens.current, extra, extra_cnt);
+        kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf,
+                            t->pconf, m, ts, tally, env->gens->current,
+                            extra, extra_cnt);
     } else {
-        kp_topic_hold(ctx, t, m, ts, tally, extra, extra_cnt);
+        kp_topic_hold(tt, t, m, ts, tally, extra, extra_cnt);
     }
     tally->pending++;
-    kp_gens_add(&ctx->gens, ctx->gens.current, 1);
-    ctx->n.received++;
-    return KP_REJ_NONE;
+    kp_gens_add(env->gens, env->gens->current, 1);
+    env->n->received++;
+    return KP_REASON_NONE;
 }
 
-void kp_topic_count_failed(struct kp_topic *t, const char *reason,
-                           uint64_t n)
+/* Settles the `n` held messages of the front run(s): failed, or (a
+ * partition the topic turned out not to have) rejected after all. */
+static void kp_topic_settle_held(struct kp_topic_table *tt,
+                                 struct kp_runs *runs, uint32_t n,
+                                 bool rejected)
 {
-    for (uint32_t i = 0; i < t->fail_cnt; i++) {
-        if (strcmp(t->fails[i].reason, reason) == 0) {
-            t->fails[i].n += n;
-            return;
-        }
-    }
-    t->fails = kp_realloc(t->fails, (t->fail_cnt + 1) * sizeof(*t->fails));
-    snprintf(t->fails[t->fail_cnt].reason, sizeof(t->fails[0].reason), "%s",
-             reason);
-    t->fails[t->fail_cnt++].n = n;
-}
-
-/* Settles `n` held messages of the front run(s) as failed. */
-static void kp_topic_settle_runs(struct kp_ctx *ctx, struct kp_runs *runs,
-                                 uint32_t n, bool rejected)
-{
+    struct kp_part_env *env = tt->env;
     struct kp_runs one = {0};
+
     kp_runs_take(&one, runs, n);
     for (uint32_t i = 0; i < one.cnt; i++) {
         struct kp_run *r = &one.v[i];
-        r->tally->pending -= r->count;
-        kp_gens_settle(&ctx->gens, r->gen, r->count);
+        kp_gens_settle(env->gens, r->gen, r->count, false);
         if (rejected) {
             /* as if rejected when read: not received, counted by reason */
-            r->tally->rejected += r->count;
-            ctx->n.received -= r->count;
-            ctx->n.rejected += r->count;
-            ctx->n.rejected_by[KP_REJ_BAD_PARTITION] += r->count;
+            env->n->received -= r->count;
+            env->n->rejected += r->count;
+            env->n->rejected_by[KP_REASON_BAD_PARTITION] += r->count;
+            kp_tally_unaccept(r->tally, r->count);
         } else {
-            r->tally->failed += r->count;
-            ctx->n.failed += r->count;
-        }
-        if (r->tally->client && r->tally->pending == 0) {
-            kp_ctx_tally_settled(ctx, r->tally);
+            env->n->failed += r->count;
+            kp_tally_settle(r->tally, r->count, false);
         }
     }
     kp_runs_deinit(&one);
 }
 
-static void kp_topic_fail_runs(struct kp_ctx *ctx, struct kp_runs *runs,
-                               uint32_t n)
+static void kp_topic_clear_pending(struct kp_topic_table *tt,
+                                   struct kp_topic *t)
 {
-    kp_topic_settle_runs(ctx, runs, n, false);
-}
+    int64_t bytes = (int64_t)t->pending_bytes, msgs = t->pending_cnt;
 
-static void kp_topic_clear_pending(struct kp_ctx *ctx, struct kp_topic *t)
-{
-    kp_ctx_account(ctx, -(int64_t)t->pending_bytes,
-                   -(int64_t)t->pending_cnt);
     kp_buf_reset(&t->pending);
     t->pending_bytes = 0;
     t->pending_cnt = 0;
     kp_assert(t->pending_runs.cnt == 0);
+    kp_part_env_account(tt->env, -bytes, -msgs);
+}
+
+/* A held record's message, its headers decoded into *hdrs (grown). */
+static void kp_topic_held_msg(const struct kp_topic *t,
+                              struct kp_record_view *v, int32_t partition,
+                              struct kp_header **hdrs, int32_t *hdr_cap,
+                              struct kp_msg *m)
+{
+    *m = (struct kp_msg){
+        .topic = t->name, .topic_len = t->name_len,
+        .key = v->key, .key_len = v->key_len,
+        .value = v->value, .value_len = v->value_len,
+        .partition = partition, .timestamp = v->ts_delta,
+    };
+    if (v->header_cnt > *hdr_cap) {
+        *hdr_cap = v->header_cnt;
+        *hdrs = kp_realloc(*hdrs, (size_t)*hdr_cap * sizeof(**hdrs));
+    }
+    for (int32_t h = 0; h < v->header_cnt; h++) {
+        kp_record_header_next(v, &(*hdrs)[h]);
+    }
+    m->headers = *hdrs;
+    m->header_cnt = (size_t)KP_MAX(v->header_cnt, 0);
 }
 
 /* Routes the held messages, in the order they were read. */
-static void kp_topic_replay(struct kp_ctx *ctx, struct kp_topic *t)
+static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
 {
     struct kp_rd r;
     struct kp_record_view v;
     struct kp_header *hdrs = NULL;
     int32_t hdr_cap = 0;
     uint32_t i = 0;
+    struct kp_msg m;
 
     kp_rd_init(&r, t->pending.data, t->pending.len);
-    for (;;) {
-        if (i >= t->pending_cnt || kp_record_next(&r, &v) != KP_OK) {
-            break;
-        }
-        struct kp_msg m = {
-            .topic = t->name, .topic_len = t->name_len,
-            .key = v.key, .key_len = v.key_len,
-            .value = v.value, .value_len = v.value_len,
-            .partition = t->pending_parts[i], .timestamp = v.ts_delta,
-        };
-        if (v.header_cnt > hdr_cap) {
-            hdr_cap = v.header_cnt;
-            hdrs = kp_realloc(hdrs, (size_t)hdr_cap * sizeof(*hdrs));
-        }
-        for (int32_t h = 0; h < v.header_cnt; h++) {
-            kp_record_header_next(&v, &hdrs[h]);
-        }
-        m.headers = hdrs;
-        m.header_cnt = (size_t)KP_MAX(v.header_cnt, 0);
-        struct kp_run *run = &t->pending_runs.v[0];
+    for (; i < t->pending_cnt && kp_record_next(&r, &v) == KP_OK; i++) {
+        kp_topic_held_msg(t, &v, t->pending_parts[i], &hdrs, &hdr_cap, &m);
         if (m.partition >= t->part_cnt) {
             /* The same fate as when the partition count is known at read
              * time: the line is rejected (SPEC), not sent. */
-            kp_topic_settle_runs(ctx, &t->pending_runs, 1, true);
-        } else {
-            struct kp_tally *tally = kp_tally_get(run->tally);
-            uint32_t gen = run->gen;
-            kp_topic_append(ctx, t->parts[kp_topic_pick(t, &m)], &m,
-                            v.ts_delta, tally, gen, NULL, 0);
-            struct kp_runs drop = {0};
-            kp_runs_take(&drop, &t->pending_runs, 1);
-            kp_runs_deinit(&drop);
-            kp_tally_put(tally);
+            kp_topic_settle_held(tt, &t->pending_runs, 1, true);
+            continue;
         }
-        i++;
+        const struct kp_run *run = &t->pending_runs.v[0];
+        struct kp_tally *tally = kp_tally_get(run->tally);
+        kp_partition_append(t->parts[kp_topic_pick(t, &m)], tt->conf,
+                            t->pconf, &m, v.ts_delta, tally, run->gen, NULL,
+                            0);
+        struct kp_runs drop = {0};
+        kp_runs_take(&drop, &t->pending_runs, 1);
+        kp_runs_deinit(&drop);
+        kp_tally_put(tally);
     }
     kp_assert(i == t->pending_cnt);
     free(hdrs);
-    kp_topic_clear_pending(ctx, t);
+    kp_topic_clear_pending(tt, t);
 }
 
-static void kp_topic_grow(struct kp_ctx *ctx, struct kp_topic *t, int32_t cnt)
+static void kp_topic_grow(struct kp_topic_table *tt, struct kp_topic *t,
+                          int32_t cnt)
 {
-    (void)ctx;
     t->parts = kp_realloc(t->parts, (size_t)cnt * sizeof(*t->parts));
     for (int32_t i = t->part_cnt; i < cnt; i++) {
         t->parts[i] = kp_malloc(sizeof(struct kp_partition));
-        kp_partition_init(t->parts[i], t, i);
+        kp_partition_init(t->parts[i], tt->env, t, t->name, t->name_len,
+                          t->failed_by, i);
     }
     t->part_cnt = cnt;
 }
 
-void kp_topic_on_metadata(struct kp_ctx *ctx, struct kp_topic *t, int16_t err,
-                          int32_t part_cnt, const int32_t *leaders)
+void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
+                          int16_t err, int32_t part_cnt,
+                          const int32_t *leaders, bool seal_now)
 {
     t->md_error = err;
-    if (err != 0 || part_cnt <= 0) {
+    if (err != KP_KERR_NONE || part_cnt <= 0) {
         /* Leaders stay as they are: a transient topic error must not strand
          * batches; a missing topic keeps its messages waiting until the
          * delivery timeout. */
-        kp_debug("topic %s: metadata error %s", t->name,
-                 kp_proto_err_name(err));
+        kp_debug("topic %s: metadata error %s", t->name, kp_kerr_name(err));
         return;
     }
     if (part_cnt > t->part_cnt) {
@@ -379,50 +342,62 @@ void kp_topic_on_metadata(struct kp_ctx *ctx, struct kp_topic *t, int16_t err,
             kp_info("topic %s: partitions %d -> %d", t->name, t->part_cnt,
                     part_cnt);
         }
-        kp_topic_grow(ctx, t, part_cnt);
+        kp_topic_grow(tt, t, part_cnt);
     }
     for (int32_t i = 0; i < part_cnt; i++) {
-        kp_partition_set_leader(ctx, t->parts[i], leaders[i]);
+        kp_partition_set_leader(t->parts[i], leaders[i]);
     }
     if (t->state == KP_TOPIC_UNKNOWN) {
         t->state = KP_TOPIC_READY;
         kp_info("topic %s: %d partitions", t->name, t->part_cnt);
-        kp_topic_replay(ctx, t);
-        if (ctx->stopping) {
-            /* the drain sends everything at once */
-            for (int32_t i = 0; i < t->part_cnt; i++) {
-                kp_partition_seal(ctx, t->parts[i]);
-            }
-        }
+        kp_topic_replay(tt, t);
+    }
+    for (int32_t i = 0; seal_now && i < t->part_cnt; i++) {
+        kp_partition_seal(t->parts[i]);
     }
 }
 
-void kp_topic_fail_held(struct kp_ctx *ctx, struct kp_topic *t,
-                        const char *why)
+void kp_topic_fail_held(struct kp_topic_table *tt, struct kp_topic *t,
+                        enum kp_reason why, const char *detail)
 {
+    char error[256];
+
     if (!t->pending_cnt) {
         return;
     }
-    kp_err("topic %s: %u message(s) failed: %s", t->name, t->pending_cnt, why);
-    kp_deadletter_records(ctx, t->name, t->pending.data, t->pending.len, 0,
-                          t->pending_parts, why);
-    kp_topic_count_failed(t, why, t->pending_cnt);
-    kp_topic_fail_runs(ctx, &t->pending_runs, t->pending_cnt);
-    kp_topic_clear_pending(ctx, t);
-    kp_ctx_gens_changed(ctx);
+    snprintf(error, sizeof(error), "%s%s%s", kp_reason_names[why],
+             detail ? ": " : "", detail ? detail : "");
+    kp_err("topic %s: %u message(s) failed: %s", t->name, t->pending_cnt,
+           error);
+    /* Recorded before anyone is told (DESIGN 18). */
+    kp_deadletter_records(tt->env->dl, t->name, t->pending.data,
+                          t->pending.len, 0, t->pending_parts, error);
+    t->failed_by[why] += t->pending_cnt;
+    kp_topic_settle_held(tt, &t->pending_runs, t->pending_cnt, false);
+    kp_topic_clear_pending(tt, t);
 }
 
-void kp_topic_expire(struct kp_ctx *ctx, struct kp_topic *t, int64_t now_ms)
+void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
+                     int64_t now_ms, const char *idemp_detail)
 {
     if (t->state == KP_TOPIC_UNKNOWN && t->pending_cnt &&
         now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
         char why[96];
         snprintf(why, sizeof(why), "no metadata for topic (%s)",
-                 t->md_error ? kp_proto_err_name(t->md_error)
+                 t->md_error ? kp_kerr_name(t->md_error)
                              : "no broker answered");
-        kp_topic_fail_held(ctx, t, why);
+        kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC, why);
     }
     for (int32_t i = 0; i < t->part_cnt; i++) {
-        kp_partition_expire(ctx, t->parts[i], now_ms);
+        kp_partition_expire(t->parts[i], now_ms, idemp_detail);
     }
+}
+
+uint64_t kp_topic_queued(const struct kp_topic *t)
+{
+    uint64_t q = t->pending_cnt;
+    for (int32_t i = 0; i < t->part_cnt; i++) {
+        q += t->parts[i]->queued_msgs;
+    }
+    return q;
 }

@@ -112,6 +112,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    kp_random_seed();
     /* Large buffers (batches, the read buffer) come straight from mmap and
      * go back to the system when freed; reuse is kp_batch's pool's job. A
      * fixed threshold keeps glibc from moving them into the heap, where

@@ -4,30 +4,50 @@
  * replays through the json line parser to the same message.
  */
 #include <check.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include "kp_ctx.h"
 #include "kp_deadletter.h"
 #include "kp_line.h"
 #include "kp_record.h"
 
 /* Writes records through kp_deadletter_records and returns the file. */
+/* A fresh directory for one test's files. */
+static char *temp_dir(void)
+{
+    char tmpl[] = "/tmp/kpdl-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    return kp_strdup(tmpl);
+}
+
+static char *path_in(const char *dir, const char *name)
+{
+    char *p = kp_malloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
 static char *dead_letter(const uint8_t *recs, size_t len, int64_t base_ts,
                          const int32_t *parts)
 {
-    struct kp_ctx *ctx = kp_calloc(1, sizeof(*ctx));
-    FILE *f = tmpfile();
-    ck_assert_ptr_nonnull(f);
-    ctx->dead_letter_fd = fileno(f);
-    kp_deadletter_records(ctx, "dl.topic", recs, len, base_ts, parts,
-                          "delivery timeout");
-    off_t n = lseek(fileno(f), 0, SEEK_END);
+    char *dir = temp_dir(), *path = path_in(dir, "dl.jsonl");
+    struct kp_deadletter *dl = kp_deadletter_open(path);
+    ck_assert_ptr_nonnull(dl);
+    kp_deadletter_records(dl, "dl.topic", recs, len, base_ts, parts,
+                          "delivery_timeout");
+    kp_deadletter_close(dl);
+    int fd = open(path, O_RDONLY);
+    off_t n = lseek(fd, 0, SEEK_END);
     char *text = kp_calloc(1, (size_t)n + 1);
-    ck_assert_int_eq(pread(fileno(f), text, (size_t)n, 0), n);
-    fclose(f);
-    free(ctx);
+    ck_assert_int_eq(pread(fd, text, (size_t)n, 0), n);
+    close(fd);
+    unlink(path);
+    rmdir(dir);
+    free(path);
+    free(dir);
     return text;
 }
 
@@ -71,7 +91,7 @@ START_TEST(test_lines_replay)
         ck_assert_str_eq(json_string_value(json_object_get(o, "topic")),
                          "dl.topic");
         ck_assert_str_eq(json_string_value(json_object_get(o, "error")),
-                         "delivery timeout");
+                         "delivery_timeout");
         ck_assert(json_is_integer(json_object_get(o, "failed_at")));
         ck_assert_int_eq(
             json_integer_value(json_object_get(o, "timestamp")),
@@ -81,7 +101,7 @@ START_TEST(test_lines_replay)
         struct kp_msg m;
         ck_assert_int_eq(kp_line_parse_json(NULL, (const uint8_t *)line,
                                             strlen(line), &sc, &m),
-                         KP_REJ_NONE);
+                         KP_REASON_NONE);
         ck_assert_int_eq(m.topic_len, 8);
         if (n == 0) {
             ck_assert_mem_eq(m.key, "k1", 2);
@@ -116,12 +136,43 @@ END_TEST
 
 START_TEST(test_no_file_no_write)
 {
-    struct kp_ctx *ctx = kp_calloc(1, sizeof(*ctx));
-    ctx->dead_letter_fd = -1;
     /* nothing configured: a no-op, whatever the input */
-    kp_deadletter_records(ctx, "t", (const uint8_t *)"junk", 4, 0, NULL,
+    kp_deadletter_records(NULL, "t", (const uint8_t *)"junk", 4, 0, NULL,
                           "x");
-    free(ctx);
+}
+END_TEST
+
+/* A root daemon must not be made to write where it should not: a planted
+ * symlink, a FIFO (which would also hang a blocking open), a file others
+ * may write to. */
+START_TEST(test_refuses_unsafe_paths)
+{
+    char *dir = temp_dir();
+    char *target = path_in(dir, "target"), *link = path_in(dir, "link");
+    char *fifo = path_in(dir, "fifo"), *open_file = path_in(dir, "shared");
+
+    ck_assert_int_eq(close(open(target, O_CREAT | O_WRONLY, 0600)), 0);
+    ck_assert_int_eq(symlink(target, link), 0);
+    ck_assert_ptr_null(kp_deadletter_open(link));
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    ck_assert_ptr_null(kp_deadletter_open(fifo));
+    ck_assert_int_eq(close(open(open_file, O_CREAT | O_WRONLY, 0600)), 0);
+    ck_assert_int_eq(chmod(open_file, 0666), 0);
+    ck_assert_ptr_null(kp_deadletter_open(open_file));
+    /* the regular, private file is fine */
+    struct kp_deadletter *dl = kp_deadletter_open(target);
+    ck_assert_ptr_nonnull(dl);
+    kp_deadletter_close(dl);
+    unlink(link);
+    unlink(fifo);
+    unlink(open_file);
+    unlink(target);
+    rmdir(dir);
+    free(target);
+    free(link);
+    free(fifo);
+    free(open_file);
+    free(dir);
 }
 END_TEST
 
@@ -131,6 +182,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_lines_replay);
     tcase_add_test(tc, test_no_file_no_write);
+    tcase_add_test(tc, test_refuses_unsafe_paths);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -24,13 +24,13 @@ static void teardown(void)
     kp_line_scratch_deinit(&scratch);
 }
 
-static enum kp_reject parse(enum kp_format fmt, uint8_t sep, const char *fixed,
+static enum kp_reason parse(enum kp_format fmt, uint8_t sep, const char *fixed,
                             const uint8_t *line, size_t len)
 {
     return kp_line_parse(fmt, sep, fixed, line, len, &scratch, &m);
 }
 
-static enum kp_reject pj(const char *fixed, const char *json)
+static enum kp_reason pj(const char *fixed, const char *json)
 {
     return kp_line_parse_json(fixed, (const uint8_t *)json, strlen(json),
                               &scratch, &m);
@@ -73,13 +73,13 @@ static bool bytes_eq(const void *p, size_t n, const void *want, size_t wn)
 
 START_TEST(test_reject_names)
 {
-    ck_assert_str_eq(kp_reject_names[KP_REJ_NONE], "none");
-    ck_assert_str_eq(kp_reject_names[KP_REJ_TOO_LONG], "too_long");
-    ck_assert_str_eq(kp_reject_names[KP_REJ_MISSING_FIELD], "missing_field");
-    ck_assert_str_eq(kp_reject_names[KP_REJ_BAD_TOPIC], "bad_topic");
-    ck_assert_str_eq(kp_reject_names[KP_REJ_BAD_JSON], "bad_json");
-    ck_assert_str_eq(kp_reject_names[KP_REJ_BAD_PARTITION], "bad_partition");
-    ck_assert_str_eq(kp_reject_names[KP_REJ_TOPIC_DENIED], "topic_denied");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_NONE], "none");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_TOO_LONG], "too_long");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_BAD_FORMAT], "bad_format");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_BAD_TOPIC], "bad_topic");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_BAD_JSON], "bad_json");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_BAD_PARTITION], "bad_partition");
+    ck_assert_str_eq(kp_reason_names[KP_REASON_TOPIC_DENIED], "topic_denied");
 }
 END_TEST
 
@@ -146,14 +146,14 @@ END_TEST
 START_TEST(test_value)
 {
     ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t1", L("hello world")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t1");
     ck_null_key();
     ck_value("hello world");
     ck_plain();
 
     /* The separator means nothing in the value format. */
-    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t1", L(" a b ")), KP_REJ_NONE);
+    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t1", L(" a b ")), KP_REASON_NONE);
     ck_value(" a b ");
 }
 END_TEST
@@ -163,7 +163,7 @@ START_TEST(test_value_views_into_line)
     static const uint8_t line[] = "topic key value";
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, line, 15),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_ptr_eq(m.topic, (const char *)line);
     ck_assert_ptr_eq(m.key, line + 6);
     ck_assert_ptr_eq(m.value, line + 10);
@@ -174,57 +174,57 @@ END_TEST
 START_TEST(test_key_value)
 {
     ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L("k1 the value")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t");
     ck_key("k1");
     ck_value("the value");
     ck_plain();
 
     /* Empty key: null key. */
-    ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L(" v")), KP_REJ_NONE);
+    ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L(" v")), KP_REASON_NONE);
     ck_null_key();
     ck_value("v");
 
     /* Empty value: empty, not null. */
-    ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L("k ")), KP_REJ_NONE);
+    ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L("k ")), KP_REASON_NONE);
     ck_key("k");
     ck_value("");
 
     /* Only the separator: null key, empty value. */
-    ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L(" ")), KP_REJ_NONE);
+    ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L(" ")), KP_REASON_NONE);
     ck_null_key();
     ck_value("");
 
     ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', "t", L("novalue")),
-                     KP_REJ_MISSING_FIELD);
+                     KP_REASON_BAD_FORMAT);
 }
 END_TEST
 
 START_TEST(test_topic_value)
 {
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("orders a b  c")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("orders");
     ck_null_key();
     ck_value("a b  c");
     ck_plain();
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("orders ")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("orders");
     ck_value("");
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("orders")),
-                     KP_REJ_MISSING_FIELD);
+                     KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L(" value")),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("a/b value")),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("a\tb value")),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
     /* A fixed topic (a configuration error here) does not override. */
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', "fixed", L("mine v")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("mine");
 }
 END_TEST
@@ -233,35 +233,35 @@ START_TEST(test_topic_key_value)
 {
     ck_assert_int_eq(
         parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t user42 v a l u e")),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_topic("t");
     ck_key("user42");
     ck_value("v a l u e");
     ck_plain();
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t  v")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_null_key();
     ck_value("v");
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t k ")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_key("k");
     ck_value("");
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t  ")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_null_key();
     ck_value("");
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t k")),
-                     KP_REJ_MISSING_FIELD);
+                     KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t ")),
-                     KP_REJ_MISSING_FIELD);
+                     KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t")),
-                     KP_REJ_MISSING_FIELD);
+                     KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L("t$ k v")),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
 }
 END_TEST
 
@@ -269,35 +269,35 @@ START_TEST(test_custom_separators)
 {
     ck_assert_int_eq(
         parse(KP_FMT_TOPIC_KEY_VALUE, '\t', NULL, L("t\tk 1\tv\tw x")),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_topic("t");
     ck_key("k 1");
     ck_value("v\tw x");
 
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, '|', NULL, L("t.x|a|b c")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t.x");
     ck_value("a|b c");
 
     ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ',', "t", L("k,v,1,2")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_key("k");
     ck_value("v,1,2");
 
     /* A space is then part of the topic, hence invalid. */
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ',', NULL, L("t x,v")),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ',', NULL, L("t v")),
-                     KP_REJ_MISSING_FIELD);
+                     KP_REASON_BAD_FORMAT);
 
     /* NUL and 0xff as separators. */
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, 0, NULL, L("t\0k\0v\0w")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t");
     ck_key("k");
     ck_value("v\0w");
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, 0xff, NULL, L("t\xffv\xff")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("v\xff");
 }
 END_TEST
@@ -307,13 +307,13 @@ START_TEST(test_binary_bytes_kept)
     /* '\r', NUL, 0xff and every other byte are kept as they are. */
     ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL,
                            L("t k\r\0\xff v\0\r\xff\x01\r")),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_key("k\r\0\xff");
     ck_value("v\0\r\xff\x01\r");
 
-    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t", L("\0")), KP_REJ_NONE);
+    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t", L("\0")), KP_REASON_NONE);
     ck_value("\0");
-    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t", L("\r")), KP_REJ_NONE);
+    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t", L("\r")), KP_REASON_NONE);
     ck_value("\r");
 
     uint8_t all[255];
@@ -321,7 +321,7 @@ START_TEST(test_binary_bytes_kept)
         all[i] = (uint8_t)(i == '\n' ? 0 : i + 1);
     }
     ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t", all, sizeof(all)),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert(bytes_eq(m.value, m.value_len, all, sizeof(all)));
 }
 END_TEST
@@ -333,14 +333,14 @@ START_TEST(test_text_topic_length)
     memset(line, 'a', sizeof(line));
     line[249] = ' ';
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, line, 260),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_uint_eq(m.topic_len, 249);
     ck_assert_uint_eq(m.value_len, 10);
 
     line[249] = 'a';
     line[250] = ' ';
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, line, 260),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
 }
 END_TEST
 
@@ -349,18 +349,18 @@ START_TEST(test_never_reads_past_len)
     /* The separator just past len must not be seen. */
     ck_assert_int_eq(
         parse(KP_FMT_TOPIC_VALUE, ' ', NULL, (const uint8_t *)"topic v", 5),
-        KP_REJ_MISSING_FIELD);
+        KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(
         parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, (const uint8_t *)"t k v", 3),
-        KP_REJ_MISSING_FIELD);
+        KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(
         parse(KP_FMT_TOPIC_VALUE, ' ', NULL, (const uint8_t *)"t v", 0),
-        KP_REJ_MISSING_FIELD);
+        KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(
         parse(KP_FMT_KEY_VALUE, ' ', "t", (const uint8_t *)"k v", 1),
-        KP_REJ_MISSING_FIELD);
+        KP_REASON_BAD_FORMAT);
     ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', "t", (const uint8_t *)"abc", 2),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_uint_eq(m.value_len, 2);
 }
 END_TEST
@@ -368,9 +368,9 @@ END_TEST
 START_TEST(test_fixed_topic_missing)
 {
     /* A configuration bug is a rejected line, not a crash. */
-    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', NULL, L("v")), KP_REJ_BAD_TOPIC);
+    ck_assert_int_eq(parse(KP_FMT_VALUE, ' ', NULL, L("v")), KP_REASON_BAD_TOPIC);
     ck_assert_int_eq(parse(KP_FMT_KEY_VALUE, ' ', NULL, L("k v")),
-                     KP_REJ_BAD_TOPIC);
+                     KP_REASON_BAD_TOPIC);
 }
 END_TEST
 
@@ -380,7 +380,7 @@ START_TEST(test_parse_dispatches_json)
 
     ck_assert_int_eq(kp_line_parse(KP_FMT_JSON, ' ', NULL, line,
                                    sizeof(line) - 1, &scratch, &m),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t");
     ck_value("v w");
 }
@@ -391,7 +391,7 @@ END_TEST
 START_TEST(test_json_basic)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"orders\",\"value\":\"hello\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("orders");
     ck_null_key();
     ck_value("hello");
@@ -400,7 +400,7 @@ START_TEST(test_json_basic)
     /* Results point into scratch, and whitespace is allowed around. */
     ck_assert_int_eq(pj(NULL, " { \"value\" : \"v\" , \"key\" : \"k\" ,"
                               " \"topic\" : \"t\" } "),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t");
     ck_key("k");
     ck_value("v");
@@ -419,7 +419,7 @@ START_TEST(test_json_all_fields)
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":\"k\",\"value\":\"v\","
                               "\"partition\":7,\"timestamp\":1700000000123,"
                               "\"headers\":{\"a\":\"1\",\"b\":\"\"}}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("t");
     ck_key("k");
     ck_value("v");
@@ -433,11 +433,11 @@ START_TEST(test_json_all_fields)
 
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":0,"
                               "\"timestamp\":0}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_int_eq(m.partition, 0);
     ck_assert_int_eq(m.timestamp, 0);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":2147483647}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_int_eq(m.partition, INT32_MAX);
 }
 END_TEST
@@ -448,8 +448,8 @@ START_TEST(test_json_no_stale_fields)
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":\"k\",\"value\":\"v\","
                               "\"partition\":3,\"timestamp\":5,"
                               "\"headers\":[[\"h\",\"x\"]]}"),
-                     KP_REJ_NONE);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"u\"}"), KP_REJ_NONE);
+                     KP_REASON_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"u\"}"), KP_REASON_NONE);
     ck_topic("u");
     ck_null_key();
     ck_null_value();
@@ -460,73 +460,73 @@ END_TEST
 START_TEST(test_json_unicode_and_escapes)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":\"h\\u00e9llo\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("h\xc3\xa9llo");
 
     /* A non-BMP character as a surrogate pair, and raw UTF-8. */
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"value\":\"\\ud83d\\ude00 \xe2\x82\xac\"}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_value("\xf0\x9f\x98\x80 \xe2\x82\xac");
 
     /* Escaped newlines stay inside the value: the line is one record. */
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"value\":\"a\\nb\\r\\n\\t\\\"\\\\/\"}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_value("a\nb\r\n\t\"\\/");
 
     /* \u0000 is kept, and lengths do not stop at it. */
     ck_assert_int_eq(
         pj(NULL,
            "{\"topic\":\"t\",\"key\":\"k\\u0000k\",\"value\":\"a\\u0000b\"}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_key("k\0k");
     ck_value("a\0b");
 
     /* Invalid UTF-8 is not JSON. */
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":\"\xff\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     /* A lone surrogate is not either. */
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":\"\\ud800\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
 }
 END_TEST
 
 START_TEST(test_json_value_kinds)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":{\"a\": 1}}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("{\"a\":1}");
     ck_assert_int_eq(
         pj(NULL,
            "{\"topic\":\"t\",\"value\":[1, \"x\", null, {\"b\": [true]}]}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_value("[1,\"x\",null,{\"b\":[true]}]");
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":42}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":42}"), KP_REASON_NONE);
     ck_value("42");
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":-1.5}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":-1.5}"), KP_REASON_NONE);
     ck_value("-1.5");
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":true}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":true}"), KP_REASON_NONE);
     ck_value("true");
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":false}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("false");
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":{}}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":{}}"), KP_REASON_NONE);
     ck_value("{}");
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":[]}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":[]}"), KP_REASON_NONE);
     ck_value("[]");
     /* Nested strings are re-escaped in the compact text. */
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"value\":{\"s\":\"a\\nb\\u0000\"}}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_value("{\"s\":\"a\\nb\\u0000\"}");
 
     /* null, absent: a null value; "": an empty one. */
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":null}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":null}"), KP_REASON_NONE);
     ck_null_value();
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\"}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\"}"), KP_REASON_NONE);
     ck_null_value();
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":\"\"}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":\"\"}"), KP_REASON_NONE);
     ck_value("");
 }
 END_TEST
@@ -534,18 +534,18 @@ END_TEST
 START_TEST(test_json_key)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":null,\"value\":\"v\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_null_key();
     /* Unlike the text formats, JSON can say "empty" and "null" apart. */
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":\"\",\"value\":\"v\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_key("");
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":1}"), KP_REJ_BAD_JSON);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":{}}"), KP_REJ_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":1}"), KP_REASON_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":{}}"), KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":[\"a\"]}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key\":true}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
 }
 END_TEST
 
@@ -553,27 +553,27 @@ START_TEST(test_json_base64)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key_base64\":\"AP8=\","
                               "\"value_base64\":\"aGVsbG8gd29ybGQ=\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_key("\0\xff");
     ck_value("hello world");
 
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"AAEC\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("\0\1\2");
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"YQ==\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("a");
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"YWI=\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("ab");
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"+/+/\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("\xfb\xff\xbf");
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("");
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":null}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_null_value();
 
     static const char *const bad[] = {
@@ -593,30 +593,30 @@ START_TEST(test_json_base64)
         char line[128];
         snprintf(line, sizeof(line),
                  "{\"topic\":\"t\",\"value_base64\":\"%s\"}", bad[i]);
-        ck_assert_msg(pj(NULL, line) == KP_REJ_BAD_JSON, "%s", bad[i]);
+        ck_assert_msg(pj(NULL, line) == KP_REASON_BAD_JSON, "%s", bad[i]);
         snprintf(line, sizeof(line), "{\"topic\":\"t\",\"key_base64\":\"%s\"}",
                  bad[i]);
-        ck_assert_msg(pj(NULL, line) == KP_REJ_BAD_JSON, "key %s", bad[i]);
+        ck_assert_msg(pj(NULL, line) == KP_REASON_BAD_JSON, "key %s", bad[i]);
     }
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value_base64\":12}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"key_base64\":[]}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
 
     /* Both forms of one field are ambiguous. */
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"key\":\"a\",\"key_base64\":\"YQ==\"}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"YQ==\",\"value\":\"a\"}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"value_base64\":\"YQ==\",\"value\":1}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     /* ... unless one of them is null, which is the same as absent. */
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"key\":null,\"key_base64\":\"YQ==\"}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_key("a");
 }
 END_TEST
@@ -627,7 +627,7 @@ START_TEST(test_json_headers)
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"headers\":[[\"a\",\"1\"],[\"b\",null],"
                  "[\"a\",\"2\"],[\"\",\"e\\u0000\"]]}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_assert_uint_eq(m.header_cnt, 4);
     ck_assert(bytes_eq(m.headers[0].name, m.headers[0].name_len, "a", 1));
     ck_assert(bytes_eq(m.headers[0].value, m.headers[0].value_len, "1", 1));
@@ -643,7 +643,7 @@ START_TEST(test_json_headers)
     ck_assert_int_eq(pj(NULL,
                         "{\"topic\":\"t\",\"headers\":{\"z\":\"1\",\"a\":\"2\","
                         "\"m\":\"3\"}}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_uint_eq(m.header_cnt, 3);
     ck_assert(bytes_eq(m.headers[0].name, m.headers[0].name_len, "z", 1));
     ck_assert(bytes_eq(m.headers[1].name, m.headers[1].name_len, "a", 1));
@@ -651,12 +651,12 @@ START_TEST(test_json_headers)
     ck_assert(bytes_eq(m.headers[2].value, m.headers[2].value_len, "3", 1));
 
     /* Empty forms and null: no headers. */
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"headers\":{}}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"headers\":{}}"), KP_REASON_NONE);
     ck_assert_uint_eq(m.header_cnt, 0);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"headers\":[]}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"headers\":[]}"), KP_REASON_NONE);
     ck_assert_uint_eq(m.header_cnt, 0);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"headers\":null}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_uint_eq(m.header_cnt, 0);
 
     static const char *const bad[] = {
@@ -681,7 +681,7 @@ START_TEST(test_json_headers)
         char line[128];
         snprintf(line, sizeof(line), "{\"topic\":\"t\",\"headers\":%s}",
                  bad[i]);
-        ck_assert_msg(pj(NULL, line) == KP_REJ_BAD_JSON, "%s", bad[i]);
+        ck_assert_msg(pj(NULL, line) == KP_REASON_BAD_JSON, "%s", bad[i]);
     }
 }
 END_TEST
@@ -704,7 +704,7 @@ START_TEST(test_json_many_headers)
     n += (size_t)sprintf(line + n, "],\"key\":\"kk\"}");
     ck_assert_int_eq(
         kp_line_parse_json(NULL, (const uint8_t *)line, n, &scratch, &m),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_topic("t");
     ck_key("kk");
     ck_assert_uint_eq(m.value_len, 5000);
@@ -725,31 +725,31 @@ END_TEST
 START_TEST(test_json_partition)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":-1}"),
-                     KP_REJ_BAD_PARTITION);
+                     KP_REASON_BAD_PARTITION);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":2147483648}"),
-                     KP_REJ_BAD_PARTITION);
+                     KP_REASON_BAD_PARTITION);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"partition\":9223372036854775807}"),
-        KP_REJ_BAD_PARTITION);
+        KP_REASON_BAD_PARTITION);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"partition\":-9223372036854775808}"),
-        KP_REJ_BAD_PARTITION);
+        KP_REASON_BAD_PARTITION);
     /* Beyond int64: jansson refuses the document, no UB. */
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"partition\":99999999999999999999}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":1e400}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":1.0}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":\"1\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":true}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":[1]}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partition\":null}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_int_eq(m.partition, -1);
 }
 END_TEST
@@ -758,23 +758,23 @@ START_TEST(test_json_timestamp)
 {
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"timestamp\":9223372036854775807}"),
-        KP_REJ_NONE);
+        KP_REASON_NONE);
     ck_assert_int_eq(m.timestamp, INT64_MAX);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"timestamp\":-1}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"timestamp\":99999999999999999999}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"timestamp\":1e400}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"timestamp\":1.7e12}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"timestamp\":\"2024\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"timestamp\":{}}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"timestamp\":null}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_assert_int_eq(m.timestamp, -1);
 }
 END_TEST
@@ -783,53 +783,53 @@ START_TEST(test_json_topic)
 {
     char line[400];
 
-    ck_assert_int_eq(pj(NULL, "{\"value\":\"v\"}"), KP_REJ_MISSING_FIELD);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":null}"), KP_REJ_MISSING_FIELD);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"\"}"), KP_REJ_BAD_TOPIC);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"a b\"}"), KP_REJ_BAD_TOPIC);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"a\\u0000\"}"), KP_REJ_BAD_TOPIC);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"caf\\u00e9\"}"), KP_REJ_BAD_TOPIC);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":1}"), KP_REJ_BAD_JSON);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":[\"t\"]}"), KP_REJ_BAD_JSON);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":{}}"), KP_REJ_BAD_JSON);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":false}"), KP_REJ_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"value\":\"v\"}"), KP_REASON_BAD_FORMAT);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":null}"), KP_REASON_BAD_FORMAT);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"\"}"), KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"a b\"}"), KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"a\\u0000\"}"), KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"caf\\u00e9\"}"), KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":1}"), KP_REASON_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":[\"t\"]}"), KP_REASON_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":{}}"), KP_REASON_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":false}"), KP_REASON_BAD_JSON);
 
     memset(line, 0, sizeof(line));
     memcpy(line, "{\"topic\":\"", 10);
     memset(line + 10, 'x', 249);
     memcpy(line + 259, "\"}", 2);
-    ck_assert_int_eq(pj(NULL, line), KP_REJ_NONE);
+    ck_assert_int_eq(pj(NULL, line), KP_REASON_NONE);
     ck_assert_uint_eq(m.topic_len, 249);
     memset(line + 10, 'x', 250);
     memcpy(line + 260, "\"}", 2);
-    ck_assert_int_eq(pj(NULL, line), KP_REJ_BAD_TOPIC);
+    ck_assert_int_eq(pj(NULL, line), KP_REASON_BAD_TOPIC);
 }
 END_TEST
 
 START_TEST(test_json_fixed_topic)
 {
     /* The listener's topic when the line has none, copied into scratch. */
-    ck_assert_int_eq(pj("fixed", "{\"value\":\"v\"}"), KP_REJ_NONE);
+    ck_assert_int_eq(pj("fixed", "{\"value\":\"v\"}"), KP_REASON_NONE);
     ck_topic("fixed");
     ck_assert((const uint8_t *)m.topic >= scratch.bytes.data &&
               (const uint8_t *)m.topic <
                   scratch.bytes.data + scratch.bytes.len);
     ck_value("v");
     ck_assert_int_eq(pj("fixed", "{\"topic\":null,\"value\":\"v\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("fixed");
     /* The same topic on the line is fine, a different one is not. */
     ck_assert_int_eq(pj("fixed", "{\"topic\":\"fixed\",\"value\":\"v\"}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_topic("fixed");
     ck_assert_int_eq(pj("fixed", "{\"topic\":\"other\",\"value\":\"v\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj("fixed", "{\"topic\":\"fixe\",\"value\":\"v\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj("fixed", "{\"topic\":\"fixedd\",\"value\":\"v\"}"),
-                     KP_REJ_BAD_JSON);
-    ck_assert_int_eq(pj("fixed", "{\"topic\":\"a b\"}"), KP_REJ_BAD_TOPIC);
-    ck_assert_int_eq(pj("fixed", "{\"topic\":3}"), KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
+    ck_assert_int_eq(pj("fixed", "{\"topic\":\"a b\"}"), KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(pj("fixed", "{\"topic\":3}"), KP_REASON_BAD_JSON);
 }
 END_TEST
 
@@ -857,42 +857,42 @@ START_TEST(test_json_not_an_object)
         " ",
     };
     for (size_t i = 0; i < KP_ARRAY_LEN(bad); i++) {
-        ck_assert_msg(pj(NULL, bad[i]) == KP_REJ_BAD_JSON, "'%s'", bad[i]);
-        ck_assert_msg(pj("t", bad[i]) == KP_REJ_BAD_JSON, "fixed '%s'", bad[i]);
+        ck_assert_msg(pj(NULL, bad[i]) == KP_REASON_BAD_JSON, "'%s'", bad[i]);
+        ck_assert_msg(pj("t", bad[i]) == KP_REASON_BAD_JSON, "fixed '%s'", bad[i]);
     }
     /* NUL bytes outside strings. */
     ck_assert_int_eq(
         kp_line_parse_json(NULL, L("{\"topic\":\"t\"}\0"), &scratch, &m),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     ck_assert_int_eq(
         kp_line_parse_json(NULL, L("{\"topic\":\"t\"\0}"), &scratch, &m),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
 }
 END_TEST
 
 START_TEST(test_json_duplicates_and_unknown)
 {
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"topic\":\"t\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"value\":\"a\",\"value\":\"b\"}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     ck_assert_int_eq(
         pj(NULL, "{\"topic\":\"t\",\"headers\":{\"a\":\"1\",\"a\":\"2\"}}"),
-        KP_REJ_BAD_JSON);
+        KP_REASON_BAD_JSON);
     /* Strict: unknown fields (a typo would misroute silently). */
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"partiton\":1}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"Value\":\"v\"}"),
-                     KP_REJ_BAD_JSON);
-    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"\":\"v\"}"), KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"\":\"v\"}"), KP_REASON_BAD_JSON);
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\\u0000\":\"v\"}"),
-                     KP_REJ_BAD_JSON);
+                     KP_REASON_BAD_JSON);
     /* The dead-letter file's extra fields replay as they are. */
     ck_assert_int_eq(pj(NULL, "{\"topic\":\"t\",\"value\":\"v\","
                               "\"error\":\"MESSAGE_TOO_LARGE\","
                               "\"failed_at\":1700000000000}"),
-                     KP_REJ_NONE);
+                     KP_REASON_NONE);
     ck_value("v");
 }
 END_TEST
@@ -900,8 +900,8 @@ END_TEST
 START_TEST(test_json_reject_order)
 {
     /* A bad field anywhere wins over a missing topic. */
-    ck_assert_int_eq(pj(NULL, "{\"partition\":-3}"), KP_REJ_BAD_PARTITION);
-    ck_assert_int_eq(pj(NULL, "{\"key\":5}"), KP_REJ_BAD_JSON);
+    ck_assert_int_eq(pj(NULL, "{\"partition\":-3}"), KP_REASON_BAD_PARTITION);
+    ck_assert_int_eq(pj(NULL, "{\"key\":5}"), KP_REASON_BAD_JSON);
 }
 END_TEST
 

@@ -173,59 +173,6 @@ START_TEST(test_pick_version)
 }
 END_TEST
 
-START_TEST(test_err_name)
-{
-    static const struct {
-        int16_t code;
-        const char *name;
-    } tab[] = {
-        {0, "NONE"},
-        {1, "OFFSET_OUT_OF_RANGE"},
-        {2, "CORRUPT_MESSAGE"},
-        {3, "UNKNOWN_TOPIC_OR_PARTITION"},
-        {4, "INVALID_FETCH_SIZE"},
-        {5, "LEADER_NOT_AVAILABLE"},
-        {6, "NOT_LEADER_OR_FOLLOWER"},
-        {7, "REQUEST_TIMED_OUT"},
-        {8, "BROKER_NOT_AVAILABLE"},
-        {9, "REPLICA_NOT_AVAILABLE"},
-        {10, "MESSAGE_TOO_LARGE"},
-        {13, "NETWORK_EXCEPTION"},
-        {15, "COORDINATOR_NOT_AVAILABLE"},
-        {16, "NOT_COORDINATOR"},
-        {17, "INVALID_TOPIC_EXCEPTION"},
-        {18, "RECORD_LIST_TOO_LARGE"},
-        {19, "NOT_ENOUGH_REPLICAS"},
-        {20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND"},
-        {21, "INVALID_REQUIRED_ACKS"},
-        {29, "TOPIC_AUTHORIZATION_FAILED"},
-        {31, "CLUSTER_AUTHORIZATION_FAILED"},
-        {35, "UNSUPPORTED_VERSION"},
-        {42, "INVALID_REQUEST"},
-        {43, "UNSUPPORTED_FOR_MESSAGE_FORMAT"},
-        {44, "POLICY_VIOLATION"},
-        {45, "OUT_OF_ORDER_SEQUENCE_NUMBER"},
-        {46, "DUPLICATE_SEQUENCE_NUMBER"},
-        {47, "INVALID_PRODUCER_EPOCH"},
-        {53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"},
-        {56, "KAFKA_STORAGE_ERROR"},
-        {59, "UNKNOWN_PRODUCER_ID"},
-        {76, "UNSUPPORTED_COMPRESSION_TYPE"},
-        {87, "INVALID_RECORD"},
-        {89, "THROTTLING_QUOTA_EXCEEDED"},
-        {90, "PRODUCER_FENCED"},
-        {-1, "UNKNOWN_SERVER_ERROR"},
-        {23, "UNKNOWN"},
-        {-2, "UNKNOWN"},
-        {1000, "UNKNOWN"},
-        {INT16_MAX, "UNKNOWN"},
-        {INT16_MIN, "UNKNOWN"},
-    };
-    for (size_t i = 0; i < KP_ARRAY_LEN(tab); i++) {
-        ck_assert_str_eq(kp_proto_err_name(tab[i].code), tab[i].name);
-    }
-}
-END_TEST
 
 /* ---- kp_req framing ---- */
 
@@ -1046,7 +993,6 @@ static Suite *proto_suite(void)
     TCase *tc = tcase_create("tables");
     tcase_add_test(tc, test_support);
     tcase_add_test(tc, test_pick_version);
-    tcase_add_test(tc, test_err_name);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("requests");

@@ -8,8 +8,8 @@
 
 START_TEST(test_runs_merge_and_take)
 {
-    struct kp_tally *a = kp_tally_create(NULL);
-    struct kp_tally *b = kp_tally_create(NULL);
+    struct kp_tally *a = kp_tally_create(NULL, NULL);
+    struct kp_tally *b = kp_tally_create(NULL, NULL);
     struct kp_runs r = {0}, dst = {0};
 
     kp_runs_add(&r, a, 0, 1);
@@ -39,7 +39,7 @@ END_TEST
 
 START_TEST(test_runs_take_splits_a_run)
 {
-    struct kp_tally *a = kp_tally_create(NULL);
+    struct kp_tally *a = kp_tally_create(NULL, NULL);
     struct kp_runs r = {0}, dst = {0};
 
     kp_runs_add(&r, a, 0, 5);
@@ -55,34 +55,45 @@ END_TEST
 START_TEST(test_gens_barrier)
 {
     struct kp_gens g;
+    struct kp_barrier b0, b1, b2, b3;
     kp_gens_init(&g);
 
     /* Nothing pending: a barrier is done at once. */
-    uint32_t b0 = kp_gens_next(&g);
-    ck_assert(kp_gens_done(&g, b0));
+    kp_gens_barrier(&g, &b0);
+    ck_assert(kp_gens_done(&g, b0.gen));
+    kp_gens_unwatch(&g, &b0);
 
     kp_gens_add(&g, g.current, 3);
-    uint32_t b1 = kp_gens_next(&g); /* waits for those 3 */
-    kp_gens_add(&g, g.current, 2);  /* read after the barrier */
-    ck_assert(!kp_gens_done(&g, b1));
-    kp_gens_settle(&g, b1, 2);
-    ck_assert(!kp_gens_done(&g, b1));
-    kp_gens_settle(&g, g.current, 2); /* later ones do not matter */
-    ck_assert(!kp_gens_done(&g, b1));
-    kp_gens_settle(&g, b1, 1);
-    ck_assert(kp_gens_done(&g, b1));
+    kp_gens_barrier(&g, &b1);      /* waits for those 3 */
+    kp_gens_add(&g, g.current, 2); /* read after the barrier */
+    ck_assert(!kp_gens_done(&g, b1.gen));
+    kp_gens_settle(&g, b1.gen, 2, true);
+    ck_assert(!kp_gens_done(&g, b1.gen));
+    kp_gens_settle(&g, g.current, 2, true); /* later ones do not count */
+    ck_assert(!kp_gens_done(&g, b1.gen));
+    kp_gens_settle(&g, b1.gen, 1, false);
+    ck_assert(kp_gens_done(&g, b1.gen));
+    /* it counted the fates of exactly the messages it waited for */
+    ck_assert_uint_eq(b1.delivered, 2);
+    ck_assert_uint_eq(b1.failed, 1);
+    kp_gens_unwatch(&g, &b1);
 
     /* Two barriers, settled out of order. */
     kp_gens_add(&g, g.current, 1);
-    uint32_t b2 = kp_gens_next(&g);
+    kp_gens_barrier(&g, &b2);
     kp_gens_add(&g, g.current, 1);
-    uint32_t b3 = kp_gens_next(&g);
-    kp_gens_settle(&g, b3, 1);
-    ck_assert(!kp_gens_done(&g, b2));
-    ck_assert(!kp_gens_done(&g, b3));
-    kp_gens_settle(&g, b2, 1);
-    ck_assert(kp_gens_done(&g, b2));
-    ck_assert(kp_gens_done(&g, b3));
+    kp_gens_barrier(&g, &b3);
+    kp_gens_settle(&g, b3.gen, 1, true);
+    ck_assert(!kp_gens_done(&g, b2.gen));
+    ck_assert(!kp_gens_done(&g, b3.gen));
+    kp_gens_settle(&g, b2.gen, 1, false);
+    ck_assert(kp_gens_done(&g, b2.gen));
+    ck_assert(kp_gens_done(&g, b3.gen));
+    ck_assert_uint_eq(b2.delivered + b2.failed, 1);
+    ck_assert_uint_eq(b3.delivered + b3.failed, 2);
+    kp_gens_unwatch(&g, &b3);
+    kp_gens_unwatch(&g, &b2);
+    ck_assert_ptr_null(g.barriers);
     kp_gens_deinit(&g);
 }
 END_TEST

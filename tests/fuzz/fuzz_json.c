@@ -109,7 +109,7 @@ static void fuzz_round_trip(const char *fixed, const struct kp_msg *m)
     json_t *o = json_object();
     json_t *hs = json_array();
     struct kp_msg m2;
-    enum kp_reject rej;
+    enum kp_reason rej;
     char *text;
 
     json_object_set_new(o, "topic", json_stringn(m->topic, m->topic_len));
@@ -142,7 +142,7 @@ static void fuzz_round_trip(const char *fixed, const struct kp_msg *m)
     rej = kp_line_parse_json(fixed, (const uint8_t *)text, strlen(text),
                              &scratch2, &m2);
     free(text);
-    if (rej != KP_REJ_NONE) {
+    if (rej != KP_REASON_NONE) {
         fuzz_fail("written-back message rejected");
     }
     if (!fuzz_same(m->topic, m->topic_len, m2.topic, m2.topic_len) ||
@@ -164,17 +164,17 @@ static void fuzz_round_trip(const char *fixed, const struct kp_msg *m)
 static void fuzz_one(const char *fixed, const uint8_t *p, size_t len)
 {
     struct kp_msg m;
-    enum kp_reject rej;
+    enum kp_reason rej;
     uint8_t *line;
 
     /* An exact-size copy, so that ASan sees any read past the end. */
     line = kp_malloc(len);
     memcpy(line, p, len);
     rej = kp_line_parse_json(fixed, line, len, &scratch, &m);
-    if ((unsigned)rej >= KP_REJ__COUNT) {
+    if ((unsigned)rej >= KP_REASON__COUNT) {
         fuzz_fail("reject reason out of range");
     }
-    if (rej == KP_REJ_NONE) {
+    if (rej == KP_REASON_NONE) {
         fuzz_check(fixed, &m);
         fuzz_round_trip(fixed, &m);
     }

@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct fuzz_tally {
     size_t accepted;
-    size_t rejected[KP_REJ__COUNT];
+    size_t rejected[KP_REASON__COUNT];
     uint64_t digest; /* order-sensitive hash of the accepted fields */
 };
 
@@ -104,24 +104,24 @@ static void fuzz_line(enum kp_format fmt, uint8_t sep, const char *fixed,
 {
     static char *const allow[] = {"t", "a.*", "*x"};
     struct kp_msg m;
-    enum kp_reject rej;
+    enum kp_reason rej;
     uint8_t *line;
 
     if (len == 0) {
         return; /* empty lines are skipped */
     }
     if (len > FUZZ_MAX_LINE) {
-        t->rejected[KP_REJ_TOO_LONG]++;
+        t->rejected[KP_REASON_TOO_LONG]++;
         return;
     }
     /* An exact-size copy, so that ASan sees any read past the end. */
     line = kp_malloc(len);
     memcpy(line, p, len);
     rej = kp_line_parse(fmt, sep, fixed, line, len, &scratch, &m);
-    if ((unsigned)rej >= KP_REJ__COUNT) {
+    if ((unsigned)rej >= KP_REASON__COUNT) {
         fuzz_fail("reject reason out of range");
     }
-    if (rej == KP_REJ_NONE) {
+    if (rej == KP_REASON_NONE) {
         if (fmt != KP_FMT_JSON) {
             fuzz_check_text(fmt, sep, fixed, line, len, &m);
         } else if (!kp_topic_name_valid(m.topic, m.topic_len) ||
@@ -214,7 +214,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 continue;
             } else if (acc_len == FUZZ_MAX_LINE) {
                 /* One byte more than allowed: reject, drop the rest. */
-                framed.rejected[KP_REJ_TOO_LONG]++;
+                framed.rejected[KP_REASON_TOO_LONG]++;
                 discarding = true;
                 acc_len = 0;
             } else {

@@ -216,7 +216,7 @@ def test_json_bad_lines(t):
         (jline({"topic": "jb", "value": "v", "value_base64": "dg=="}),
          "bad_json"),
         (jline({"topic": 7, "value": "v"}), "bad_json"),
-        (jline({"value": "no topic"}), "missing_field"),
+        (jline({"value": "no topic"}), "bad_format"),
         (jline({"topic": "bad/topic", "value": "v"}), "bad_topic"),
     ]
     data, good = [], []

@@ -1,0 +1,108 @@
+/*
+ * kp_router.h - the message pipeline below the network: accepted messages
+ * go to their topic and partition, batches are opened, lingered, sealed and
+ * settled. The router owns what partitions share (kp_part_env: compressor,
+ * batch-buffer pool, linger timers, flush generations, memory accounting)
+ * and the topic table, and tells the layers above through hooks:
+ *
+ *   kp_client ──route──▶ kp_router ──▶ kp_topic ──▶ kp_partition ──▶ kp_batch
+ *                            │ hooks
+ *                            ├─ changed(p)    the sender (kp_produce)
+ *                            ├─ seq_gap()     idempotence (kp_idemp)
+ *                            ├─ new_topic(t)  metadata (kp_metadata)
+ *                            ├─ backpressure  the clients (pause/resume)
+ *                            └─ settled()     flush barriers (kp_control)
+ */
+#ifndef KP_ROUTER_H
+#define KP_ROUTER_H
+
+#include <ev.h>
+
+#include "kp_batch.h"
+#include "kp_linger.h"
+#include "kp_partition.h"
+#include "kp_tally.h"
+#include "kp_topic.h"
+
+struct kp_conf;
+struct kp_counters;
+struct kp_deadletter;
+
+struct kp_router_hooks {
+    void (*changed)(void *arg, struct kp_partition *p);
+    void (*seq_gap)(void *arg, int64_t pid, int16_t epoch, const char *why);
+    void (*new_topic)(void *arg, struct kp_topic *t);
+    void (*backpressure)(void *arg, bool on);
+    void (*settled)(void *arg);
+};
+
+struct kp_router {
+    struct kp_conf *conf; /* borrowed: the current configuration */
+    struct kp_part_env env;
+    struct kp_compressor *cz; /* owned */
+    struct kp_batch_pool pool;
+    struct kp_lingers lingers;
+    struct kp_gens gens;
+    struct kp_batch_stats bstats;
+    struct kp_topic_table topics;
+    bool seal_now; /* draining: every batch goes out at once */
+
+    bool backpressure;
+    int64_t backpressure_since_ms;
+    int64_t backpressure_total_ms;
+
+    const struct kp_router_hooks *hooks;
+    void *arg; /* borrowed: the hooks' argument */
+};
+
+struct kp_router *kp_router_create(struct ev_loop *loop, struct kp_conf *conf,
+                                   struct kp_counters *n,
+                                   struct kp_deadletter *dl,
+                                   const struct kp_router_hooks *hooks,
+                                   void *arg);
+/* Frees everything; what is still held is dropped unsettled. */
+void kp_router_destroy(struct kp_router *r);
+/* Where failed messages are written from now on (NULL: nowhere). */
+void kp_router_set_deadletter(struct kp_router *r, struct kp_deadletter *dl);
+/* A reload: new settings for new batches; buffer_bytes may have changed. */
+void kp_router_reconf(struct kp_router *r, struct kp_conf *conf);
+
+/* The topic of that name, created (and announced to new_topic) if new. */
+struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
+                                 size_t len);
+/* Routes one parsed message; see kp_topic_route. */
+enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
+                               const struct kp_msg *m, int64_t ts,
+                               struct kp_tally *tally,
+                               const struct kp_header *extra,
+                               size_t extra_cnt);
+
+/* Seals every open batch (flush, drain). */
+void kp_router_seal_all(struct kp_router *r);
+/* From now on every batch is sealed at once (SIGTERM's drain). */
+void kp_router_drain(struct kp_router *r);
+/* Delivery timeouts, once a second. */
+void kp_router_expire(struct kp_router *r, int64_t now_ms,
+                      const char *idemp_detail);
+/* Shutdown deadline: fails what is held and queued (not in flight). */
+void kp_router_abandon(struct kp_router *r, enum kp_reason why);
+/* Re-evaluates every partition (a broker came up, a producer id came). */
+void kp_router_poke_all(struct kp_router *r);
+
+/* Flush barriers: seals everything and starts counting into *b the fates
+ * of what was read so far; kp_router_flushed() tells when it is all
+ * settled, kp_router_flush_end() stops counting. */
+void kp_router_flush_begin(struct kp_router *r, struct kp_barrier *b);
+bool kp_router_flushed(const struct kp_router *r, const struct kp_barrier *b);
+void kp_router_flush_end(struct kp_router *r, struct kp_barrier *b);
+
+/* Applies one topic's Metadata entry (kp_topic_on_metadata); false when
+ * the topic is not (or no longer) known. */
+bool kp_router_on_metadata(struct kp_router *r, const char *name,
+                           int16_t err, int32_t part_cnt,
+                           const int32_t *leaders);
+
+/* Time reading was paused by backpressure so far. */
+int64_t kp_router_backpressure_ms(const struct kp_router *r);
+
+#endif

@@ -1,0 +1,248 @@
+/*
+ * kp_router.c - the pipeline's shared parts and the topic table, with the
+ * hooks to the layers above: memory accounting drives backpressure,
+ * settling drives flush barriers, partition changes drive the sender.
+ */
+#include "kp_router.h"
+
+#include "kp_compress.h"
+#include "kp_conf.h"
+#include "kp_log.h"
+
+static void kp_router_on_changed(void *arg, struct kp_partition *p)
+{
+    struct kp_router *r = arg;
+    r->hooks->changed(r->arg, p);
+}
+
+static void kp_router_on_seq_gap(void *arg, int64_t pid, int16_t epoch,
+                                 const char *why)
+{
+    struct kp_router *r = arg;
+    r->hooks->seq_gap(r->arg, pid, epoch, why);
+}
+
+static void kp_router_set_backpressure(struct kp_router *r, bool on)
+{
+    int64_t now = kp_mono_ms();
+
+    r->backpressure = on;
+    if (on) {
+        r->backpressure_since_ms = now;
+        kp_info("backpressure: %lld bytes buffered (limit %lld), pausing "
+                "reads",
+                (long long)r->env.buffered_bytes,
+                (long long)r->conf->buffer_bytes);
+    } else {
+        r->backpressure_total_ms += now - r->backpressure_since_ms;
+        kp_info("backpressure released");
+    }
+    r->hooks->backpressure(r->arg, on);
+}
+
+/* Backpressure at buffer_bytes, released once a tenth is free again
+ * (hysteresis); settled messages may complete flush barriers. */
+static void kp_router_on_accounted(void *arg)
+{
+    struct kp_router *r = arg;
+    int64_t limit = r->conf->buffer_bytes;
+
+    if (!r->backpressure && r->env.buffered_bytes >= limit) {
+        kp_router_set_backpressure(r, true);
+    } else if (r->backpressure && r->env.buffered_bytes <= limit / 10 * 9) {
+        kp_router_set_backpressure(r, false);
+    }
+    r->hooks->settled(r->arg);
+}
+
+static const struct kp_part_hooks kp_router_part_hooks = {
+    .changed = kp_router_on_changed,
+    .seq_gap = kp_router_on_seq_gap,
+    .accounted = kp_router_on_accounted,
+};
+
+/* A lingering batch is due: its partition seals it. */
+static void kp_router_on_linger(void *arg, struct kp_batch *b)
+{
+    (void)arg;
+    kp_partition_seal(b->part);
+}
+
+struct kp_router *kp_router_create(struct ev_loop *loop, struct kp_conf *conf,
+                                   struct kp_counters *n,
+                                   struct kp_deadletter *dl,
+                                   const struct kp_router_hooks *hooks,
+                                   void *arg)
+{
+    struct kp_router *r = kp_calloc(1, sizeof(*r));
+
+    r->conf = conf;
+    r->hooks = hooks;
+    r->arg = arg;
+    r->cz = kp_compressor_create();
+    kp_batch_pool_init(&r->pool, conf->buffer_bytes / 4);
+    kp_lingers_init(&r->lingers, loop, kp_router_on_linger, r);
+    kp_gens_init(&r->gens);
+    r->env = (struct kp_part_env){
+        .loop = loop, .cz = r->cz, .pool = &r->pool,
+        .lingers = &r->lingers, .gens = &r->gens, .dl = dl, .n = n,
+        .bstats = &r->bstats,
+        .hooks = &kp_router_part_hooks, .arg = r,
+    };
+    kp_topic_table_init(&r->topics, &r->env, conf);
+    return r;
+}
+
+void kp_router_destroy(struct kp_router *r)
+{
+    kp_topic_table_deinit(&r->topics);
+    kp_lingers_deinit(&r->lingers);
+    kp_batch_pool_drain(&r->pool);
+    kp_gens_deinit(&r->gens);
+    kp_compressor_destroy(r->cz);
+    free(r);
+}
+
+void kp_router_set_deadletter(struct kp_router *r, struct kp_deadletter *dl)
+{
+    r->env.dl = dl;
+}
+
+void kp_router_reconf(struct kp_router *r, struct kp_conf *conf)
+{
+    r->conf = conf;
+    r->pool.limit = conf->buffer_bytes / 4;
+    kp_topic_table_reconf(&r->topics, conf);
+    kp_router_on_accounted(r); /* buffer_bytes may have changed */
+}
+
+struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
+                                 size_t len)
+{
+    struct kp_topic *t = kp_topic_lookup(&r->topics, name, len);
+
+    if (!t) {
+        t = kp_topic_create(&r->topics, name, len);
+        r->hooks->new_topic(r->arg, t);
+    }
+    return t;
+}
+
+enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
+                               const struct kp_msg *m, int64_t ts,
+                               struct kp_tally *tally,
+                               const struct kp_header *extra,
+                               size_t extra_cnt)
+{
+    return kp_topic_route(&r->topics, t, m, ts, tally, extra, extra_cnt);
+}
+
+static void kp_router_seal_topic(struct kp_topic *t, void *arg)
+{
+    (void)arg;
+    for (int32_t i = 0; i < t->part_cnt; i++) {
+        kp_partition_seal(t->parts[i]);
+    }
+}
+
+void kp_router_seal_all(struct kp_router *r)
+{
+    kp_topic_foreach(&r->topics, kp_router_seal_topic, NULL);
+}
+
+void kp_router_drain(struct kp_router *r)
+{
+    r->seal_now = true;
+    kp_router_seal_all(r);
+}
+
+struct kp_router_expiry {
+    struct kp_topic_table *tt;
+    int64_t now_ms;
+    const char *idemp_detail;
+};
+
+static void kp_router_expire_topic(struct kp_topic *t, void *arg)
+{
+    struct kp_router_expiry *e = arg;
+    kp_topic_expire(e->tt, t, e->now_ms, e->idemp_detail);
+}
+
+void kp_router_expire(struct kp_router *r, int64_t now_ms,
+                      const char *idemp_detail)
+{
+    struct kp_router_expiry e = {&r->topics, now_ms, idemp_detail};
+    kp_topic_foreach(&r->topics, kp_router_expire_topic, &e);
+}
+
+struct kp_router_abandonment {
+    struct kp_topic_table *tt;
+    enum kp_reason why;
+};
+
+static void kp_router_abandon_topic(struct kp_topic *t, void *arg)
+{
+    struct kp_router_abandonment *a = arg;
+
+    kp_topic_fail_held(a->tt, t, a->why, NULL);
+    for (int32_t i = 0; i < t->part_cnt; i++) {
+        kp_partition_abandon(t->parts[i], a->why);
+    }
+}
+
+void kp_router_abandon(struct kp_router *r, enum kp_reason why)
+{
+    struct kp_router_abandonment a = {&r->topics, why};
+    kp_topic_foreach(&r->topics, kp_router_abandon_topic, &a);
+}
+
+static void kp_router_poke_topic(struct kp_topic *t, void *arg)
+{
+    struct kp_router *r = arg;
+    for (int32_t i = 0; i < t->part_cnt; i++) {
+        r->hooks->changed(r->arg, t->parts[i]);
+    }
+}
+
+void kp_router_poke_all(struct kp_router *r)
+{
+    kp_topic_foreach(&r->topics, kp_router_poke_topic, r);
+}
+
+void kp_router_flush_begin(struct kp_router *r, struct kp_barrier *b)
+{
+    kp_router_seal_all(r);
+    kp_gens_barrier(&r->gens, b);
+}
+
+bool kp_router_flushed(const struct kp_router *r, const struct kp_barrier *b)
+{
+    return kp_gens_done(&r->gens, b->gen);
+}
+
+void kp_router_flush_end(struct kp_router *r, struct kp_barrier *b)
+{
+    kp_gens_unwatch(&r->gens, b);
+}
+
+bool kp_router_on_metadata(struct kp_router *r, const char *name,
+                           int16_t err, int32_t part_cnt,
+                           const int32_t *leaders)
+{
+    struct kp_topic *t = kp_topic_lookup(&r->topics, name, strlen(name));
+
+    if (!t) {
+        return false;
+    }
+    kp_topic_on_metadata(&r->topics, t, err, part_cnt, leaders, r->seal_now);
+    return true;
+}
+
+int64_t kp_router_backpressure_ms(const struct kp_router *r)
+{
+    int64_t ms = r->backpressure_total_ms;
+    if (r->backpressure) {
+        ms += kp_mono_ms() - r->backpressure_since_ms;
+    }
+    return ms;
+}
