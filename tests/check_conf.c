@@ -690,7 +690,8 @@ START_TEST(test_overrides)
     };
     struct kp_conf *c = load_ok_ov(
         "{\"brokers\": [\"file:1\"], \"topics\": {\"orders\": {\"acks\": 1,"
-        " \"idempotence\": false}}}",
+        " \"idempotence\": false}}, \"listeners\": [{\"path\": \"/p0\"},"
+        " {\"path\": \"/p1\", \"format\": \"json\"}]}",
         ov, KP_ARRAY_LEN(ov));
 
     ck_assert_int_eq(c->producer.linger_ms, 20);
@@ -801,7 +802,7 @@ START_TEST(test_override_errors)
     expect_ov_error(MIN_CONF, "brokers=a:1,nope", "brokers[1]: \"nope\"");
     expect_ov_error(MIN_CONF, "brokers=", "brokers: must not be empty");
     expect_ov_error(MIN_CONF, "listeners[2].path=/x",
-                    "listeners[2]: no such listener (there are 1");
+                    "listeners[2]: no such listener (there is 1;");
     expect_ov_error(MIN_CONF, "topics.bad name.linger_ms=1",
                     "topics.bad name: not a valid topic name");
     expect_ov_error(MIN_CONF, "producer=1", "producer: cannot be set whole");
