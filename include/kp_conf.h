@@ -221,9 +221,33 @@ struct kp_conf {
 };
 
 /* Parses "host:port" or "[v6addr]:port" (port 1-65535); KP_OK or KP_ERROR.
- * The one parser of broker addresses (validation, bootstrap, address_map). */
+ * The one parser of broker addresses (validation, bootstrap, address_map).
+ * On KP_OK out->host is malloc'd (free with kp_hostport_deinit); on
+ * KP_ERROR *out is untouched. out may be NULL to validate only. */
 int kp_hostport_parse(const char *s, struct kp_hostport *out);
 void kp_hostport_deinit(struct kp_hostport *hp);
+
+/* Kafka's limit on a topic name's length (Topic.MAX_NAME_LENGTH). */
+#define KP_TOPIC_NAME_MAX 249
+
+/*
+ * The one topic-name rule, for the configuration and every client line:
+ * [A-Za-z0-9._-]{1,249} and not "." or ".." (Kafka refuses both). name
+ * need not be NUL-terminated; a NUL byte inside makes it invalid.
+ */
+bool kp_topic_name_valid(const char *name, size_t len);
+
+/* What -t, stats and kp_conf_render print instead of a secret (an inline
+ * security.sasl.password); loading this text back as a password is an
+ * error, so a copied -t output cannot authenticate with it by mistake. */
+#define KP_CONF_REDACTED "<redacted>"
+
+/* buffer_bytes above this (1 TiB) would never limit anything: an error.
+ * kp_conf_check_host also refuses more than the host's memory. */
+#define KP_CONF_BUFFER_BYTES_MAX ((int64_t)1 << 40)
+
+/* A UNIX socket path's limit: sizeof(sun_path) less the NUL. */
+#define KP_CONF_SOCKET_PATH_MAX 107
 
 /* Accumulates every problem found, so -t and reload can report them all. */
 struct kp_conf_errors {
@@ -239,7 +263,24 @@ void kp_conf_errors_deinit(struct kp_conf_errors *e);
  * overrides ("dotted.path=value"; comma-separated for arrays) in order,
  * then validates. Returns a conf with refs = 1, or NULL with every problem
  * in *errs, each naming the key's path (and line:column where jansson gives
- * one).
+ * one). No message quotes a secret.
+ *
+ * -X paths: "producer.KEY", "topics.NAME.KEY" (NAME may contain dots),
+ * "listeners[N].KEY" or "listeners.N.KEY" for an existing listener (N at
+ * or past the count is an error: -X changes listeners, it never adds one),
+ * "security.tls.KEY", "http.listen", "spool.KEY". Maps are set whole:
+ * "address_map=FROM=TO,FROM2=TO2", "listeners[0].headers=NAME=VALUE,...".
+ * "null" is JSON null for keys that take it.
+ *
+ * Credentials: a relative ca_file, ca_path, cert_file, key_file,
+ * key_password_file, password_file or token_file is looked up in
+ * $CREDENTIALS_DIRECTORY when that is set (systemd LoadCredential=), else
+ * next to the configuration file (kp_conf_load_buf: the current
+ * directory); the resolved path is stored. password_file is read here (at
+ * most 64 KiB, a trailing newline stripped); the others are only resolved.
+ *
+ * Only reads files (the configuration, password_file): sockets, dead
+ * letter and spool paths are checked by kp_conf_check_host.
  */
 struct kp_conf *kp_conf_load(const char *path, char *const *overrides,
                              size_t override_cnt,
@@ -252,17 +293,50 @@ struct kp_conf *kp_conf_load_buf(const uint8_t *json, size_t len,
 struct kp_conf *kp_conf_get(struct kp_conf *c);
 void kp_conf_put(struct kp_conf *c);
 
-/* The effective configuration, defaults filled in, as pretty JSON (malloc'd). */
+/*
+ * What can be known before start-up but only from this host, for -t and
+ * the real start-up (not for kp_conf_load_buf in unit tests): the parent
+ * directory of each listener path, the control socket, dead_letter and
+ * spool.dir exists; the TLS files and token_file are readable (ca_path a
+ * directory); listener owner/group names exist; buffer_bytes is at most
+ * the host's physical memory. Appends every problem to errs; KP_OK when
+ * there was none.
+ */
+int kp_conf_check_host(const struct kp_conf *c, struct kp_conf_errors *errs);
+
+/* The effective configuration, defaults filled in, as pretty JSON (malloc'd).
+ * Secrets print as KP_CONF_REDACTED (a password read from password_file
+ * prints as null beside its path); loading the output gives an equal
+ * configuration except for an inline password. */
 char *kp_conf_to_json(const struct kp_conf *c);
+
+struct kp_buf;
+/* Appends the compact JSON object of p, values as -t writes them ("acks":
+ * "all", "compression_level": null), keys in -t's order. For stats. */
+void kp_conf_producer_render(const struct kp_producer_conf *p,
+                             struct kp_buf *out);
+/* Appends the whole configuration as compact JSON, as -t (secrets too). */
+void kp_conf_render(const struct kp_conf *c, struct kp_buf *out);
+
+/* address_map: where to connect when Metadata advertises host:port (host
+ * compared without case, a v6 host without brackets). NULL = no entry:
+ * connect to what was advertised. Borrowed from c. */
+const struct kp_hostport *kp_conf_address_lookup(const struct kp_conf *c,
+                                                 const char *host, int port);
 
 /* Producer settings for a topic: its `topics` entry, else the defaults. */
 const struct kp_producer_conf *kp_conf_producer(const struct kp_conf *c,
                                                 const char *topic);
 
 /*
- * Lists (logs at warning) the keys that differ between old and new and
- * only take effect on restart (brokers, client_id, listeners, control,
- * dead_letter, ...). Returns how many.
+ * Lists (logs at warning) the top-level keys that differ between old and
+ * new and only take effect on restart. Live (applied by a reload):
+ * producer, topics, buffer_bytes, log_level, topic_buffer_bytes,
+ * max_block_ms, metadata_max_wait_ms, max_topics, max_clients_per_uid,
+ * max_timestamp_skew_ms, topic_idle_ms, partition_metrics,
+ * reconnect_backoff_max_ms. Everything else (brokers, client_id,
+ * listeners and all their keys, control, dead_letter, security,
+ * address_map, http, spool, ...) needs a restart. Returns how many.
  */
 int kp_conf_restart_diff(const struct kp_conf *old, const struct kp_conf *cur);
 

@@ -46,8 +46,8 @@ struct kp_line_scratch {
 void kp_line_scratch_init(struct kp_line_scratch *s);
 void kp_line_scratch_deinit(struct kp_line_scratch *s);
 
-/* A valid Kafka topic name: [A-Za-z0-9._-]{1,249}. */
-bool kp_topic_name_valid(const char *name, size_t len);
+/* Topic names: kp_topic_name_valid() in kp_conf.h, the one rule that the
+ * configuration and every line share. */
 
 /*
  * Parses one line (without its '\n', never empty) in `fmt`.

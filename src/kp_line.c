@@ -2,55 +2,19 @@
  * kp_line.c - owns the meaning of one client line: the four text formats
  * (split at the first one or two separators, results are views into the
  * line, nothing copied or allocated) and the json format (jansson, decoded
- * into the caller's reusable kp_line_scratch). Also the topic-name check
- * and allow_topics matching that every line goes through.
+ * into the caller's reusable kp_line_scratch). Also the allow_topics
+ * matching that every line goes through.
  *
  * This is the ingest hot path: the text formats cost a memchr or two and a
  * table lookup per topic byte. The json format is for callers that need
  * keys, headers or binary data and accepts the cost of a JSON parser.
+ *
+ * Topic names are checked by kp_topic_name_valid (kp_conf.h): one rule for
+ * the configuration and every line.
  */
 #include "kp_line.h"
 
 #include <jansson.h>
-
-/* Kafka's own limit (Topic.MAX_NAME_LENGTH). */
-#define KP_TOPIC_MAX 249
-
-/* Bytes allowed in a topic name: [A-Za-z0-9._-]. */
-static const bool kp_topic_chars[256] = {
-    ['.'] = true, ['_'] = true, ['-'] = true, ['0'] = true, ['1'] = true,
-    ['2'] = true, ['3'] = true, ['4'] = true, ['5'] = true, ['6'] = true,
-    ['7'] = true, ['8'] = true, ['9'] = true, ['A'] = true, ['B'] = true,
-    ['C'] = true, ['D'] = true, ['E'] = true, ['F'] = true, ['G'] = true,
-    ['H'] = true, ['I'] = true, ['J'] = true, ['K'] = true, ['L'] = true,
-    ['M'] = true, ['N'] = true, ['O'] = true, ['P'] = true, ['Q'] = true,
-    ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true, ['V'] = true,
-    ['W'] = true, ['X'] = true, ['Y'] = true, ['Z'] = true, ['a'] = true,
-    ['b'] = true, ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true,
-    ['g'] = true, ['h'] = true, ['i'] = true, ['j'] = true, ['k'] = true,
-    ['l'] = true, ['m'] = true, ['n'] = true, ['o'] = true, ['p'] = true,
-    ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true, ['u'] = true,
-    ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true,
-};
-
-/*
- * True when name[0..len) is a valid Kafka topic name, [A-Za-z0-9._-]{1,249}.
- * name need not be NUL-terminated; a NUL byte inside makes it invalid.
- */
-bool kp_topic_name_valid(const char *name, size_t len)
-{
-    const uint8_t *p = (const uint8_t *)name;
-
-    if (len == 0 || len > KP_TOPIC_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (!kp_topic_chars[p[i]]) {
-            return false;
-        }
-    }
-    return true;
-}
 
 /*
  * allow_topics matching. An entry ending in '*' is a prefix ("logs.*"

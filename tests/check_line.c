@@ -98,6 +98,16 @@ START_TEST(test_topic_name_valid)
     ck_assert(!kp_topic_name_valid("caf\xc3\xa9", 5));
     ck_assert(!kp_topic_name_valid("a\xff", 2));
     ck_assert(!kp_topic_name_valid("a*", 2));
+    /* Kafka refuses "." and ".." (directory names in its log dirs); names
+     * that merely contain dots are fine. */
+    ck_assert(!kp_topic_name_valid(".", 1));
+    ck_assert(!kp_topic_name_valid("..", 2));
+    ck_assert(kp_topic_name_valid("...", 3));
+    ck_assert(kp_topic_name_valid(".a", 2));
+    ck_assert(kp_topic_name_valid("a.", 2));
+    ck_assert(kp_topic_name_valid("..x", 3));
+    ck_assert(kp_topic_name_valid(".. ", 1) == false);
+    ck_assert(kp_topic_name_valid("..x", 2) == false); /* only len bytes */
     /* Only len bytes are looked at: the invalid byte after them is not. */
     ck_assert(kp_topic_name_valid("ab cd", 2));
 
@@ -222,6 +232,17 @@ START_TEST(test_topic_value)
                      KP_REASON_BAD_TOPIC);
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("a\tb value")),
                      KP_REASON_BAD_TOPIC);
+    /* the configuration's rule: "." and ".." are not topics */
+    ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L(". value")),
+                     KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L(".. value")),
+                     KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(parse(KP_FMT_TOPIC_KEY_VALUE, ' ', NULL, L(".. k v")),
+                     KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(pj(NULL, "{\"topic\": \"..\", \"value\": \"v\"}"),
+                     KP_REASON_BAD_TOPIC);
+    ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', NULL, L("... value")),
+                     KP_REASON_NONE);
     /* A fixed topic (a configuration error here) does not override. */
     ck_assert_int_eq(parse(KP_FMT_TOPIC_VALUE, ' ', "fixed", L("mine v")),
                      KP_REASON_NONE);

@@ -760,7 +760,12 @@ def test_make_install(t):
     conf = os.path.join(dest, "etc/kproxyd/kproxyd.json")
     v = subprocess.run([inst, "-t", "-c", conf], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=tmo(20))
-    assert v.returncode == 0, v.stderr
+    # -t also checks this host, where the unit's RuntimeDirectory and
+    # StateDirectory (made by systemd before ExecStartPre) may not exist.
+    other = [line for line in v.stderr.decode("utf-8", "replace").splitlines()
+             if not re.search(r": directory /(run|var/lib)/kproxyd: No such "
+                              r"file or directory$", line)]
+    assert v.returncode == 0 or not other, v.stderr
     p = subprocess.run(args + ["uninstall"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=tmo(60))
     assert p.returncode == 0, p.stdout.decode("utf-8", "replace")
