@@ -109,8 +109,11 @@ static void kp_client_set_state(struct kp_client *c,
 {
     struct ev_loop *loop = c->set->loop;
 
-    kp_debug("client %llu: %s -> %s", (unsigned long long)c->id,
-             kp_client_state_names[c->state], kp_client_state_names[state]);
+    if (c->state != state) {
+        kp_debug("client %llu: %s -> %s", (unsigned long long)c->id,
+                 kp_client_state_names[c->state],
+                 kp_client_state_names[state]);
+    }
     c->state = state;
     if (state != KP_CLIENT_READING || c->paused) {
         ev_io_stop(loop, &c->rio);
