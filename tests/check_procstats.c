@@ -160,7 +160,7 @@ static void check_lines(const char *s, bool om)
 {
     char family[128] = "";
     char seen[4096] = " ";
-    char type[32] = "";
+    char type[256] = "";
     int samples = 0;
     while (*s) {
         const char *nl = strchr(s, '\n');
