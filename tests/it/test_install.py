@@ -436,3 +436,63 @@ def test_units_under_systemd(t):
                 ["journalctl", "-u", unit, "--no-pager"], check=False))
     finally:
         box.stop()
+
+
+# --------------------------------------------------------------------------
+# The Grafana dashboard
+
+METRIC_RE = re.compile(r"\b((?:kproxyd|process)_[a-z0-9_]+)")
+# Promised by the lead's branch (label "code" on the broker errors).
+PENDING_LABELS = {"code"}
+
+
+def test_dashboard_uses_exported_names(t):
+    """conf/grafana-dashboard.json queries only metric names a running
+    kproxyd exports (its `metrics` reply) or the process_* families
+    (kp_procstats), and groups by labels those families have."""
+    with open(os.path.join(REPO, "conf", "grafana-dashboard.json")) as f:
+        dash = json.load(f)
+    exprs = [tg["expr"] for p in dash["panels"] for tg in p.get("targets",
+                                                                   [])]
+    for v in dash["templating"]["list"]:
+        if isinstance(v.get("query"), dict):
+            exprs.append(v["query"]["query"])
+    assert len(exprs) > 20, exprs
+
+    c = t.cluster(topics={"events": 2})
+    k = t.kproxyd(c)
+    r = send(k.sock, b"events one\nevents two\n")
+    assert r["delivered"] == 2, r
+    lines = k.control_lines("metrics", until="# EOF")
+    samples = {}   # sample name -> set of label names (None: no sample)
+    suffixes = {"counter": ("_total",), "info": ("_info",),
+                "histogram": ("_bucket", "_count", "_sum")}
+    for line in lines:
+        if line.startswith("# TYPE "):
+            _, _, fam, typ = line.split(" ", 3)
+            for suf in suffixes.get(typ, ("",)):
+                samples.setdefault(fam + suf, None)
+            continue
+        if line.startswith("#") or not line:
+            continue
+        name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)
+        labels = set(re.findall(r'([a-zA-Z_]+)="', line.split(" ")[0]))
+        samples[name] = (samples.get(name) or set()) | labels
+    with open(os.path.join(REPO, "src", "kp_procstats.c")) as f:
+        procsrc = f.read()
+    for expr in exprs:
+        for name in METRIC_RE.findall(expr):
+            if name.startswith("process_"):
+                base = name[:-len("_total")] if name.endswith("_total") \
+                    else name
+                assert '"%s"' % base in procsrc, (name, expr)
+                continue
+            assert name in samples, (name, expr, sorted(samples))
+            for grp in re.findall(r"by \(([^)]*)\)", expr):
+                for label in (x.strip() for x in grp.split(",")):
+                    if label in ("instance", "job", "le"):
+                        continue
+                    assert samples[name] is None or \
+                        label in samples[name] or \
+                        label in PENDING_LABELS, (name, label, expr)
+    assert k.stop() == 0
