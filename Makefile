@@ -147,7 +147,7 @@ run: deps all tools
 # an edited configuration survives every install. Units get @BINDIR@
 # replaced by $(PREFIX)/bin.
 CONFDIR = $(DESTDIR)$(SYSCONFDIR)/kproxyd
-UNITS := kproxyd.service kproxyd@.service kproxyd.socket
+SYSTEMD_UNITS := kproxyd.service kproxyd@.service kproxyd.socket
 
 install: $(BUILD)/kproxyd
 	install -D -m 0755 $(BUILD)/kproxyd $(DESTDIR)$(PREFIX)/bin/kproxyd
@@ -161,7 +161,7 @@ install: $(BUILD)/kproxyd
 	    install -m 0644 conf/kproxyd.json $(CONFDIR)/kproxyd.json; \
 	fi
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
-	@set -e; for u in $(UNITS); do \
+	@set -e; for u in $(SYSTEMD_UNITS); do \
 	    echo "install $$u $(DESTDIR)$(UNITDIR)/$$u"; \
 	    sed 's|@BINDIR@|$(PREFIX)/bin|g' $$u > $(DESTDIR)$(UNITDIR)/$$u.tmp; \
 	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp; \
@@ -178,7 +178,7 @@ install: $(BUILD)/kproxyd
 # the sample, unedited; the directories only when empty.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/kproxyd \
-	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(SYSTEMD_UNITS)) \
 	      $(DESTDIR)$(MANDIR)/man8/kproxyd.8 \
 	      $(DESTDIR)$(MANDIR)/man5/kproxyd.json.5 \
 	      $(DESTDIR)$(DOCDIR)/README.md \
