@@ -6,12 +6,20 @@
 #   make check      install missing packages, build, run every test: unit
 #                   (check), integration (mock cluster), fuzz corpora, then
 #                   the same again under ASan+UBSan
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing
+#                   /etc/kproxyd/kproxyd.json; the sample goes beside it)
+#   make uninstall  the same files again (an edited config stays)
 #
 # Objects go to $(BUILD) (build/ by default, build/asan for sanitizers).
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= /etc
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/kproxyd
+# Where systemd looks for units (Debian: /lib/systemd/system).
+UNITDIR ?= $(or $(shell pkg-config --variable=systemdsystemunitdir systemd \
+                 2>/dev/null),/lib/systemd/system)
 BUILD ?= build
 SANITIZE ?=
 
@@ -20,7 +28,7 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
         -Wmissing-prototypes -Wformat=2 -Wvla -Wimplicit-fallthrough
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 $(WARN) -Iinclude -MMD -MP -D_GNU_SOURCE
-LDLIBS := -lev -lzstd -llz4 -ljansson -lz -lm
+LDLIBS := -lev -lzstd -llz4 -lsnappy -lmicrohttpd -ljansson -lz -lm
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -134,20 +142,54 @@ check: deps
 run: deps all tools
 	@sh tests/run_dev.sh $(BUILD)/kproxyd
 
+# The configuration: the sample is always (re)installed as
+# kproxyd.json.sample; kproxyd.json is created from it only when absent, so
+# an edited configuration survives every install. Units get @BINDIR@
+# replaced by $(PREFIX)/bin.
+CONFDIR = $(DESTDIR)$(SYSCONFDIR)/kproxyd
+SYSTEMD_UNITS := kproxyd.service kproxyd@.service kproxyd.socket
+
 install: $(BUILD)/kproxyd
 	install -D -m 0755 $(BUILD)/kproxyd $(DESTDIR)$(PREFIX)/bin/kproxyd
-	install -D -m 0644 conf/kproxyd.json $(DESTDIR)/etc/kproxyd/kproxyd.json
-	install -d $(DESTDIR)/lib/systemd/system
-	sed 's|@BINDIR@|$(PREFIX)/bin|g' kproxyd.service \
-	    > $(DESTDIR)/lib/systemd/system/kproxyd.service
-	install -m 0644 kproxyd.socket $(DESTDIR)/lib/systemd/system/kproxyd.socket
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/kproxyd/README.md
+	install -d -m 0755 $(CONFDIR)
+	install -m 0644 conf/kproxyd.json $(CONFDIR)/kproxyd.json.sample
+	@if [ -e $(CONFDIR)/kproxyd.json ]; then \
+	    echo "install: kept $(CONFDIR)/kproxyd.json;" \
+	         "the new sample is kproxyd.json.sample beside it"; \
+	else \
+	    echo "install -m 0644 conf/kproxyd.json $(CONFDIR)/kproxyd.json"; \
+	    install -m 0644 conf/kproxyd.json $(CONFDIR)/kproxyd.json; \
+	fi
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	@set -e; for u in $(SYSTEMD_UNITS); do \
+	    echo "install $$u $(DESTDIR)$(UNITDIR)/$$u"; \
+	    sed 's|@BINDIR@|$(PREFIX)/bin|g' $$u > $(DESTDIR)$(UNITDIR)/$$u.tmp; \
+	    chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp; \
+	    mv -f $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+	install -D -m 0644 doc/kproxyd.8 $(DESTDIR)$(MANDIR)/man8/kproxyd.8
+	install -D -m 0644 doc/kproxyd.json.5 \
+	    $(DESTDIR)$(MANDIR)/man5/kproxyd.json.5
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 conf/grafana-dashboard.json \
+	    $(DESTDIR)$(DOCDIR)/grafana-dashboard.json
 
+# Removes what install added. kproxyd.json goes only while it is still
+# the sample, unedited; the directories only when empty.
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/kproxyd \
-	      $(DESTDIR)/lib/systemd/system/kproxyd.service \
-	      $(DESTDIR)/lib/systemd/system/kproxyd.socket \
-	      $(DESTDIR)$(PREFIX)/share/doc/kproxyd/README.md
+	      $(addprefix $(DESTDIR)$(UNITDIR)/,$(SYSTEMD_UNITS)) \
+	      $(DESTDIR)$(MANDIR)/man8/kproxyd.8 \
+	      $(DESTDIR)$(MANDIR)/man5/kproxyd.json.5 \
+	      $(DESTDIR)$(DOCDIR)/README.md \
+	      $(DESTDIR)$(DOCDIR)/grafana-dashboard.json
+	@if [ -e $(CONFDIR)/kproxyd.json ]; then \
+	    if cmp -s $(CONFDIR)/kproxyd.json $(CONFDIR)/kproxyd.json.sample; \
+	    then rm -f $(CONFDIR)/kproxyd.json; \
+	    else echo "uninstall: kept $(CONFDIR)/kproxyd.json (edited)"; fi; \
+	fi
+	rm -f $(CONFDIR)/kproxyd.json.sample
+	-rmdir $(CONFDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
 	rm -rf build

@@ -8,8 +8,24 @@
  *  - zstd: a ZSTD_CCtx driven by ZSTD_compress2 (one frame per batch);
  *  - lz4:  an LZ4F_cctx producing one LZ4 frame with independent 64 KiB
  *    blocks and no content checksum, as librdkafka writes (Kafka rejects
- *    linked blocks).
- * Snappy is not built in.
+ *    linked blocks);
+ *  - snappy: the snappy-java ("xerial") stream the Java producer writes
+ *    (Kafka's SnappyCompression wraps SnappyOutputStream), libsnappy's C API
+ *    for each block:
+ *
+ *      +------+-----+-----+-----+-----+-----+-----+------+
+ *      | 0x82 | 'S' | 'N' | 'A' | 'P' | 'P' | 'Y' | 0x00 |  magic
+ *      +------+-----+-----+-----+-----+-----+-----+------+
+ *      | version = 1 (int32 BE)  | compatible = 1 (BE)   |
+ *      +-------------------------+-----------------------+
+ *      | block length (int32 BE) | raw snappy of <= 32 KiB of input | ...
+ *
+ *    Every Kafka decoder reads it: the broker and Java consumers through
+ *    SnappyInputStream, librdkafka through rd_kafka_snappy_java_uncompress,
+ *    sarama/kafka-python by the magic. librdkafka itself writes one raw
+ *    snappy block (no framing); the decoder here reads both, as they do.
+ *    libsnappy has no levels and no reusable context: it sizes its hash
+ *    table per call.
  *
  * Decompression (tests, splitting a batch the broker found too large) is
  * streaming and stops with KP_ERROR as soon as the output would pass
@@ -19,6 +35,7 @@
 
 #include <limits.h>
 #include <lz4frame.h>
+#include <snappy-c.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -30,6 +47,14 @@ static const char *const kp_compress_codec_names[KP_CODEC__COUNT] = {
 
 /* Output room added per step while decompressing. */
 #define KP_DECOMP_CHUNK (64 * 1024)
+
+/* snappy-java's stream header and its default block (SnappyOutputStream's
+ * DEFAULT_BLOCK_SIZE, what the Java producer uses). */
+static const uint8_t kp_xerial_magic[8] = {0x82, 'S', 'N', 'A',
+                                           'P',  'P', 'Y', 0};
+#define KP_XERIAL_HEADER_LEN 16
+#define KP_XERIAL_VERSION 1
+#define KP_XERIAL_BLOCK (32 * 1024)
 
 struct kp_compressor {
     z_stream gz; /* owned; valid when gz_ready */
@@ -75,8 +100,8 @@ bool kp_codec_available(enum kp_codec codec)
     case KP_CODEC_GZIP:
     case KP_CODEC_LZ4:
     case KP_CODEC_ZSTD:
-        return true;
     case KP_CODEC_SNAPPY:
+        return true;
     case KP_CODEC__COUNT:
     default:
         return false;
@@ -214,9 +239,45 @@ fail:
 }
 
 /*
+ * The snappy-java stream: header, then each KP_XERIAL_BLOCK of input as one
+ * length-prefixed raw snappy block. Room is reserved a block at a time, so
+ * a batch buffer sized for the input rarely has to grow. An empty input
+ * still gets one (empty) block: librdkafka takes a header-only stream for
+ * raw snappy and fails it.
+ */
+static int kp_compress_snappy(const uint8_t *in, size_t n, struct kp_buf *out)
+{
+    size_t start = out->len;
+    uint8_t *hdr = kp_buf_reserve(out, KP_XERIAL_HEADER_LEN);
+    memcpy(hdr, kp_xerial_magic, sizeof(kp_xerial_magic));
+    kp_wr_u32(hdr + 8, KP_XERIAL_VERSION);  /* version */
+    kp_wr_u32(hdr + 12, KP_XERIAL_VERSION); /* minimum compatible */
+    out->len += KP_XERIAL_HEADER_LEN;
+
+    size_t off = 0;
+    do {
+        size_t blk = KP_MIN(n - off, (size_t)KP_XERIAL_BLOCK);
+        size_t zlen = snappy_max_compressed_length(blk);
+        uint8_t *dst = kp_buf_reserve(out, 4 + zlen);
+        snappy_status st = snappy_compress((const char *)in + off, blk,
+                                           (char *)dst + 4, &zlen);
+        if (st != SNAPPY_OK) {
+            kp_err("snappy: compress %zu bytes: status %d", blk, (int)st);
+            out->len = start;
+            return KP_ERROR;
+        }
+        kp_wr_u32(dst, (uint32_t)zlen); /* block length */
+        out->len += 4 + zlen;
+        off += blk;
+    } while (off < n);
+    return KP_OK;
+}
+
+/*
  * Appends the compressed form of in[0..n) to *out, using the compressor's
  * reusable context for `codec`. level KP_LEVEL_DEFAULT picks the codec's
- * default (gzip 6, zstd 3, lz4 0 = fast). On KP_ERROR (logged) out->len is
+ * default (gzip 6, zstd 3, lz4 0 = fast); snappy has no levels and ignores
+ * it. On KP_ERROR (logged) out->len is
  * unchanged.
  */
 int kp_compress(struct kp_compressor *cz, enum kp_codec codec, int level,
@@ -239,6 +300,7 @@ int kp_compress(struct kp_compressor *cz, enum kp_codec codec, int level,
     case KP_CODEC_LZ4:
         return kp_compress_lz4(cz, level, in, n, out);
     case KP_CODEC_SNAPPY:
+        return kp_compress_snappy(in, n, out); /* no levels */
     case KP_CODEC__COUNT:
     default:
         break;
@@ -378,6 +440,71 @@ static int kp_decompress_zstd(const uint8_t *in, size_t n, size_t max_out,
     return ret;
 }
 
+/* One raw snappy block, appended if its declared length fits the bound. */
+static int kp_unsnappy_block(const uint8_t *in, size_t n, size_t max_out,
+                             struct kp_buf *out, size_t start)
+{
+    size_t len;
+    if (snappy_uncompressed_length((const char *)in, n, &len) != SNAPPY_OK ||
+        len > max_out - (out->len - start)) {
+        return KP_ERROR;
+    }
+    size_t got = len;
+    uint8_t *dst = kp_buf_reserve(out, len);
+    if (snappy_uncompress((const char *)in, n, (char *)dst, &got) !=
+            SNAPPY_OK ||
+        got != len) {
+        return KP_ERROR;
+    }
+    out->len += len;
+    return KP_OK;
+}
+
+/*
+ * Reads what Kafka's decoders read: a snappy-java stream (one or more,
+ * concatenated, as SnappyInputStream accepts: a block length equal to the
+ * magic's first four bytes starts another header), else one raw snappy
+ * block. A stream with a header and no block is refused: nothing kproxyd
+ * or the Java producer writes, and librdkafka would refuse it too.
+ */
+static int kp_decompress_snappy(const uint8_t *in, size_t n, size_t max_out,
+                                struct kp_buf *out, size_t start)
+{
+    if (n < KP_XERIAL_HEADER_LEN ||
+        memcmp(in, kp_xerial_magic, sizeof(kp_xerial_magic)) != 0) {
+        return kp_unsnappy_block(in, n, max_out, out, start);
+    }
+    struct kp_rd r;
+    kp_rd_init(&r, in, n);
+    bool header = true;
+    size_t blocks = 0;
+    while (kp_rd_left(&r) > 0) {
+        if (header) {
+            kp_rd_skip(&r, sizeof(kp_xerial_magic));
+            int32_t version = kp_rd_i32(&r); /* version */
+            (void)kp_rd_i32(&r);             /* minimum compatible */
+            if (r.err || version < KP_XERIAL_VERSION) {
+                return KP_ERROR;
+            }
+            header = false;
+            continue;
+        }
+        if (kp_rd_left(&r) >= KP_XERIAL_HEADER_LEN &&
+            memcmp(r.p, kp_xerial_magic, sizeof(kp_xerial_magic)) == 0) {
+            header = true; /* a concatenated stream */
+            continue;
+        }
+        uint32_t blen = kp_rd_u32(&r); /* block length */
+        const uint8_t *blk = kp_rd_take(&r, blen);
+        if (!blk || kp_unsnappy_block(blk, blen, max_out, out, start) !=
+                        KP_OK) {
+            return KP_ERROR;
+        }
+        blocks++;
+    }
+    return blocks > 0 && !header ? KP_OK : KP_ERROR;
+}
+
 /*
  * Appends the decompressed form of in[0..n) to *out. Returns KP_ERROR when
  * the input is malformed or truncated, or its output would exceed max_out
@@ -410,6 +537,8 @@ int kp_decompress(enum kp_codec codec, const uint8_t *in, size_t n,
         rc = kp_decompress_zstd(in, n, max_out, out, start);
         break;
     case KP_CODEC_SNAPPY:
+        rc = kp_decompress_snappy(in, n, max_out, out, start);
+        break;
     case KP_CODEC__COUNT:
     default:
         rc = KP_ERROR;

@@ -1,7 +1,7 @@
 """Operations (issue 6; SPEC "systemd", "Control socket", listener keys):
 the sd_notify protocol, socket activation, live reload, uid/gid and topic
 allow-lists, peer headers, OpenMetrics parsed by a real parser, the unit's
-sandboxing score, and `make install` / `make uninstall`."""
+sandboxing score (`make install` / `make uninstall`: test_install.py)."""
 
 import fcntl
 import json
@@ -727,51 +727,6 @@ def test_unit_exposure(t):
     exposure = float(m.group(1))
     print("exposure %.1f" % exposure)
     assert exposure <= 2.0, out
-
-
-def test_make_install(t):
-    """make install PREFIX= DESTDIR= puts the binary, the units (ExecStart
-    pointing at PREFIX/bin) and the sample config in place; make uninstall
-    removes the binary and the units."""
-    if not shutil.which("make"):
-        raise Skip("make not installed")
-    build = os.path.dirname(os.path.abspath(t.kproxyd_binary))
-    binary = os.path.join(build, "kproxyd")
-    dest = t.path("destdir")
-    rel = os.path.relpath(build, REPO)
-    # -o: never rebuild the binary under test (make would otherwise do it
-    # with other flags when the sources are newer).
-    args = ["make", "-s", "-C", REPO, "-o", os.path.join(rel, "kproxyd"),
-            "BUILD=" + rel, "DESTDIR=" + dest, "PREFIX=/opt/kp"]
-    p = subprocess.run(args + ["install"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=tmo(120))
-    assert p.returncode == 0, p.stdout.decode("utf-8", "replace")
-    inst = os.path.join(dest, "opt/kp/bin/kproxyd")
-    assert os.access(inst, os.X_OK), os.listdir(dest)
-    with open(inst, "rb") as a, open(binary, "rb") as b:
-        assert a.read() == b.read(), "installed binary differs"
-    units = os.path.join(dest, "lib/systemd/system")
-    with open(os.path.join(units, "kproxyd.service")) as f:
-        svc = f.read()
-    assert "@BINDIR@" not in svc, svc
-    assert re.search(r"^ExecStart=/opt/kp/bin/kproxyd ", svc, re.M), svc
-    assert os.path.exists(os.path.join(units, "kproxyd.socket")), \
-        os.listdir(units)
-    conf = os.path.join(dest, "etc/kproxyd/kproxyd.json")
-    v = subprocess.run([inst, "-t", "-c", conf], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=tmo(20))
-    # -t also checks this host, where the unit's RuntimeDirectory and
-    # StateDirectory (made by systemd before ExecStartPre) may not exist.
-    other = [line for line in v.stderr.decode("utf-8", "replace").splitlines()
-             if not re.search(r": directory /(run|var/lib)/kproxyd: No such "
-                              r"file or directory$", line)]
-    assert v.returncode == 0 or not other, v.stderr
-    p = subprocess.run(args + ["uninstall"], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=tmo(60))
-    assert p.returncode == 0, p.stdout.decode("utf-8", "replace")
-    assert not os.path.exists(inst)
-    assert not os.path.exists(os.path.join(units, "kproxyd.service"))
-    assert not os.path.exists(os.path.join(units, "kproxyd.socket"))
 
 
 def test_readme_operations(t):
