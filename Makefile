@@ -28,7 +28,9 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
         -Wmissing-prototypes -Wformat=2 -Wvla -Wimplicit-fallthrough
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 $(WARN) -Iinclude -MMD -MP -D_GNU_SOURCE
-LDLIBS := -lev -lzstd -llz4 -lsnappy -lmicrohttpd -ljansson -lz -lm
+CARES_LIBS := $(shell pkg-config --libs libcares 2>/dev/null || echo -lcares)
+LDLIBS := -lev -lzstd -llz4 -lsnappy -lmicrohttpd -ljansson -lz -lm \
+          $(CARES_LIBS)
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
