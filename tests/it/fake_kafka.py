@@ -14,7 +14,7 @@ test_fake_security.py proves its TLS and SASL against librdkafka.
     fk.start()                     # listens on 127.0.0.1:<free port>
     ... kproxyd with brokers=fk.brokers ...
     fk.requests                    # every request, decoded (dicts below)
-    fk.values("t")                 # [value] accepted, in offset order
+    fk.values("t")                 # [value] accepted, by partition, offset
     fk.errors                      # protocol violations seen (must be [])
     fk.stop()
 
@@ -24,7 +24,8 @@ test_fake_security.py proves its TLS and SASL against librdkafka.
                    mechanisms=["SCRAM-SHA-512"], users={"u": "pw"},
                    session_lifetime_ms=2000, strict_scram_nonce=True)
 
-Constructor (every argument but the first two is keyword-only):
+Constructor (profile, topics, auto_create, unknown_tags, node_id may be
+positional; the rest are keyword-only):
   profile     a PROFILES name or a table {api_key: (min, max)}; in SASL
               modes SaslHandshake (0-1) and SaslAuthenticate (0-2) are
               added unless the table has them (a value None removes one:
@@ -41,9 +42,9 @@ Constructor (every argument but the first two is keyword-only):
   tls_min, tls_max      ssl.TLSVersion bounds (default: TLS 1.2 .. best)
   mechanisms  enabled SASL mechanisms (default: all of MECHANISMS)
   users       {username: password} for PLAIN and SCRAM
-  tokens      OAUTHBEARER: a set of accepted tokens (principal "token"),
-              a dict {token: principal}, or a function token -> principal
-              or None (see unsecured_jwt_validator())
+  tokens      OAUTHBEARER: a set of accepted tokens (each its own
+              principal), a dict {token: principal}, or a function
+              token -> principal or None (see unsecured_jwt_validator())
   scram_iterations   4096 (Kafka's minimum)
   strict_scram_nonce False: a client-final nonce that only ends with the
               server's nonce is accepted, as Kafka 3.8.1-3.9 do, and noted
@@ -55,8 +56,10 @@ Constructor (every argument but the first two is keyword-only):
               has run out without re-authentication closes the connection
   host        the host name in bootstrap and Metadata ("127.0.0.1"; with
               a name such as "localhost" the fake also listens on ::1)
-  auto_create, unknown_tags, node_id, keep_frames (False: do not keep
-              `frames`, for long runs)
+  auto_create, unknown_tags (True: unknown tagged fields in flexible
+              responses; librdkafka 2.0.2 cannot parse them in ApiVersions
+              entries), node_id, keep_frames (False: do not keep `frames`,
+              for long runs)
 
 Control (thread-safe, from the test):
   start(), stop(), context manager
@@ -85,8 +88,10 @@ Queries:
               closed: reason | None}]
   auths          successful authentications [{conn, broker, mechanism,
               principal, reauth, handshake_version, authenticate_version
-              (None for raw tokens), session_lifetime_ms, quirks, t}]
-  auth_failures  [{conn, broker, mechanism, user, reason, message, t}]
+              (None for raw tokens), session_lifetime_ms, quirks (SCRAM
+              nonce), extensions (SCRAM/OAUTHBEARER), t}]
+  auth_failures  [{conn, broker, mechanism, user, reason, message
+              (what the client was told), reauth, t}]
   tls_failures   [{conn, broker, reason, t}]
   events         [{kind, conn, broker, t, detail}]: kinds
               "session_expired", "fault_close", "dropped_response"

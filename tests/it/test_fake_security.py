@@ -729,6 +729,30 @@ def test_fault_leader_moves_and_broker_stops(t):
     s.close()
 
 
+def test_fault_broker_down_and_back(t):
+    """A broker stops without failover (its port refuses connections,
+    Metadata lists it no more and gives its partition no leader): the
+    values for that partition wait; once the broker listens again on its
+    port they are delivered, exactly once."""
+    fk = fake(t, partitions=3)
+    c = Client(t, fk, {"reconnect.backoff.max.ms": 200}, rounds=2,
+               timeout=20)
+    assert c.round_done()["delivered"] == N
+    down = fk.node_ids[2]
+    fk.stop_broker(down)
+    t_down = time.monotonic()
+    before = len([x for x in fk.records(TOPIC) if x[1] == 2])
+    c.go()
+    time.sleep(0.6)
+    after = len([x for x in fk.records(TOPIC) if x[1] == 2])
+    assert after == before, "partition 2 grew while its leader was down"
+    fk.start_broker(down)
+    out = c.result()
+    check_delivered(out, fk, 2 * N)
+    assert [r for r in fk.reqs(API_PRODUCE, broker=down)
+            if r["t"] > t_down], "nothing produced to the restarted broker"
+
+
 def test_fault_produce_errors_and_delays(t):
     """An injected retriable error (NOT_ENOUGH_REPLICAS) is retried, a
     non-retriable one (INVALID_RECORD) fails the messages of that
