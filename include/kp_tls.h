@@ -25,12 +25,12 @@
  *
  * Wiring in the broker connection (state after connect):
  *
- *   connect ok ──▶ kp_tls_create(ctx, fd, advertised_host) ──▶ TLS state
+ *   connect ok --> kp_tls_create(ctx, fd, advertised_host) --> TLS state
  *   TLS state:   kp_tls_handshake(t, &want)
- *                  KP_AGAIN ─▶ arm EV_READ or EV_WRITE per want, retry on it
- *                  KP_OK    ─▶ next state (ApiVersions / SASL); log
+ *                  KP_AGAIN -> arm EV_READ or EV_WRITE per want, retry on it
+ *                  KP_OK    -> next state (ApiVersions / SASL); log
  *                              kp_tls_version() + kp_tls_cipher()
- *                  KP_ERROR ─▶ log kp_tls_error(), close, back off
+ *                  KP_ERROR -> log kp_tls_error(), close, back off
  *   up:          writes with kp_tls_writev(), reads with kp_tls_read()
  *                (instead of writev(2) / read(2)); a read loop ends on
  *                KP_AGAIN, never merely because the fd has nothing left:
@@ -93,8 +93,8 @@ struct kp_tls_stats {
 
 /* ---- context ---- */
 
-struct kp_tls_ctx *kp_tls_ctx_create(const struct kp_tls_conf *conf,
-                                     char *err, size_t errlen);
+struct kp_tls_ctx *kp_tls_ctx_create(const struct kp_tls_conf *conf, char *err,
+                                     size_t errlen);
 struct kp_tls_ctx *kp_tls_ctx_get(struct kp_tls_ctx *c);
 void kp_tls_ctx_put(struct kp_tls_ctx *c);
 bool kp_tls_ctx_verifies(const struct kp_tls_ctx *c);

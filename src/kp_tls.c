@@ -74,9 +74,9 @@ struct kp_tls {
     size_t first_len;
     bool cert_requested; /* the broker asked for a client certificate that
                             kproxyd does not have */
-    long verr;          /* first verification error seen, X509_V_OK if none */
-    int verr_depth;     /* depth of the certificate it concerns */
-    char vcert[512];    /* that certificate, described for the operator */
+    long verr;           /* first verification error seen, X509_V_OK if none */
+    int verr_depth;      /* depth of the certificate it concerns */
+    char vcert[512];     /* that certificate, described for the operator */
     struct kp_tls_stats stats;
     char err[1024];
 };
@@ -300,8 +300,8 @@ static int kp_tls_load_cert(SSL_CTX *sc, const struct kp_tls_conf *conf,
     }
     if (kp_tls_check_file("tls.cert_file", conf->cert_file, false, err,
                           errlen) != KP_OK ||
-        kp_tls_check_file("tls.key_file", conf->key_file, false, err,
-                          errlen) != KP_OK) {
+        kp_tls_check_file("tls.key_file", conf->key_file, false, err, errlen) !=
+            KP_OK) {
         return KP_ERROR;
     }
     if (SSL_CTX_use_certificate_chain_file(sc, conf->cert_file) != 1) {
@@ -370,8 +370,8 @@ static SSL_CTX *kp_tls_ssl_ctx_new(char *err, size_t errlen)
  * Returns the context with one reference (release with kp_tls_ctx_put),
  * or NULL with err saying which file and why.
  */
-struct kp_tls_ctx *kp_tls_ctx_create(const struct kp_tls_conf *conf,
-                                     char *err, size_t errlen)
+struct kp_tls_ctx *kp_tls_ctx_create(const struct kp_tls_conf *conf, char *err,
+                                     size_t errlen)
 {
     ERR_clear_error();
     SSL_CTX *sc = kp_tls_ssl_ctx_new(err, errlen);
@@ -450,8 +450,7 @@ static void kp_tls_cat_name(char *buf, size_t cap, const X509_NAME *name)
  * names" when there are none. */
 static void kp_tls_cat_sans(char *buf, size_t cap, X509 *x)
 {
-    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL,
-                                           NULL);
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     int shown = 0;
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && shown < 8; i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
@@ -508,8 +507,8 @@ static int kp_tls_on_verify(int ok, X509_STORE_CTX *xs)
     if (ok) {
         return ok;
     }
-    SSL *ssl = X509_STORE_CTX_get_ex_data(xs,
-                                          SSL_get_ex_data_X509_STORE_CTX_idx());
+    SSL *ssl =
+        X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct kp_tls *t = ssl ? SSL_get_app_data(ssl) : NULL;
     if (t && t->verr == X509_V_OK) {
         t->verr = X509_STORE_CTX_get_error(xs);
@@ -783,8 +782,7 @@ static int kp_tls_fail(struct kp_tls *t, const char *op, int ssl_err,
                (!kp_tls_first_is_tls(t) || (dropped && t->first_len == 0))) {
         kp_tls_diag_plaintext(t, dropped);
     } else if (eof) {
-        kp_tls_cat(t->err, sizeof(t->err),
-                   "the broker closed the connection");
+        kp_tls_cat(t->err, sizeof(t->err), "the broker closed the connection");
     } else if (ssl_err == SSL_ERROR_SYSCALL && e == 0) {
         kp_tls_cat(t->err, sizeof(t->err), "%s", strerror(sys_errno));
     } else {
@@ -910,8 +908,8 @@ static int kp_tls_flush_cbuf(struct kp_tls *t, enum kp_tls_want *want)
 {
     while (t->cpos < t->clen) {
         size_t done;
-        int rc = kp_tls_write1(t, t->cbuf + t->cpos, t->clen - t->cpos, &done,
-                               want);
+        int rc =
+            kp_tls_write1(t, t->cbuf + t->cpos, t->clen - t->cpos, &done, want);
         if (rc != KP_OK) {
             return rc;
         }

@@ -78,8 +78,8 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, enum kind kind,
     X509_gmtime_adj(X509_getm_notAfter(x), to_s);
     X509_set_pubkey(x, key);
     X509_NAME *n = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-                               (const unsigned char *)cn, -1, -1, 0);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn,
+                               -1, -1, 0);
     X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
     X509 *iss = issuer ? issuer : x;
     add_ext(x, iss, NID_subject_key_identifier, "hash");
@@ -114,8 +114,7 @@ static void write_key(const char *name, EVP_PKEY *k, const char *pass)
 {
     FILE *f = fopen(P(name), "w");
     ck_assert_ptr_nonnull(f);
-    ck_assert_int_eq(PEM_write_PrivateKey(f, k,
-                                          pass ? EVP_aes_256_cbc() : NULL,
+    ck_assert_int_eq(PEM_write_PrivateKey(f, k, pass ? EVP_aes_256_cbc() : NULL,
                                           (const unsigned char *)pass,
                                           pass ? (int)strlen(pass) : 0, NULL,
                                           NULL),
@@ -140,10 +139,10 @@ static void make_certs(void)
     ck_assert_ptr_nonnull(mkdtemp(dir));
     EVP_PKEY *cak = EVP_EC_gen("P-256"), *ca2k = EVP_EC_gen("P-256");
     EVP_PKEY *sk = EVP_EC_gen("P-256"), *ck = EVP_EC_gen("P-256");
-    X509 *ca = make_cert(cak, "kproxyd test CA", CA, NULL, NULL, NULL, -DAY,
-                         30 * DAY);
-    X509 *ca2 = make_cert(ca2k, "untrusted CA", CA, NULL, NULL, NULL, -DAY,
-                          30 * DAY);
+    X509 *ca =
+        make_cert(cak, "kproxyd test CA", CA, NULL, NULL, NULL, -DAY, 30 * DAY);
+    X509 *ca2 =
+        make_cert(ca2k, "untrusted CA", CA, NULL, NULL, NULL, -DAY, 30 * DAY);
     write_cert("ca.pem", ca);
     write_cert("ca2.pem", ca2);
     write_key("server.key", sk, NULL);
@@ -163,17 +162,17 @@ static void make_certs(void)
          -DAY, DAY},
         {"untrusted.pem", "localhost", LOCALHOST_SAN, SERVER, ca2, ca2k, -DAY,
          DAY},
-        {"selfsigned.pem", "localhost", LOCALHOST_SAN, SERVER, NULL, NULL,
-         -DAY, DAY},
+        {"selfsigned.pem", "localhost", LOCALHOST_SAN, SERVER, NULL, NULL, -DAY,
+         DAY},
         {"client.pem", "kproxyd-client", NULL, CLIENT, ca, cak, -DAY, DAY},
         {"client2.pem", "kproxyd-client", NULL, CLIENT, ca2, ca2k, -DAY, DAY},
     };
     for (size_t i = 0; i < KP_ARRAY_LEN(certs); i++) {
         bool cli = certs[i].kind == CLIENT;
-        X509 *x = make_cert(cli ? ck : sk, certs[i].cn, certs[i].kind,
-                            certs[i].san, certs[i].iss,
-                            certs[i].ik ? certs[i].ik : sk, certs[i].from,
-                            certs[i].to);
+        X509 *x =
+            make_cert(cli ? ck : sk, certs[i].cn, certs[i].kind, certs[i].san,
+                      certs[i].iss, certs[i].ik ? certs[i].ik : sk,
+                      certs[i].from, certs[i].to);
         write_cert(certs[i].file, x);
         X509_free(x);
     }
@@ -228,13 +227,12 @@ static SSL_CTX *srv_ctx(const char *cert, bool want_client_cert,
 {
     SSL_CTX *c = SSL_CTX_new(TLS_server_method());
     ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(c, P(cert)), 1);
-    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(c, P("server.key"),
-                                                 SSL_FILETYPE_PEM),
-                     1);
+    ck_assert_int_eq(
+        SSL_CTX_use_PrivateKey_file(c, P("server.key"), SSL_FILETYPE_PEM), 1);
     if (want_client_cert) {
         ck_assert_int_eq(SSL_CTX_load_verify_file(c, P("ca.pem")), 1);
-        SSL_CTX_set_verify(
-            c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+        SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           NULL);
     }
     if (max_version) {
         SSL_CTX_set_security_level(c, 0);
@@ -411,8 +409,7 @@ static void pair_wait(struct pair *p, enum kp_tls_want w)
         {p->s.failed || p->s.closed ? -1 : p->s.fd, p->s.events, 0},
     };
     int n = poll(f, 2, 10000);
-    ck_assert_msg(n > 0, "no progress: client wants %s",
-                  kp_tls_want_names[w]);
+    ck_assert_msg(n > 0, "no progress: client wants %s", kp_tls_want_names[w]);
 }
 
 static int handshake(struct pair *p)
@@ -461,8 +458,7 @@ static int read_all(struct pair *p, struct kp_buf *out, size_t want,
 
 static struct kp_tls_conf conf_ca(void)
 {
-    return (struct kp_tls_conf){.ca_file = (char *)P("ca.pem"),
-                                .verify = true};
+    return (struct kp_tls_conf){.ca_file = (char *)P("ca.pem"), .verify = true};
 }
 
 /* ---- stderr capture (the verify=false warning) ---- */
@@ -532,24 +528,30 @@ START_TEST(test_ctx_errors)
         {{.cert_file = (char *)P("client.pem"), .verify = true},
          {"tls.cert_file and tls.key_file", NULL, NULL}},
         {{.cert_file = (char *)P("nope.pem"),
-          .key_file = (char *)P("client.key"), .verify = true},
+          .key_file = (char *)P("client.key"),
+          .verify = true},
          {"tls.cert_file", "nope.pem", "No such file"}},
         {{.cert_file = (char *)P("garbage.pem"),
-          .key_file = (char *)P("client.key"), .verify = true},
+          .key_file = (char *)P("client.key"),
+          .verify = true},
          {"tls.cert_file", "garbage.pem", NULL}},
         {{.cert_file = (char *)P("client.pem"),
-          .key_file = (char *)P("server.key"), .verify = true},
+          .key_file = (char *)P("server.key"),
+          .verify = true},
          {"tls.key_file", "server.key", "does not match"}},
         {{.cert_file = (char *)P("client.pem"),
-          .key_file = (char *)P("client-enc.key"), .verify = true},
+          .key_file = (char *)P("client-enc.key"),
+          .verify = true},
          {"client-enc.key", "encrypted", "tls.key_password_file"}},
         {{.cert_file = (char *)P("client.pem"),
           .key_file = (char *)P("client-enc.key"),
-          .key_password_file = (char *)P("pass-wrong"), .verify = true},
+          .key_password_file = (char *)P("pass-wrong"),
+          .verify = true},
          {"tls.key_file", "client-enc.key", "wrong password"}},
         {{.cert_file = (char *)P("client.pem"),
           .key_file = (char *)P("client-enc.key"),
-          .key_password_file = (char *)P("nopass"), .verify = true},
+          .key_password_file = (char *)P("nopass"),
+          .verify = true},
          {"tls.key_password_file", "nopass", "No such file"}},
     };
     for (size_t i = 0; i < KP_ARRAY_LEN(tab); i++) {
@@ -704,18 +706,18 @@ START_TEST(test_verify_expired)
                 (const char *const[]){"certificate verification failed",
                                       "certificate has expired",
                                       "subject CN=localhost", NULL});
-    expect_fail("future.pem", "localhost",
-                (const char *const[]){"certificate is not yet valid",
-                                      "clock", NULL});
+    expect_fail(
+        "future.pem", "localhost",
+        (const char *const[]){"certificate is not yet valid", "clock", NULL});
 }
 END_TEST
 
 START_TEST(test_verify_wrong_host)
 {
-    expect_fail("other.pem", "localhost",
-                (const char *const[]){"hostname mismatch", "not for \"localhost\"",
-                                      "DNS:other.example", "tls.server_name",
-                                      NULL});
+    expect_fail(
+        "other.pem", "localhost",
+        (const char *const[]){"hostname mismatch", "not for \"localhost\"",
+                              "DNS:other.example", "tls.server_name", NULL});
     /* The advertised host is what counts: a certificate for localhost does
      * not pass for broker1.example even if the TCP peer is localhost. */
     expect_fail("server.pem", "broker1.example",
@@ -836,8 +838,7 @@ static void mtls_refused(const char *cert, const char *key, int max_version,
 
 START_TEST(test_mtls_refused)
 {
-    mtls_refused(NULL, NULL, 0,
-                 "the broker requires a client certificate");
+    mtls_refused(NULL, NULL, 0, "the broker requires a client certificate");
     mtls_refused(NULL, NULL, TLS1_2_VERSION, "client certificate");
     mtls_refused("client2.pem", "client.key", 0,
                  "the broker rejected kproxyd's client certificate");
@@ -945,8 +946,8 @@ START_TEST(test_data_both_ways)
     memcpy(b, a, PAT);
     /* Runs of small headers around large batches, and sizes at the
      * direct-write threshold. */
-    static const size_t large[] = {65536, 307200, 1048576, 5000,
-                                   KP_TLS_DIRECT_MIN, KP_TLS_DIRECT_MIN - 1};
+    static const size_t large[] = {
+        65536, 307200, 1048576, 5000, KP_TLS_DIRECT_MIN, KP_TLS_DIRECT_MIN - 1};
     struct seg segs[400];
     size_t nseg = 0, total = 0, large_total = 0, nsmall = 0;
     for (size_t k = 0; k < KP_ARRAY_LEN(large); k++) {
