@@ -24,8 +24,10 @@
 enum kp_api_key {
     KP_API_PRODUCE = 0,
     KP_API_METADATA = 3,
+    KP_API_SASL_HANDSHAKE = 17,
     KP_API_APIVERSIONS = 18,
     KP_API_INITPID = 22,
+    KP_API_SASL_AUTHENTICATE = 36,
 };
 #define KP_API_KEY_MAX 100 /* ApiVersions ranges are kept for keys below */
 
@@ -34,7 +36,7 @@ struct kp_api_support {
     int16_t api_key;
     int16_t min;           /* lowest kproxyd will send */
     int16_t max;           /* highest kproxyd implements */
-    int16_t flexible_from; /* first flexible version */
+    int16_t flexible_from; /* first flexible version (INT16_MAX: none) */
 };
 const struct kp_api_support *kp_proto_support(int16_t api_key);
 bool kp_proto_flexible(int16_t api_key, int16_t version);
@@ -202,5 +204,43 @@ struct kp_produce_resp {
 int kp_proto_dec_produce(const uint8_t *p, size_t len, int16_t version,
                          struct kp_produce_resp *out);
 void kp_proto_produce_resp_free(struct kp_produce_resp *r);
+
+/* ---- SaslHandshake (key 17), v0..v1 ---- */
+
+void kp_proto_enc_sasl_handshake(struct kp_req *q, int16_t version,
+                                 int32_t corr_id, const char *client_id,
+                                 const char *mechanism);
+
+struct kp_sasl_handshake_resp {
+    int16_t error;
+    char **mechanisms; /* owned, each owned */
+    int32_t mechanism_cnt;
+};
+int kp_proto_dec_sasl_handshake(const uint8_t *p, size_t len, int16_t version,
+                                struct kp_sasl_handshake_resp *out);
+void kp_proto_sasl_handshake_resp_free(struct kp_sasl_handshake_resp *r);
+
+/* ---- SaslAuthenticate (key 36), v0..v2 ---- */
+
+void kp_proto_enc_sasl_authenticate(struct kp_req *q, int16_t version,
+                                    int32_t corr_id, const char *client_id,
+                                    const uint8_t *auth, size_t auth_len);
+
+struct kp_sasl_authenticate_resp {
+    int16_t error;
+    char *error_message;       /* owned; NULL when null */
+    const uint8_t *auth_bytes; /* borrowed: points into the decoded body */
+    int32_t auth_len;
+    int64_t session_lifetime_ms; /* v1+; 0 = no re-authentication */
+};
+int kp_proto_dec_sasl_authenticate(const uint8_t *p, size_t len,
+                                   int16_t version,
+                                   struct kp_sasl_authenticate_resp *out);
+void kp_proto_sasl_authenticate_resp_free(struct kp_sasl_authenticate_resp *r);
+
+/* ---- raw SASL frames (after SaslHandshake v0) ---- */
+
+void kp_proto_enc_sasl_raw(struct kp_req *q, const uint8_t *auth,
+                           size_t auth_len);
 
 #endif

@@ -1,11 +1,13 @@
 /*
  * kp_proto.c - Kafka request encoders and response decoders: the version
  * support table, request framing with spliced record batches (for writev),
- * and the ApiVersions, Metadata, InitProducerId and Produce messages.
+ * and the ApiVersions, Metadata, InitProducerId and Produce messages, and
+ * SaslHandshake / SaslAuthenticate (with the raw frames of SASL v0).
  *
  * Written field by field against apache/kafka's
  * clients/src/main/resources/common/message/{RequestHeader,ResponseHeader,
- * ApiVersions*,Metadata*,InitProducerId*,Produce*}.json; the comment beside
+ * ApiVersions*,Metadata*,InitProducerId*,Produce*,SaslHandshake*,
+ * SaslAuthenticate*}.json; the comment beside
  * each encode/decode line is the field's name there.
  *
  * Request layout (kp_req):
@@ -30,6 +32,8 @@ static const struct kp_api_support kp_proto_support_tab[] = {
     {KP_API_METADATA, 1, 12, 9},
     {KP_API_APIVERSIONS, 0, 3, 3},
     {KP_API_INITPID, 0, 4, 2},
+    {KP_API_SASL_HANDSHAKE, 0, 1, INT16_MAX}, /* never flexible */
+    {KP_API_SASL_AUTHENTICATE, 0, 2, 2},
 };
 
 /* Returns the versions kproxyd implements for api_key, or NULL. */
@@ -814,4 +818,164 @@ int kp_proto_dec_produce(const uint8_t *p, size_t len, int16_t version,
         return KP_ERROR;
     }
     return KP_OK;
+}
+
+/* ---- SaslHandshake (key 17) ---- */
+
+/*
+ * SaslHandshake request, v0..v1 (never flexible): the mechanism's name
+ * ("PLAIN", "SCRAM-SHA-256", ...). v1 means the tokens that follow travel
+ * in SaslAuthenticate requests; v0 that they go as raw frames
+ * (kp_proto_enc_sasl_raw).
+ */
+void kp_proto_enc_sasl_handshake(struct kp_req *q, int16_t version,
+                                 int32_t corr_id, const char *client_id,
+                                 const char *mechanism)
+{
+    kp_assert(mechanism != NULL);
+    kp_proto_req_begin(q, KP_API_SASL_HANDSHAKE, version, corr_id, client_id);
+    kp_buf_put_str(&q->bytes, mechanism); /* Mechanism */
+    kp_req_finish(q);
+}
+
+/* Frees what a SaslHandshake decode allocated and empties r; safe on a
+ * zeroed, partially decoded or already freed struct. */
+void kp_proto_sasl_handshake_resp_free(struct kp_sasl_handshake_resp *r)
+{
+    for (int32_t i = 0; r->mechanisms && i < r->mechanism_cnt; i++) {
+        free(r->mechanisms[i]);
+    }
+    free(r->mechanisms);
+    memset(r, 0, sizeof(*r));
+}
+
+/*
+ * Decodes a SaslHandshake response body (after header v0). Mechanisms
+ * lists what the broker has enabled (with UNSUPPORTED_SASL_MECHANISM, the
+ * ones to choose from). Returns KP_OK (check out->error) or KP_ERROR when
+ * malformed, out then empty. Free with kp_proto_sasl_handshake_resp_free.
+ */
+int kp_proto_dec_sasl_handshake(const uint8_t *p, size_t len, int16_t version,
+                                struct kp_sasl_handshake_resp *out)
+{
+    struct kp_rd r;
+    memset(out, 0, sizeof(*out));
+    if (!kp_proto_version_ok(KP_API_SASL_HANDSHAKE, version)) {
+        return KP_ERROR;
+    }
+    kp_rd_init(&r, p, len);
+    out->error = kp_rd_i16(&r);             /* ErrorCode */
+    int32_t n = kp_get_array(&r, false, 2); /* Mechanisms */
+    if (!r.err) {
+        out->mechanisms = kp_calloc((size_t)n, sizeof(*out->mechanisms));
+        out->mechanism_cnt = n;
+    }
+    for (int32_t i = 0; i < n && !r.err; i++) {
+        out->mechanisms[i] = kp_get_strdup(&r, false, false);
+    }
+    if (r.err) {
+        kp_proto_sasl_handshake_resp_free(out);
+        return KP_ERROR;
+    }
+    return KP_OK;
+}
+
+/* ---- SaslAuthenticate (key 36) ---- */
+
+/*
+ * SaslAuthenticate request, v0..v2 (v2 flexible), carrying one client
+ * SASL message (kp_sasl_step's output) as AuthBytes. The bytes are
+ * copied: auth may be freed once this returns.
+ */
+void kp_proto_enc_sasl_authenticate(struct kp_req *q, int16_t version,
+                                    int32_t corr_id, const char *client_id,
+                                    const uint8_t *auth, size_t auth_len)
+{
+    bool flex = kp_proto_flexible(KP_API_SASL_AUTHENTICATE, version);
+    struct kp_buf *b = &q->bytes;
+    kp_assert(auth_len < INT32_MAX);
+    kp_proto_req_begin(q, KP_API_SASL_AUTHENTICATE, version, corr_id,
+                       client_id);
+    if (flex) {
+        kp_buf_put_uvarint(b, (uint64_t)auth_len + 1); /* AuthBytes */
+    } else {
+        kp_buf_put_i32(b, (int32_t)auth_len); /* AuthBytes */
+    }
+    kp_buf_put_bytes(b, auth, auth_len);
+    kp_put_tags(b, flex); /* TaggedFields */
+    kp_req_finish(q);
+}
+
+/* Frees what a SaslAuthenticate decode allocated (the error message). */
+void kp_proto_sasl_authenticate_resp_free(struct kp_sasl_authenticate_resp *r)
+{
+    free(r->error_message);
+    memset(r, 0, sizeof(*r));
+}
+
+/*
+ * Decodes a SaslAuthenticate response body (after header v0, or v1 for
+ * the flexible v2). out->auth_bytes points into p (borrowed: valid while
+ * p is); out->error_message is owned (NULL when the broker sent null);
+ * out->session_lifetime_ms is 0 before v1 and when the broker sets no
+ * lifetime. Returns KP_OK (check out->error) or KP_ERROR when malformed
+ * (a null AuthBytes included: the field is not nullable), out then empty.
+ * Free with kp_proto_sasl_authenticate_resp_free.
+ */
+int kp_proto_dec_sasl_authenticate(const uint8_t *p, size_t len,
+                                   int16_t version,
+                                   struct kp_sasl_authenticate_resp *out)
+{
+    struct kp_rd r;
+    const uint8_t *s;
+    bool flex = kp_proto_flexible(KP_API_SASL_AUTHENTICATE, version);
+    memset(out, 0, sizeof(*out));
+    if (!kp_proto_version_ok(KP_API_SASL_AUTHENTICATE, version)) {
+        return KP_ERROR;
+    }
+    kp_rd_init(&r, p, len);
+    out->error = kp_rd_i16(&r);           /* ErrorCode */
+    int32_t n = kp_get_str(&r, flex, &s); /* ErrorMessage */
+    if (!r.err && n >= 0) {
+        out->error_message = kp_strndup((const char *)s, (size_t)n);
+    }
+    if (flex) {
+        kp_check_compact_len(&r);
+    }
+    /* AuthBytes */
+    n = flex ? kp_rd_compact_bytes(&r, &s) : kp_rd_bytes(&r, &s);
+    if (n < 0) {
+        kp_rd_fail(&r);
+    }
+    out->auth_bytes = s;
+    out->auth_len = n;
+    if (version >= 1) {
+        out->session_lifetime_ms = kp_rd_i64(&r); /* SessionLifetimeMs */
+    }
+    kp_skip_tags(&r, flex); /* TaggedFields */
+    if (r.err) {
+        kp_proto_sasl_authenticate_resp_free(out);
+        return KP_ERROR;
+    }
+    return KP_OK;
+}
+
+/* ---- raw SASL frames (after SaslHandshake v0) ---- */
+
+/*
+ * A client SASL message as a raw frame: int32 size + the bytes, with no
+ * request header and no correlation id (what follows SaslHandshake v0).
+ * The broker answers with raw frames too: int32 size + the server's
+ * message, possibly empty (PLAIN's success is a zero-length frame), and
+ * no correlation id - the frame body is the message as it is. The bytes
+ * are copied.
+ */
+void kp_proto_enc_sasl_raw(struct kp_req *q, const uint8_t *auth,
+                           size_t auth_len)
+{
+    kp_assert(auth_len < INT32_MAX);
+    kp_req_reset(q);
+    kp_buf_put_i32(&q->bytes, 0); /* Size (patched by kp_req_finish) */
+    kp_buf_put_bytes(&q->bytes, auth, auth_len);
+    kp_req_finish(q);
 }

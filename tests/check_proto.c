@@ -10,6 +10,7 @@
  * Golden requests omit the leading int32 size: expect_req() checks it as
  * the length of the rest. Client id "kp", correlation id 7 throughout.
  */
+#include "kp_kerr.h"
 #include "kp_proto.h"
 
 #include <check.h>
@@ -987,12 +988,266 @@ START_TEST(test_dec_produce_v9_minimal)
 }
 END_TEST
 
+/* ---- SaslHandshake and SaslAuthenticate ----
+ * Against SaslHandshakeRequest/Response.json (v0-1, never flexible) and
+ * SaslAuthenticateRequest/Response.json (v0-2, v2 flexible). */
+
+START_TEST(test_support_sasl)
+{
+    const struct kp_api_support *s = kp_proto_support(KP_API_SASL_HANDSHAKE);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(KP_API_SASL_HANDSHAKE, 17);
+    ck_assert_int_eq(s->min, 0);
+    ck_assert_int_eq(s->max, 1);
+    ck_assert(!kp_proto_flexible(KP_API_SASL_HANDSHAKE, 0));
+    ck_assert(!kp_proto_flexible(KP_API_SASL_HANDSHAKE, 1));
+    s = kp_proto_support(KP_API_SASL_AUTHENTICATE);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_int_eq(KP_API_SASL_AUTHENTICATE, 36);
+    ck_assert_int_eq(s->min, 0);
+    ck_assert_int_eq(s->max, 2);
+    ck_assert(!kp_proto_flexible(KP_API_SASL_AUTHENTICATE, 1));
+    ck_assert(kp_proto_flexible(KP_API_SASL_AUTHENTICATE, 2));
+    /* Kafka 4 lists SaslHandshake 0-1, SaslAuthenticate 0-2; 0.10.0 only
+     * SaslHandshake 0 and no SaslAuthenticate. */
+    ck_assert_int_eq(kp_proto_pick_version(KP_API_SASL_HANDSHAKE, 0, 1), 1);
+    ck_assert_int_eq(kp_proto_pick_version(KP_API_SASL_HANDSHAKE, 0, 0), 0);
+    ck_assert_int_eq(kp_proto_pick_version(KP_API_SASL_HANDSHAKE, 0, 3), 1);
+    ck_assert_int_eq(kp_proto_pick_version(KP_API_SASL_AUTHENTICATE, 0, 2), 2);
+    ck_assert_int_eq(kp_proto_pick_version(KP_API_SASL_AUTHENTICATE, 0, 1), 1);
+    ck_assert_int_eq(kp_proto_pick_version(KP_API_SASL_AUTHENTICATE, -1, -1),
+                     -1);
+    /* Response headers: v0 except SaslAuthenticate v2 (v1, with tags). */
+    static const uint8_t tagged[] = {B32(7), TAGS_UNKNOWN, 0x00};
+    ck_assert_int_eq(kp_proto_resp_header_len(17, 1, tagged, sizeof(tagged)),
+                     4);
+    ck_assert_int_eq(kp_proto_resp_header_len(36, 1, tagged, sizeof(tagged)),
+                     4);
+    ck_assert_int_eq(kp_proto_resp_header_len(36, 2, tagged, sizeof(tagged)),
+                     10);
+    ck_assert_int_eq(kp_proto_resp_header_len(36, 2, tagged, 4), -1);
+}
+END_TEST
+
+/* clang-format off */
+static const struct golden sasl_handshake_req[] = {
+    G(0, HDR1(17, 0), B16(13), 'S', 'C', 'R', 'A', 'M', '-', 'S', 'H', 'A',
+      '-', '5', '1', '2'),                             /* Mechanism */
+    G(1, HDR1(17, 1), B16(13), 'S', 'C', 'R', 'A', 'M', '-', 'S', 'H', 'A',
+      '-', '5', '1', '2'),
+};
+
+/* AuthBytes "\0u\0pw" (PLAIN). */
+static const struct golden sasl_auth_req[] = {
+    G(0, HDR1(36, 0), B32(5), 0x00, 'u', 0x00, 'p', 'w'),
+    G(1, HDR1(36, 1), B32(5), 0x00, 'u', 0x00, 'p', 'w'),
+    G(2, HDR2(36, 2), 0x06, 0x00, 'u', 0x00, 'p', 'w', /* COMPACT_BYTES */
+      0x00),                                           /* TaggedFields */
+};
+/* clang-format on */
+
+START_TEST(test_enc_sasl)
+{
+    struct kp_req q;
+    kp_req_init(&q);
+    for (size_t i = 0; i < KP_ARRAY_LEN(sasl_handshake_req); i++) {
+        const struct golden *g = &sasl_handshake_req[i];
+        kp_proto_enc_sasl_handshake(&q, g->version, 7, "kp", "SCRAM-SHA-512");
+        expect_req(&q, g->bytes, g->len, "SaslHandshake", g->version);
+    }
+    for (size_t i = 0; i < KP_ARRAY_LEN(sasl_auth_req); i++) {
+        const struct golden *g = &sasl_auth_req[i];
+        kp_proto_enc_sasl_authenticate(&q, g->version, 7, "kp",
+                                       (const uint8_t *)"\0u\0pw", 5);
+        expect_req(&q, g->bytes, g->len, "SaslAuthenticate", g->version);
+    }
+    /* Empty AuthBytes, and 200 bytes (a two-byte compact length: 201). */
+    static const uint8_t empty0[] = {HDR1(36, 0), B32(0)};
+    static const uint8_t empty2[] = {HDR2(36, 2), 0x01, 0x00};
+    kp_proto_enc_sasl_authenticate(&q, 0, 7, "kp", NULL, 0);
+    expect_req(&q, empty0, sizeof(empty0), "SaslAuthenticate empty", 0);
+    kp_proto_enc_sasl_authenticate(&q, 2, 7, "kp", NULL, 0);
+    expect_req(&q, empty2, sizeof(empty2), "SaslAuthenticate empty", 2);
+    uint8_t tok[200], big[sizeof(tok) + 16];
+    memset(tok, 'z', sizeof(tok));
+    static const uint8_t head[] = {HDR2(36, 2), 0xc9, 0x01};
+    memcpy(big, head, sizeof(head));
+    memcpy(big + sizeof(head), tok, sizeof(tok));
+    big[sizeof(head) + sizeof(tok)] = 0x00;
+    ck_assert_uint_eq(sizeof(head) + sizeof(tok) + 1, sizeof(big));
+    kp_proto_enc_sasl_authenticate(&q, 2, 7, "kp", tok, sizeof(tok));
+    expect_req(&q, big, sizeof(big), "SaslAuthenticate 200", 2);
+    /* A raw frame after SaslHandshake v0: the size and the bytes, no
+     * header. */
+    kp_proto_enc_sasl_raw(&q, (const uint8_t *)"\0u\0pw", 5);
+    static const uint8_t raw[] = {0x00, 'u', 0x00, 'p', 'w'};
+    expect_req(&q, raw, sizeof(raw), "SASL raw", 0);
+    kp_proto_enc_sasl_raw(&q, NULL, 0);
+    expect_req(&q, raw, 0, "SASL raw empty", 0);
+    kp_req_deinit(&q);
+}
+END_TEST
+
+static int dec_sasl_handshake(const uint8_t *p, size_t len, int16_t v)
+{
+    struct kp_sasl_handshake_resp r;
+    int rc = kp_proto_dec_sasl_handshake(p, len, v, &r);
+    if (rc != KP_OK) {
+        ck_assert_ptr_null(r.mechanisms);
+    }
+    kp_proto_sasl_handshake_resp_free(&r);
+    return rc;
+}
+
+static int dec_sasl_auth(const uint8_t *p, size_t len, int16_t v)
+{
+    struct kp_sasl_authenticate_resp r;
+    int rc = kp_proto_dec_sasl_authenticate(p, len, v, &r);
+    if (rc != KP_OK) {
+        ck_assert_ptr_null(r.error_message);
+    } else {
+        ck_assert(r.auth_bytes >= p && r.auth_bytes + r.auth_len <= p + len);
+    }
+    kp_proto_sasl_authenticate_resp_free(&r);
+    return rc;
+}
+
+/* clang-format off */
+static const struct golden sasl_handshake_resp[] = {
+    /* UNSUPPORTED_SASL_MECHANISM, Mechanisms ["PLAIN", "SCRAM-SHA-256"] */
+    G(0, B16(33), B32(2), B16(5), 'P', 'L', 'A', 'I', 'N', B16(13), 'S', 'C',
+      'R', 'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6'),
+    G(1, B16(33), B32(2), B16(5), 'P', 'L', 'A', 'I', 'N', B16(13), 'S', 'C',
+      'R', 'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6'),
+};
+
+/* ErrorCode 0, ErrorMessage null, AuthBytes "v=x", SessionLifetimeMs
+ * 3600000 (v1+). */
+static const struct golden sasl_auth_resp[] = {
+    G(0, B16(0), B16(-1), B32(3), 'v', '=', 'x'),
+    G(1, B16(0), B16(-1), B32(3), 'v', '=', 'x', B64(3600000)),
+    G(2, B16(0), 0x00, 0x04, 'v', '=', 'x', B64(3600000), TAGS_UNKNOWN),
+};
+/* clang-format on */
+
+START_TEST(test_dec_sasl_handshake)
+{
+    for (size_t i = 0; i < KP_ARRAY_LEN(sasl_handshake_resp); i++) {
+        const struct golden *g = &sasl_handshake_resp[i];
+        struct kp_sasl_handshake_resp r;
+        ck_assert_int_eq(
+            kp_proto_dec_sasl_handshake(g->bytes, g->len, g->version, &r),
+            KP_OK);
+        ck_assert_int_eq(r.error, 33);
+        ck_assert_int_eq(r.mechanism_cnt, 2);
+        ck_assert_str_eq(r.mechanisms[0], "PLAIN");
+        ck_assert_str_eq(r.mechanisms[1], "SCRAM-SHA-256");
+        kp_proto_sasl_handshake_resp_free(&r);
+        ck_assert_ptr_null(r.mechanisms);
+        kp_proto_sasl_handshake_resp_free(&r); /* twice is fine */
+    }
+    hostile_all(sasl_handshake_resp, KP_ARRAY_LEN(sasl_handshake_resp),
+                dec_sasl_handshake, "SaslHandshake");
+    /* clang-format off */
+    const struct golden bad[] = {
+        G(1, B16(0), B32(-1)),                     /* null Mechanisms */
+        G(1, B16(0), B32(1), B16(-1)),             /* null Mechanism */
+        G(1, B16(0), B32(1), B16(-2)),
+        G(1, B16(0), B32(0x7fffffff), B16(0)),     /* count beyond */
+        G(1, B16(0), B32(1), B16(9), 'P'),         /* length beyond */
+        G(2, B16(0), B32(0)),                      /* no v2 */
+        G(-1, B16(0), B32(0)),
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < KP_ARRAY_LEN(bad); i++) {
+        ck_assert_int_eq(
+            dec_sasl_handshake(bad[i].bytes, bad[i].len, bad[i].version),
+            KP_ERROR);
+    }
+    /* Success with no mechanisms listed, and ILLEGAL_SASL_STATE. */
+    static const uint8_t ok[] = {B16(0), B32(0)};
+    static const uint8_t illegal[] = {B16(34), B32(0)};
+    struct kp_sasl_handshake_resp r;
+    ck_assert_int_eq(kp_proto_dec_sasl_handshake(ok, sizeof(ok), 0, &r), KP_OK);
+    ck_assert_int_eq(r.error, 0);
+    ck_assert_int_eq(r.mechanism_cnt, 0);
+    kp_proto_sasl_handshake_resp_free(&r);
+    ck_assert_int_eq(
+        kp_proto_dec_sasl_handshake(illegal, sizeof(illegal), 1, &r), KP_OK);
+    ck_assert_str_eq(kp_kerr_name(r.error), "ILLEGAL_SASL_STATE");
+    kp_proto_sasl_handshake_resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_dec_sasl_authenticate)
+{
+    for (size_t i = 0; i < KP_ARRAY_LEN(sasl_auth_resp); i++) {
+        const struct golden *g = &sasl_auth_resp[i];
+        struct kp_sasl_authenticate_resp r;
+        ck_assert_int_eq(
+            kp_proto_dec_sasl_authenticate(g->bytes, g->len, g->version, &r),
+            KP_OK);
+        ck_assert_int_eq(r.error, 0);
+        ck_assert_ptr_null(r.error_message);
+        ck_assert_int_eq(r.auth_len, 3);
+        ck_assert(memcmp(r.auth_bytes, "v=x", 3) == 0);
+        ck_assert(r.session_lifetime_ms == (g->version >= 1 ? 3600000 : 0));
+        kp_proto_sasl_authenticate_resp_free(&r);
+    }
+    hostile_all(sasl_auth_resp, KP_ARRAY_LEN(sasl_auth_resp), dec_sasl_auth,
+                "SaslAuthenticate");
+    /* SASL_AUTHENTICATION_FAILED with a message and empty AuthBytes. */
+    /* clang-format off */
+    const struct golden failed[] = {
+        G(0, B16(58), B16(3), 'b', 'a', 'd', B32(0)),
+        G(1, B16(58), B16(3), 'b', 'a', 'd', B32(0), B64(0)),
+        G(2, B16(58), 0x04, 'b', 'a', 'd', 0x01, B64(0), 0x00),
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < KP_ARRAY_LEN(failed); i++) {
+        struct kp_sasl_authenticate_resp r;
+        ck_assert_int_eq(kp_proto_dec_sasl_authenticate(failed[i].bytes,
+                                                        failed[i].len,
+                                                        failed[i].version, &r),
+                         KP_OK);
+        ck_assert_str_eq(kp_kerr_name(r.error),
+                         "SASL_AUTHENTICATION_FAILED");
+        ck_assert_str_eq(r.error_message, "bad");
+        ck_assert_int_eq(r.auth_len, 0);
+        ck_assert(r.session_lifetime_ms == 0);
+        kp_proto_sasl_authenticate_resp_free(&r);
+    }
+    hostile_all(failed, KP_ARRAY_LEN(failed), dec_sasl_auth,
+                "SaslAuthenticate failed");
+    /* clang-format off */
+    const struct golden bad[] = {
+        G(0, B16(0), B16(-1), B32(-1)),             /* null AuthBytes */
+        G(0, B16(0), B16(-1), B32(-2)),
+        G(0, B16(0), B16(-3), B32(0)),
+        G(0, B16(0), B16(-1), B32(0x7fffffff)),     /* length beyond */
+        G(2, B16(0), 0x00, 0x00, B64(0), 0x00),     /* null AuthBytes */
+        G(2, B16(0), 0x00, 0xff, 0xff, 0xff, 0xff, 0x0f, B64(0), 0x00),
+        G(2, B16(0), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0xff,
+          0x01, 0x01, B64(0), 0x00),                /* uvarint 2^64-1 */
+        G(2, B16(0), 0x00, 0x01, B64(0)),           /* no tags */
+        G(3, B16(0), 0x00, 0x01, B64(0), 0x00),     /* no v3 */
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < KP_ARRAY_LEN(bad); i++) {
+        ck_assert_msg(dec_sasl_auth(bad[i].bytes, bad[i].len, bad[i].version) ==
+                          KP_ERROR,
+                      "bad %zu decoded", i);
+    }
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
     TCase *tc = tcase_create("tables");
     tcase_add_test(tc, test_support);
     tcase_add_test(tc, test_pick_version);
+    tcase_add_test(tc, test_support_sasl);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("requests");
@@ -1002,6 +1257,7 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_enc_initpid);
     tcase_add_test(tc, test_enc_produce);
     tcase_add_test(tc, test_null_client_id);
+    tcase_add_test(tc, test_enc_sasl);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("responses");
@@ -1014,6 +1270,8 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_dec_initpid);
     tcase_add_test(tc, test_dec_produce);
     tcase_add_test(tc, test_dec_produce_v9_minimal);
+    tcase_add_test(tc, test_dec_sasl_handshake);
+    tcase_add_test(tc, test_dec_sasl_authenticate);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -7,10 +7,39 @@
  * 3 Produce); the high six bits, modulo the number of versions kproxyd
  * implements for that API, pick the version from its lowest. What a
  * decoder returns is freed, so leaks show up under LeakSanitizer.
+ *
+ * The same bytes then go through the SaslHandshake and SaslAuthenticate
+ * decoders, at the version the high six bits pick among theirs (added
+ * after the others, so the selector keeps its meaning for the corpus).
  */
 #include "kp_proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void fuzz_sasl_decoders(unsigned sel, const uint8_t *p, size_t len)
+{
+    struct kp_sasl_handshake_resp hs;
+    if (kp_proto_dec_sasl_handshake(p, len, (int16_t)(sel % 2), &hs) == KP_OK) {
+        for (int32_t i = 0; i < hs.mechanism_cnt; i++) {
+            kp_assert(hs.mechanisms[i] != NULL);
+        }
+    } else {
+        kp_assert(hs.mechanisms == NULL);
+    }
+    kp_proto_sasl_handshake_resp_free(&hs);
+
+    int16_t av = (int16_t)(sel % 3);
+    int hl = kp_proto_resp_header_len(KP_API_SASL_AUTHENTICATE, av, p, len);
+    kp_assert(hl == -1 || (hl >= 4 && (size_t)hl <= len));
+    struct kp_sasl_authenticate_resp au;
+    if (kp_proto_dec_sasl_authenticate(p, len, av, &au) == KP_OK) {
+        kp_assert(au.auth_len >= 0 && au.auth_bytes >= p &&
+                  au.auth_bytes + au.auth_len <= p + len);
+    } else {
+        kp_assert(au.error_message == NULL);
+    }
+    kp_proto_sasl_authenticate_resp_free(&au);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -70,5 +99,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     }
+    fuzz_sasl_decoders(data[0] >> 2, p, len);
     return 0;
 }
