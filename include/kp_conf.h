@@ -3,6 +3,10 @@
  * parsing, -X overrides, -t output and validation (DESIGN 17). A loaded
  * configuration is immutable and reference counted; a reload swaps it
  * whole, and an open batch keeps a reference to the one it was opened with.
+ *
+ * Pure but for reading the configuration file and password_file; what only
+ * the host can tell (directories, TLS files, users) is kp_conf_check_host,
+ * which main calls for -t and the real start-up.
  */
 #ifndef KP_CONF_H
 #define KP_CONF_H
@@ -209,7 +213,9 @@ struct kp_conf {
     size_t address_map_cnt;
     int reconnect_backoff_max_ms;    /* 10000 */
     int metadata_max_wait_ms;        /* 60000 */
-    int64_t topic_buffer_bytes;      /* default buffer_bytes / 4 */
+    int64_t topic_buffer_bytes;      /* default buffer_bytes / 4, but at
+                                        least the largest message_max_bytes
+                                        (and at most buffer_bytes) */
     int max_block_ms;                /* 60000 */
     int max_topics;                  /* 10000 */
     int max_clients_per_uid;         /* 1000 */

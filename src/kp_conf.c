@@ -13,12 +13,12 @@
  *                  ├─ "http"      ───────────▶ kp_http_table
  *                  └─ "spool"     ───────────▶ kp_spool_table
  *
- * Each entry names its field, its type's operations (kp_conf_types.c),
- * its bounds and default; each table may have a finish (kp_conf_rules.c)
- * for the rules across its keys. Loading goes file → json_t tree → each
- * -X override converted by its key's type and written into the tree
- * (kp_conf_override.c) → the tree parsed into a struct kp_conf that starts
- * from the defaults → each table's finish. Every problem is collected,
+ * Each entry names its field, its type's operations (kp_conf_types.c,
+ * kp_conf_containers.c), its bounds and default; each table may have a
+ * finish (kp_conf_rules.c) for the rules across its keys. Loading goes
+ * file → json_t tree → each -X override converted by its key's type and
+ * written into the tree (kp_conf_override.c) → the tree parsed into a
+ * struct kp_conf that starts from the defaults → each table's finish. Every problem is collected,
  * none stops the rest. -t walks the same tables back to JSON, so its
  * output loads to an equal configuration. A loaded configuration is
  * immutable and reference counted.

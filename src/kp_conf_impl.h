@@ -7,16 +7,18 @@
  * from JSON (parse), written back for -t (to_json), converted from an -X
  * string (from_string), compared for the restart diff (equal) and freed.
  * Containers (sections, topics, listeners) also know how an -X path steps
- * into them (descend). Adding a type is one ops struct in kp_conf_types.c
- * and one extern here; every walk over the tables is generic.
+ * into them (descend). Adding a type is one ops struct (kp_conf_types.c or
+ * kp_conf_containers.c) and one extern here; every walk over the tables is
+ * generic.
  *
- *   kp_conf.c           the tables, load, -t output, reference counting,
- *                       the restart diff
- *   kp_conf_types.c     the ops of every type; value syntax (host:port,
- *                       topic names)
- *   kp_conf_rules.c     rules across keys (each table's finish), secrets
- *                       and credential paths, the host checks
- *   kp_conf_override.c  -X
+ *   kp_conf.c            the tables, load, -t output, reference counting,
+ *                        the restart diff
+ *   kp_conf_types.c      the scalar and list types; the generic table walks
+ *   kp_conf_containers.c the maps, sections, topics and listeners
+ *   kp_conf_value.c      value syntax: topic names, host:port, key paths
+ *   kp_conf_rules.c      rules across keys (each table's finish), secrets
+ *                        and credential paths, the host checks
+ *   kp_conf_override.c   -X
  */
 #ifndef KP_CONF_IMPL_H
 #define KP_CONF_IMPL_H
@@ -113,7 +115,8 @@ struct kp_opt_table {
     bool (*shown)(const struct kp_opt *o, const void *base);
 };
 
-/* The option types (kp_conf_types.c). */
+/* The option types (kp_conf_types.c; maps and containers:
+ * kp_conf_containers.c). */
 extern const struct kp_opt_ops kp_ops_int;       /* int, [min, max] */
 extern const struct kp_opt_ops kp_ops_int64;     /* int64_t, [min, max] */
 extern const struct kp_opt_ops kp_ops_bool;      /* bool */
@@ -160,7 +163,8 @@ bool kp_table_equal(const struct kp_opt_table *t, const void *a, const void *b);
 const struct kp_opt *kp_table_find(const struct kp_opt_table *t,
                                    const char *name, size_t len);
 
-/* Small helpers (kp_conf_types.c). */
+/* Small helpers and value syntax (kp_conf_value.c, but kp_vec_init and
+ * the list splitting: kp_conf_types.c). */
 void kp_keyf(char *buf, size_t n, const char *fmt, ...) KP_PRINTF(3, 4);
 void kp_key_join(char *buf, size_t n, const char *prefix, const char *key);
 void kp_type_error(struct kp_conf_errors *errs, const char *key,
@@ -173,6 +177,18 @@ const char *kp_hostport_why(const char *s, struct kp_hostport *out);
 /* "host:port", brackets around a v6 host; malloc'd. */
 char *kp_hostport_format(const struct kp_hostport *hp);
 bool kp_topic_pattern_valid(const char *s);
+/* A user or group as listeners give them: a name or a number. */
+bool kp_idname_valid(const char *s);
+/* An array or map field: NULL, count 0. */
+void kp_vec_init(const struct kp_opt *o, void *base);
+/* An -X list split at commas, each item through item() (kp_strv_item: a
+ * JSON string); NULL after any error. */
+json_t *kp_split_list(const char *s, const char *key,
+                      struct kp_conf_errors *errs,
+                      json_t *(*item)(const char *s, const char *key,
+                                      struct kp_conf_errors *errs));
+json_t *kp_strv_item(const char *s, const char *key,
+                     struct kp_conf_errors *errs);
 /* parent[name] as an object, created when absent (or null and nullable);
  * NULL when it is something else, which the parser reports. */
 json_t *kp_json_child_obj(json_t *parent, const char *name, bool nullable);

@@ -668,6 +668,29 @@ START_TEST(test_topic_inherits_producer)
 }
 END_TEST
 
+/* test_overrides' listeners, as its -X left them. */
+static void check_overrides_listeners(const struct kp_conf *c)
+{
+    ck_assert_uint_eq(c->listener_cnt, 2);
+    const struct kp_listener_conf *l = &c->listeners[0];
+    ck_assert_str_eq(l->path, "/tmp/x.sock");
+    ck_assert_int_eq(l->format, KP_FMT_TOPIC_VALUE);
+    ck_assert_uint_eq(l->allow_uid_cnt, 2);
+    ck_assert_uint_eq(l->allow_uids[0], 1000);
+    ck_assert_uint_eq(l->allow_uids[1], 1001);
+    ck_assert_uint_eq(l->allow_topic_cnt, 2);
+    ck_assert_str_eq(l->allow_topics[1], "logs.*");
+    ck_assert_uint_eq(l->mode, 0600);
+    ck_assert_uint_eq(l->separator, '|');
+    ck_assert(l->peer_headers);
+    l = &c->listeners[1];
+    ck_assert_str_eq(l->path, "/tmp/y.sock");
+    ck_assert_int_eq(l->format, KP_FMT_VALUE);
+    ck_assert_str_eq(l->topic, "fixed");
+    ck_assert_ptr_nonnull(l->allow_gids);
+    ck_assert_uint_eq(l->allow_gid_cnt, 0);
+}
+
 START_TEST(test_overrides)
 {
     char *ov[] = {
@@ -733,27 +756,15 @@ START_TEST(test_overrides)
     ck_assert(!p->idempotence); /* explicit producer.idempotence inherited */
     ck_assert_int_eq(p->linger_ms, 20);
 
-    ck_assert_uint_eq(c->listener_cnt, 2);
-    const struct kp_listener_conf *l = &c->listeners[0];
-    ck_assert_str_eq(l->path, "/tmp/x.sock");
-    ck_assert_int_eq(l->format, KP_FMT_TOPIC_VALUE);
-    ck_assert_uint_eq(l->allow_uid_cnt, 2);
-    ck_assert_uint_eq(l->allow_uids[0], 1000);
-    ck_assert_uint_eq(l->allow_uids[1], 1001);
-    ck_assert_uint_eq(l->allow_topic_cnt, 2);
-    ck_assert_str_eq(l->allow_topics[1], "logs.*");
-    ck_assert_uint_eq(l->mode, 0600);
-    ck_assert_uint_eq(l->separator, '|');
-    ck_assert(l->peer_headers);
-    l = &c->listeners[1];
-    ck_assert_str_eq(l->path, "/tmp/y.sock");
-    ck_assert_int_eq(l->format, KP_FMT_VALUE);
-    ck_assert_str_eq(l->topic, "fixed");
-    ck_assert_ptr_nonnull(l->allow_gids);
-    ck_assert_uint_eq(l->allow_gid_cnt, 0);
+    check_overrides_listeners(c);
     ck_assert_int_eq(c->max_clients, 6);
     kp_conf_put(c);
+}
+END_TEST
 
+START_TEST(test_overrides_null_and_acks)
+{
+    struct kp_conf *c;
     /* null for nullable keys, and back */
     char *ov2[] = {"dead_letter=/x", "dead_letter=null",
                    "listeners[0].allow_uids=null", "control=/c.sock",
@@ -832,6 +843,25 @@ START_TEST(test_override_errors)
 }
 END_TEST
 
+/* test_round_trip's producer section, after the trip. */
+static void check_round_trip_producer(const struct kp_producer_conf *p)
+{
+    ck_assert_int_eq(p->acks, 0);
+    ck_assert(!p->idempotence);
+    ck_assert_int_eq(p->linger_ms, 7);
+    ck_assert_int_eq(p->batch_bytes, 999);
+    ck_assert_int_eq(p->batch_messages, 11);
+    ck_assert_int_eq(p->compression, KP_CODEC_ZSTD);
+    ck_assert_int_eq(p->compression_level, -3);
+    ck_assert_int_eq(p->partitioner, KP_PART_CRC32);
+    ck_assert_int_eq(p->max_in_flight, 12);
+    ck_assert_int_eq(p->request_timeout_ms, 4000);
+    ck_assert_int_eq(p->delivery_timeout_ms, 9000);
+    ck_assert_int_eq(p->retry_backoff_ms, 3);
+    ck_assert_int_eq(p->retry_backoff_max_ms, 300);
+    ck_assert_int_eq(p->message_max_bytes, 77);
+}
+
 START_TEST(test_round_trip)
 {
     const char *full =
@@ -882,21 +912,7 @@ START_TEST(test_round_trip)
     ck_assert_ptr_null(c2->listeners[1].allow_uids);
     ck_assert_ptr_null(c2->listeners[1].allow_topics);
     ck_assert_ptr_null(c2->listeners[1].topic);
-    const struct kp_producer_conf *p = &c2->producer;
-    ck_assert_int_eq(p->acks, 0);
-    ck_assert(!p->idempotence);
-    ck_assert_int_eq(p->linger_ms, 7);
-    ck_assert_int_eq(p->batch_bytes, 999);
-    ck_assert_int_eq(p->batch_messages, 11);
-    ck_assert_int_eq(p->compression, KP_CODEC_ZSTD);
-    ck_assert_int_eq(p->compression_level, -3);
-    ck_assert_int_eq(p->partitioner, KP_PART_CRC32);
-    ck_assert_int_eq(p->max_in_flight, 12);
-    ck_assert_int_eq(p->request_timeout_ms, 4000);
-    ck_assert_int_eq(p->delivery_timeout_ms, 9000);
-    ck_assert_int_eq(p->retry_backoff_ms, 3);
-    ck_assert_int_eq(p->retry_backoff_max_ms, 300);
-    ck_assert_int_eq(p->message_max_bytes, 77);
+    check_round_trip_producer(&c2->producer);
     ck_assert_uint_eq(c2->topic_cnt, 2);
     ck_assert_str_eq(c2->topics[0].name, "t1");
     ck_assert_int_eq(c2->topics[0].producer.acks, -1);
@@ -1739,7 +1755,13 @@ START_TEST(test_override_new_keys)
     ck_assert_int_eq(l->framing, KP_FRAMING_LENGTH);
     ck_assert_int_eq(l->receipts, KP_RECEIPTS_EACH);
     kp_conf_put(c);
+}
+END_TEST
 
+/* null and empty values from -X; sections merge with the file's. */
+START_TEST(test_override_new_keys_null)
+{
+    struct kp_conf *c;
     /* null where the file has a section; and the file's section is merged */
     char *ov2[] = {"http.listen=null", "spool.fsync_ms=null",
                    "topic_buffer_bytes=null",
@@ -1766,7 +1788,11 @@ START_TEST(test_override_new_keys)
     ck_assert_str_eq(c->http.listen, "127.0.0.1:9466");
     ck_assert_str_eq(c->spool.dir, "/s");
     kp_conf_put(c);
+}
+END_TEST
 
+START_TEST(test_override_new_keys_errors)
+{
     expect_ov_error(MIN_CONF, "address_map=a:1",
                     "address_map[0]: expected "
                     "NAME=VALUE");
@@ -2130,6 +2156,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_listener_rules);
     tcase_add_test(tc, test_topic_inherits_producer);
     tcase_add_test(tc, test_overrides);
+    tcase_add_test(tc, test_overrides_null_and_acks);
     tcase_add_test(tc, test_override_errors);
     tcase_add_test(tc, test_round_trip);
     tcase_add_test(tc, test_to_json_defaults);
@@ -2149,6 +2176,8 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_password_file);
     tcase_add_test(tc, test_credentials_directory);
     tcase_add_test(tc, test_override_new_keys);
+    tcase_add_test(tc, test_override_new_keys_null);
+    tcase_add_test(tc, test_override_new_keys_errors);
     tcase_add_test(tc, test_override_listener_index);
     tcase_add_test(tc, test_new_round_trip);
     tcase_add_test(tc, test_new_restart_diff);
