@@ -367,20 +367,6 @@ static void kp_stats_topic_json(struct kp_topic *t, void *arg)
     kp_stats_printf(w->out, "}");
 }
 
-static void kp_stats_producer_json(struct kp_buf *out,
-                                   const struct kp_producer_conf *pc)
-{
-    kp_stats_printf(out,
-                    "{\"acks\":%d,\"idempotence\":%s,\"linger_ms\":%d,"
-                    "\"batch_bytes\":%d,\"batch_messages\":%d,"
-                    "\"compression\":\"%s\",\"max_in_flight\":%d,"
-                    "\"delivery_timeout_ms\":%d}",
-                    pc->acks, pc->idempotence ? "true" : "false",
-                    pc->linger_ms, pc->batch_bytes, pc->batch_messages,
-                    kp_codec_names[pc->compression], pc->max_in_flight,
-                    pc->delivery_timeout_ms);
-}
-
 /* The live (reloadable) settings in force, and the reload outcome. */
 static void kp_stats_config_json(const struct kp_stats_src *s,
                                  struct kp_buf *out)
@@ -404,13 +390,13 @@ static void kp_stats_config_json(const struct kp_stats_src *s,
                     (long long)s->reload_wall_ms,
                     kp_log_level_names[c->log_level],
                     (long long)c->buffer_bytes);
-    kp_stats_producer_json(out, &c->producer);
+    kp_conf_producer_render(&c->producer, out);
     kp_stats_printf(out, ",\"topics\":{");
     for (size_t i = 0; i < c->topic_cnt; i++) {
         kp_stats_printf(out, "%s", i ? "," : "");
         kp_stats_jstr(out, c->topics[i].name);
         kp_buf_put_bytes(out, ":", 1);
-        kp_stats_producer_json(out, &c->topics[i].producer);
+        kp_conf_producer_render(&c->topics[i].producer, out);
     }
     kp_stats_printf(out, "}}");
 }
