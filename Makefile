@@ -51,7 +51,7 @@ FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/replay_%)
 TOOLS := build/tools/kp_mock build/tools/kp_consume
 FUZZ_TIME ?= 60
 
-.PHONY: all deps check check-build unit it fuzz-replay run install uninstall \
+.PHONY: all deps check structure check-build unit it fuzz-replay run install uninstall \
         clean bench fuzz valgrind tools
 
 all: $(BUILD)/kproxyd
@@ -136,8 +136,12 @@ fuzz-replay: check-build
 it: check-build
 	python3 tests/it/run.py --kproxyd $(BUILD)/kproxyd --tools build/tools
 
+# The layering and size rules of the README's design section.
+structure:
+	@python3 tests/check_structure.py
+
 check: deps
-	$(MAKE) unit fuzz-replay it
+	$(MAKE) structure unit fuzz-replay it
 	$(MAKE) BUILD=build/asan SANITIZE=1 unit fuzz-replay it
 	@echo "make check: all suites passed (plain and ASan+UBSan)"
 
