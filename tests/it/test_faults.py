@@ -579,3 +579,32 @@ def test_silent_bootstrap_broker(t):
         srv.close()
         for conn in accepted:
             conn.close()
+
+
+def test_metadata_moves_the_answering_broker(t):
+    """A Metadata answer that gives a new address to the very broker it was
+    read from: the connection is closed and remade inside its own read
+    callback (regression: the read loop then went on over a reset buffer
+    when socket() handed back the same fd number; run under ASan by make
+    check). Every line is still delivered, once."""
+    from fake_kafka import FakeKafka
+    fk = FakeKafka("modern", {"mv": 1, "mv2": 1}, brokers=1).start()
+    t.clusters.append(fk)
+    k = t.kproxyd(fk, {"producer": {"linger_ms": 5}})
+    assert send(k.sock, b"mv before\n") == {
+        "delivered": 1, "failed": 0, "rejected": 0}
+    # Broker 1 now answers Metadata (the bootstrap entry is retired); its
+    # next answer moves it to another name for the same listener.
+    fk.advertise(1, "localhost")
+    assert send(k.sock, b"mv2 after\n") == {
+        "delivered": 1, "failed": 0, "rejected": 0}
+    wait_for(lambda: "address changes to localhost" in k.log_text(),
+             tmo(10), "broker 1 moved")
+    # Before the fix the loop read on over the reset buffer: a garbage
+    # frame size (ASan's fill pattern) closed the new connection.
+    assert "invalid response size" not in k.log_text(), k.log_tail()
+    assert send(k.sock, b"mv later\n") == {
+        "delivered": 1, "failed": 0, "rejected": 0}
+    assert sorted(r[3]["value"] for r in fk.records()) == \
+        [b"after", b"before", b"later"]
+    assert k.stop() == 0
