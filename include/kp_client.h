@@ -57,6 +57,7 @@ struct kp_client {
 
     struct kp_tally *tally;      /* owned reference */
     struct kp_topic *last_topic; /* borrowed: cache for repeated topics */
+    uint64_t last_topic_epoch;   /* the router's topic_epoch it is valid in */
 
     pid_t peer_pid;
     uid_t peer_uid;

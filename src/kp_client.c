@@ -246,16 +246,21 @@ static void kp_client_reject(struct kp_client *c, enum kp_reason why,
     }
 }
 
+/* The topic, from the one-entry cache when the last line had the same
+ * one (and no topic was forgotten since); NULL: max_topics reached. */
 static struct kp_topic *kp_client_topic(struct kp_client *c, const char *name,
                                         size_t len)
 {
+    struct kp_router *r = c->set->router;
     struct kp_topic *t = c->last_topic;
 
-    if (t && t->name_len == len && memcmp(t->name, name, len) == 0) {
+    if (t && c->last_topic_epoch == r->topic_epoch && t->name_len == len &&
+        memcmp(t->name, name, len) == 0) {
         return t;
     }
-    t = kp_router_topic(c->set->router, name, len);
+    t = kp_router_topic(r, name, len);
     c->last_topic = t;
+    c->last_topic_epoch = r->topic_epoch;
     return t;
 }
 
@@ -281,6 +286,9 @@ static enum kp_reason kp_client_route(struct kp_client *c,
         return KP_REASON_TOPIC_DENIED;
     }
     struct kp_topic *t = kp_client_topic(c, m.topic, m.topic_len);
+    if (!t) {
+        return KP_REASON_TOO_MANY_TOPICS;
+    }
     int64_t ts = m.timestamp >= 0 ? m.timestamp
                                   : (int64_t)(ev_now(cs->loop) * 1000);
     return kp_router_route(cs->router, t, &m, ts, c->tally,

@@ -47,6 +47,12 @@ static void kp_ctx_on_new_topic(void *arg, struct kp_topic *t)
     kp_metadata_refresh(ctx->md, "new topic");
 }
 
+static void kp_ctx_on_forget_topic(void *arg, struct kp_topic *t)
+{
+    struct kp_ctx *ctx = arg;
+    kp_produce_forget(&ctx->produce, t);
+}
+
 static void kp_ctx_on_backpressure(void *arg, bool on)
 {
     struct kp_ctx *ctx = arg;
@@ -67,6 +73,7 @@ static const struct kp_router_hooks kp_ctx_router_hooks = {
     .changed = kp_ctx_on_changed,
     .seq_gap = kp_ctx_on_seq_gap,
     .new_topic = kp_ctx_on_new_topic,
+    .forget_topic = kp_ctx_on_forget_topic,
     .backpressure = kp_ctx_on_backpressure,
     .settled = kp_ctx_on_settled,
 };
