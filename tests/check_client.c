@@ -37,7 +37,7 @@
     "{\"brokers\": [\"127.0.0.1:9092\"],"                                      \
     " \"listeners\": [{\"path\": \"/tmp/kpt-client.sock\","                    \
     "                  \"format\": \"topic,value\"}],"                         \
-    " \"producer\": {\"linger_ms\": 600000, \"delivery_timeout_ms\": 900000," \
+    " \"producer\": {\"linger_ms\": 600000, \"delivery_timeout_ms\": 900000,"  \
     "                \"batch_messages\": %d, \"message_max_bytes\": %d,"       \
     "                \"acks\": 1},"                                            \
     " \"buffer_bytes\": %d}"
@@ -144,8 +144,8 @@ static void fx_drain(struct kp_client *c)
 /* Runs the loop until the client saw the end of its input. */
 static void fx_eof(struct kp_client *c)
 {
-    ck_assert(KPT_RUN_UNTIL(F.loop, EVRUN_NOWAIT, 64,
-                            c->state != KP_CLIENT_READING));
+    ck_assert(
+        KPT_RUN_UNTIL(F.loop, EVRUN_NOWAIT, 64, c->state != KP_CLIENT_READING));
 }
 
 static struct kp_topic *fx_topic(const char *name)
@@ -185,8 +185,8 @@ static const char *fx_values(const char *name)
                        sizeof(out));
         }
         if (p->open) {
-            kpt_values(kp_batch_recs(p->open), kp_batch_recs_len(p->open),
-                       out, sizeof(out));
+            kpt_values(kp_batch_recs(p->open), kp_batch_recs_len(p->open), out,
+                       sizeof(out));
         }
     }
     return out;
@@ -389,6 +389,89 @@ START_TEST(test_overlong_at_eof)
     fx_eof(c);
     ck_assert_str_eq(fx_values("t"), "ok");
     ck_assert_uint_eq(c->tally->rejected, 1);
+    close(peer);
+    fx_stop();
+}
+END_TEST
+
+/* The value of the i-th message topic `name` holds for metadata. */
+static struct kp_record_view fx_held(const char *name, uint32_t i)
+{
+    struct kp_topic *t = fx_topic(name);
+    struct kp_record_view v;
+    struct kp_rd r;
+
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_gt(t->pending_cnt, i);
+    kp_rd_init(&r, t->pending.data, t->pending.len);
+    for (uint32_t k = 0; k <= i; k++) {
+        ck_assert_int_eq(kp_record_next(&r, &v), KP_OK);
+    }
+    return v;
+}
+
+static bool all_bytes(const uint8_t *p, size_t n, uint8_t c)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != c) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Writes n bytes of c to the peer in pieces, the client reading between
+ * them (a line longer than one read grows in the client's carry). */
+static void trickle(struct kp_client *c, int peer, uint8_t byte, size_t n)
+{
+    static uint8_t chunk[50000];
+
+    memset(chunk, byte, sizeof(chunk));
+    while (n) {
+        size_t k = KP_MIN(n, sizeof(chunk));
+        kpt_write(peer, chunk, k);
+        fx_drain(c);
+        n -= k;
+    }
+}
+
+/* Lines longer than a wake-up's budget (but within message_max_bytes)
+ * come through whole, whether they end with '\n' or at EOF; one past
+ * message_max_bytes is rejected once, however long it goes on. */
+START_TEST(test_long_lines_across_reads)
+{
+    int peer;
+
+    fx_start(10000, 700000, 1 << 30);
+    struct kp_client *c = fx_client(&peer);
+    kpt_write_str(peer, "t ");
+    trickle(c, peer, 'L', 600000);
+    kpt_write_str(peer, "\nt short\nt ");
+    trickle(c, peer, 'M', 400000);
+    kpt_write_str(peer, "\nt ");
+    trickle(c, peer, 'X', 900000); /* too long */
+    ck_assert_uint_eq(c->tally->rejected, 1);
+    ck_assert(c->discarding);
+    kpt_write_str(peer, "\nt ");
+    trickle(c, peer, 'E', 300000); /* the last line, ended by EOF */
+    ck_assert_uint_eq(c->tally->pending, 3);
+    shutdown(peer, SHUT_WR);
+    fx_eof(c);
+
+    ck_assert_uint_eq(c->tally->pending, 4);
+    ck_assert_uint_eq(c->tally->rejected, 1);
+    struct kp_record_view v = fx_held("t", 0);
+    ck_assert_uint_eq(v.value_len, 600000);
+    ck_assert(all_bytes(v.value, v.value_len, 'L'));
+    v = fx_held("t", 1);
+    ck_assert_uint_eq(v.value_len, 5);
+    ck_assert_mem_eq(v.value, "short", 5);
+    v = fx_held("t", 2);
+    ck_assert_uint_eq(v.value_len, 400000);
+    ck_assert(all_bytes(v.value, v.value_len, 'M'));
+    v = fx_held("t", 3);
+    ck_assert_uint_eq(v.value_len, 300000);
+    ck_assert(all_bytes(v.value, v.value_len, 'E'));
     close(peer);
     fx_stop();
 }
@@ -695,6 +778,7 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_overlong_in_one_write);
     tcase_add_test(tc, test_overlong_trickled);
     tcase_add_test(tc, test_overlong_at_eof);
+    tcase_add_test(tc, test_long_lines_across_reads);
     tcase_add_test(tc, test_bad_lines_rejected);
     suite_add_tcase(s, tc);
 

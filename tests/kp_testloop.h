@@ -42,8 +42,8 @@
 static inline struct kp_conf *kpt_conf(const char *json)
 {
     struct kp_conf_errors errs = {0};
-    struct kp_conf *c = kp_conf_load_buf((const uint8_t *)json, strlen(json),
-                                         NULL, 0, &errs);
+    struct kp_conf *c =
+        kp_conf_load_buf((const uint8_t *)json, strlen(json), NULL, 0, &errs);
     for (size_t i = 0; i < errs.cnt; i++) {
         fprintf(stderr, "kpt_conf: %s\n", errs.msgs[i]);
     }
@@ -56,10 +56,9 @@ static inline struct kp_conf *kpt_conf(const char *json)
 /* A connected AF_UNIX stream pair, both ends nonblocking. */
 static inline void kpt_socketpair(int sv[2])
 {
-    ck_assert_int_eq(socketpair(AF_UNIX,
-                                SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                                sv),
-                     0);
+    ck_assert_int_eq(
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
+        0);
 }
 
 /* Bytes waiting to be read on fd. */
