@@ -33,12 +33,12 @@
 /* Producer settings of most tests: acks 1 (no idempotence), nothing seals
  * by time. */
 #define P_PLAIN                                                                \
-    "\"acks\": 1, \"linger_ms\": 600000, \"delivery_timeout_ms\": 900000,"   \
+    "\"acks\": 1, \"linger_ms\": 600000, \"delivery_timeout_ms\": 900000,"     \
     " \"retry_backoff_ms\": 1, \"retry_backoff_max_ms\": 1"
 /* The same with idempotence (acks all). */
 #define P_IDEMP                                                                \
     "\"acks\": \"all\", \"linger_ms\": 600000,"                                \
-    " \"delivery_timeout_ms\": 900000, \"retry_backoff_ms\": 1,"             \
+    " \"delivery_timeout_ms\": 900000, \"retry_backoff_ms\": 1,"               \
     " \"retry_backoff_max_ms\": 1"
 
 struct fixture {
@@ -198,13 +198,16 @@ static void fx_route(const char *name, const char *v)
 {
     struct kp_topic *t = kp_router_topic(F.router, name, strlen(name));
     struct kp_msg m = {
-        .topic = t->name, .topic_len = t->name_len,
-        .value = (const uint8_t *)v, .value_len = strlen(v),
-        .partition = -1, .timestamp = -1,
+        .topic = t->name,
+        .topic_len = t->name_len,
+        .value = (const uint8_t *)v,
+        .value_len = strlen(v),
+        .partition = -1,
+        .timestamp = -1,
     };
-    ck_assert_int_eq(kp_router_route(F.router, t, &m, 1700000000000, F.tally,
-                                     NULL, 0),
-                     KP_REASON_NONE);
+    ck_assert_int_eq(
+        kp_router_route(F.router, t, &m, 1700000000000, F.tally, NULL, 0),
+        KP_REASON_NONE);
 }
 
 /* Routes `cnt` messages "<prefix>0", "<prefix>1", ... */
@@ -399,9 +402,8 @@ static void expect_stamp(const struct kp_batch *b, int64_t pid, int16_t epoch,
     ck_assert_int_eq(b->pid, pid);
     ck_assert_int_eq(b->epoch, epoch);
     /* on the wire, with a CRC that still holds */
-    ck_assert_int_eq(kp_recordbatch_parse(b->wire, b->wire_len, &h, &recs,
-                                          &len),
-                     KP_OK);
+    ck_assert_int_eq(
+        kp_recordbatch_parse(b->wire, b->wire_len, &h, &recs, &len), KP_OK);
     ck_assert_int_eq(h.producer_id, pid);
     ck_assert_int_eq(h.producer_epoch, epoch);
     ck_assert_int_eq(h.base_seq, seq);
@@ -553,6 +555,31 @@ START_TEST(test_retry_backoff)
 }
 END_TEST
 
+/* After a leader change, the old leader's answers come first: nothing
+ * goes to the new one while batches are in flight to the old. */
+START_TEST(test_leader_change_waits_for_old_answers)
+{
+    fx_start(P_IDEMP ", \"batch_messages\": 1", "");
+    struct kp_partition *p = fx_part("t");
+    fx_route_n("t", "m", 3);
+    struct kp_batch *b1 = kp_partition_take(p, 1, 5, 0);
+    ck_assert(kp_partition_can_send(p, 5, 0)); /* idempotence: up to 5 */
+    int changed = F.changed;
+    kp_partition_set_leader(p, 2);
+    ck_assert_int_eq(F.changed, changed + 1);
+    ck_assert(!kp_partition_can_send(p, 5, 0));
+    kp_partition_retry(p, b1, false); /* the old leader's answer */
+    ck_assert(kp_partition_can_send(p, 5, 0));
+    ck_assert_ptr_eq(kp_partition_take(p, 2, 5, 0), b1);
+    expect_stamp(b1, 5, 0, 0); /* the same sequence, to the new leader */
+    ck_assert_int_eq(p->inflight_node, 2);
+    kp_partition_delivered(p, b1, 0);
+    deliver_all(p);
+    expect_settled();
+    fx_stop();
+}
+END_TEST
+
 /* ---- split ---- */
 
 START_TEST(test_split_keeps_order_and_records)
@@ -624,10 +651,10 @@ START_TEST(test_expire_only_old_queued)
     fx_route_n("t", "m", 4);
     struct kp_batch *inflight = kp_partition_take(p, 1, -1, -1);
     int64_t now = kp_mono_ms() + 1000000; /* ages are relative to this */
-    inflight->created_ms = now - 5000;     /* old, but in flight */
-    qat(p, 0)->created_ms = now - 5000;    /* m1: old */
-    qat(p, 1)->created_ms = now - 99;      /* m2: not quite */
-    qat(p, 2)->created_ms = now - 100;     /* m3: exactly at the limit */
+    inflight->created_ms = now - 5000;    /* old, but in flight */
+    qat(p, 0)->created_ms = now - 5000;   /* m1: old */
+    qat(p, 1)->created_ms = now - 99;     /* m2: not quite */
+    qat(p, 2)->created_ms = now - 100;    /* m3: exactly at the limit */
 
     kp_partition_expire(p, now, "idempotence detail");
     static const char *const left[] = {"m2"};
@@ -741,8 +768,7 @@ START_TEST(test_dead_letter_content)
     buf[n] = '\0';
     ck_assert_ptr_nonnull(strstr(buf, "\"m0\""));
     ck_assert_ptr_nonnull(strstr(buf, "\"m2\""));
-    ck_assert_ptr_nonnull(
-        strstr(buf, "message_too_large: the broker's words"));
+    ck_assert_ptr_nonnull(strstr(buf, "message_too_large: the broker's words"));
     fx_stop();
 }
 END_TEST
@@ -816,8 +842,8 @@ START_TEST(test_accounting_back_to_zero)
     ck_assert(!kp_router_flushed(F.router, &bar));
 
     ck_assert(kp_router_on_metadata(F.router, "h", 0, 1, leaders));
-    struct kp_partition *ph = kp_topic_lookup(&F.router->topics, "h", 1)
-                                  ->parts[0];
+    struct kp_partition *ph =
+        kp_topic_lookup(&F.router->topics, "h", 1)->parts[0];
     kp_router_seal_all(F.router);
     ck_assert_uint_eq(F.router->env.queued_msgs, 22);
 
@@ -828,8 +854,8 @@ START_TEST(test_accounting_back_to_zero)
     kp_partition_split(p, b1);
     kp_partition_unanswered(p, b2);
     kp_partition_fail(p, b3, KP_REASON_BROKER_ERROR, NULL);
-    kp_partition_expire(p, TAILQ_LAST(&p->queue, kp_batch_q)->created_ms +
-                               900000, NULL);
+    kp_partition_expire(
+        p, TAILQ_LAST(&p->queue, kp_batch_q)->created_ms + 900000, NULL);
     ck_assert_int_eq(qlen(p), 0); /* everything queued was old enough */
     ck_assert_uint_eq(p->failed_by[KP_REASON_DELIVERY_TIMEOUT], 10);
     deliver_all(ph);
@@ -865,6 +891,7 @@ static Suite *partition_suite(void)
     tcase_add_test(tc, test_resend_keeps_bytes_and_sequence);
     tcase_add_test(tc, test_retry_order_every_permutation);
     tcase_add_test(tc, test_retry_backoff);
+    tcase_add_test(tc, test_leader_change_waits_for_old_answers);
     tcase_add_test(tc, test_split_keeps_order_and_records);
     tcase_add_test(tc, test_split_stamped_batch_gap);
     suite_add_tcase(s, tc);
