@@ -464,6 +464,10 @@ void kp_broker_attach(struct kp_broker *b, int fd)
     kp_assert(b->state == KP_BROKER_INIT);
     b->fd = fd;
     b->retired = false;
+    /* the watchers follow the fd (connect sets them on CONNECTING, which
+     * an attached socket skips) */
+    ev_io_set(&b->rio, fd, EV_READ);
+    ev_io_set(&b->wio, fd, EV_WRITE);
     kp_broker_handshake(b);
 }
 
