@@ -58,7 +58,8 @@ struct kp_spool_opts {
      * at most KP_SPOOL_REC_LIMIT. Pass message_max_bytes + 64 KiB. */
     size_t max_record;
     /* Appended bytes held before they are written; 0 = 64 KiB. 1 writes
-     * every record at once (one write(2) per message, ~4x the CPU). */
+     * every record at once: one pwrite(2) per message, measured at ~7x
+     * the CPU (1.17 against 0.17 us per 100-byte message). */
     size_t write_buffer;
     /* -1: never fdatasync (a crash or SIGKILL loses nothing flushed; a
      * power loss may). >= 0: fdatasync the written segments, journals and
@@ -66,8 +67,8 @@ struct kp_spool_opts {
     int fsync_ms;
     /* Required when fsync_ms >= 0: completions arrive through it. */
     struct ev_loop *loop; /* borrowed */
-    /* Optional: called from the loop when every record up to durable_seq
-     * is on stable storage. */
+    /* Optional: called from the loop (or from kp_spool_close) when every
+     * record up to durable_seq is on stable storage. */
     void (*on_sync)(void *arg, uint64_t durable_seq);
     void *on_sync_arg; /* borrowed */
     /* Test hook: replaces fdatasync(2) in the helper thread; NULL in
@@ -148,9 +149,10 @@ struct kp_spool *kp_spool_open(const char *dir,
 
 /*
  * Flushes, waits for an fdatasync in progress and does a last one (when
- * fsync_ms is set), closes and frees. An empty spool (nothing unacked)
- * leaves no file behind. Returns KP_ERROR when buffered records could not
- * be written (logged with their count: they are lost), else KP_OK.
+ * fsync_ms is set), closes and frees. Destroy the cursors first. An empty spool
+ * (nothing unacked) leaves no file behind. Returns KP_ERROR when buffered
+ * records could not be written (logged with their count: they are lost), else
+ * KP_OK.
  */
 int kp_spool_close(struct kp_spool *s);
 

@@ -842,11 +842,34 @@ static int kp_spool_recover(struct kp_spool *s, struct kp_spool_recovery *rep,
 
 /* ---- open, close ---- */
 
+/* A directory just created survives a power loss only once its parent
+ * is synced; at start, blocking is fine. */
+static void kp_spool_sync_parent(struct kp_spool *s)
+{
+    char *parent = kp_strdup(s->dir), *slash = strrchr(parent, '/');
+    if (slash) {
+        *(slash == parent ? slash + 1 : slash) = '\0';
+    }
+    int fd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        kp_warn("spool dir %s: fsync of its parent: %s", s->dir,
+                strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(parent);
+}
+
 static int kp_spool_dir_open(struct kp_spool *s, char *err, size_t errlen)
 {
     struct stat st;
 
-    if (mkdir(s->dir, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(s->dir, 0700) == 0) {
+        if (s->fsync_ms >= 0) {
+            kp_spool_sync_parent(s);
+        }
+    } else if (errno != EEXIST) {
         return kp_spool_errf(err, errlen, "spool dir %s: mkdir: %s", s->dir,
                              strerror(errno));
     }
