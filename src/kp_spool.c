@@ -175,6 +175,7 @@ struct kp_spool {
     int64_t last_sync_ms;
     uint64_t sync_seq; /* written_seq when the running round started */
     bool sync_wanted;  /* something was written since the last round */
+    bool sync_partial; /* the running round lacks an fd (dup failed) */
     bool dir_dirty;    /* files created or renamed since */
     int *rolled;       /* owned: dups of sealed, unsynced segments */
     size_t nrolled, rolled_cap;
@@ -1040,17 +1041,16 @@ static void kp_spool_seal(struct kp_spool *s)
 
     s->active = NULL;
     if (s->sync && a->sync_seg) {
-        int fd = dup(a->fd); /* synced by the next round */
-        if (fd >= 0) {
-            if (s->nrolled == s->rolled_cap) {
-                s->rolled_cap = s->rolled_cap ? s->rolled_cap * 2 : 8;
-                s->rolled =
-                    kp_realloc(s->rolled, s->rolled_cap * sizeof(*s->rolled));
-            }
-            s->rolled[s->nrolled++] = fd;
+        /* Its fd goes to the next fdatasync round, which closes it. */
+        if (s->nrolled == s->rolled_cap) {
+            s->rolled_cap = s->rolled_cap ? s->rolled_cap * 2 : 8;
+            s->rolled =
+                kp_realloc(s->rolled, s->rolled_cap * sizeof(*s->rolled));
         }
+        s->rolled[s->nrolled++] = a->fd;
+    } else {
+        close(a->fd);
     }
-    close(a->fd);
     a->fd = -1;
     if (a->acked_cnt == a->rec_cnt) {
         kp_spool_reclaim(s, a);
@@ -1246,16 +1246,21 @@ int kp_spool_flush(struct kp_spool *s)
 
 /* ---- fdatasync rounds ---- */
 
-static void kp_spool_job_add(struct kp_spool *s, size_t *n, int fd)
+/* Adds fd (owned by the round from now on) to the round. false: a dup
+ * failed (EMFILE): the round is partial and proves nothing durable; the
+ * file keeps its flag for the next one. */
+static bool kp_spool_job_add(struct kp_spool *s, size_t *n, int fd)
 {
     if (fd < 0) {
-        return;
+        s->sync_partial = true;
+        return false;
     }
     if (*n == s->job_cap) {
         s->job_cap = s->job_cap ? s->job_cap * 2 : 16;
         s->job = kp_realloc(s->job, s->job_cap * sizeof(*s->job));
     }
     s->job[(*n)++] = fd;
+    return true;
 }
 
 /* Hands everything written since the last round to the helper thread. */
@@ -1267,22 +1272,23 @@ static void kp_spool_sync_start(struct kp_spool *s)
         return;
     }
     s->sync_wanted = false;
+    s->sync_partial = false;
     if (s->active && s->active->sync_seg) {
-        kp_spool_job_add(s, &n, dup(s->active->fd));
-        s->active->sync_seg = false;
+        s->active->sync_seg = !kp_spool_job_add(s, &n, dup(s->active->fd));
     }
     for (size_t i = 0; i < s->nrolled; i++) {
         kp_spool_job_add(s, &n, s->rolled[i]);
     }
     s->nrolled = 0;
     for (size_t i = 0; i < s->nseg; i++) {
-        if (s->segs[i]->sync_ack && s->segs[i]->ack_fd >= 0) {
-            kp_spool_job_add(s, &n, dup(s->segs[i]->ack_fd));
-            s->segs[i]->sync_ack = false;
+        struct kp_spool_segment *seg = s->segs[i];
+        if (seg->sync_ack && seg->ack_fd >= 0) {
+            seg->sync_ack = !kp_spool_job_add(s, &n, dup(seg->ack_fd));
         }
     }
     int dir = s->dir_dirty ? dup(s->dirfd) : -1;
-    s->dir_dirty = false;
+    s->sync_partial |= s->dir_dirty && dir < 0;
+    s->dir_dirty = s->dir_dirty && dir < 0;
     if (n == 0 && dir < 0) {
         return;
     }
@@ -1324,7 +1330,9 @@ static void kp_spool_on_sync_done(void *arg, int err, int64_t us)
     s->st.fsync_last_us = us;
     s->st.fsync_max_us = KP_MAX(s->st.fsync_max_us, us);
     s->st.fsync_sum_us += us;
-    if (err) {
+    if (err || s->sync_partial) {
+        err = err ? err : EMFILE;
+        s->sync_wanted = true; /* the files missed keep their flags */
         s->st.fsync_errors++;
         kp_log_rl(&s->rl_sync, KP_LOG_ERROR,
                   "spool %s: fdatasync: %s (what was written since the last "

@@ -1064,6 +1064,62 @@ START_TEST(test_fsync_loop)
 }
 END_TEST
 
+static int failing_sync(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+static void on_idle_stats(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    struct kp_spool_stats st;
+    (void)revents;
+    kp_spool_stats_get(w->data, &st);
+    if (st.fsyncs >= 1) {
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+/* A failing fdatasync (EIO) is counted and logged; durable_seq does not
+ * move and on_sync is not called. */
+START_TEST(test_fsync_error)
+{
+    char *root = tmp_root(), *dir = path_join(root, "spool");
+    struct kp_spool_opts o = opts_make(64 * MIB, 0);
+    struct kp_spool_stats st;
+    struct sync_test t;
+    ev_idle idle;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+
+    kp_log_set_level(KP_LOG_ERROR);
+    memset(&t, 0, sizeof(t));
+    t.loop = loop;
+    o.fsync_ms = 0;
+    o.loop = loop;
+    o.sync_fn = failing_sync;
+    o.on_sync = on_sync;
+    o.on_sync_arg = &t;
+    t.s = sp_open(dir, &o, NULL);
+    sp_append(t.s, 1);
+    ck_assert_int_eq(kp_spool_flush(t.s), KP_OK);
+    ev_idle_init(&idle, on_idle_stats);
+    idle.data = t.s;
+    ev_idle_start(loop, &idle);
+    ev_run(loop, 0);
+    ev_idle_stop(loop, &idle);
+    kp_spool_stats_get(t.s, &st);
+    ck_assert_uint_ge(st.fsync_errors, 1);
+    ck_assert_uint_eq(st.durable_seq, 0);
+    ck_assert_int_eq(t.reports, 0);
+    ck_assert_int_eq(kp_spool_close(t.s), KP_OK);
+    ev_loop_destroy(loop);
+    rm_rf(root);
+    free(dir);
+    free(root);
+}
+END_TEST
+
 /* ---- cursors ---- */
 
 /* Overflow read-back: a cursor at the tail yields what is appended after
@@ -1306,6 +1362,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_write_error_fsize);
     tcase_add_test(tc, test_enospc_tmpfs);
     tcase_add_test(tc, test_fsync_loop);
+    tcase_add_test(tc, test_fsync_error);
     tcase_add_test(tc, test_cursor_follow);
     tcase_add_test(tc, test_crash_sigkill);
     suite_add_tcase(s, tc);
