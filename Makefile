@@ -30,7 +30,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 $(WARN) -Iinclude -MMD -MP -D_GNU_SOURCE
 CARES_LIBS := $(shell pkg-config --libs libcares 2>/dev/null || echo -lcares)
 LDLIBS := -lev -lzstd -llz4 -lsnappy -lmicrohttpd -ljansson -lz -lm \
-          -lssl -lcrypto $(CARES_LIBS)
+          -lssl -lcrypto -lpthread $(CARES_LIBS)
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
