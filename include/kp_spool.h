@@ -36,14 +36,12 @@
 #define KP_SPOOL_H
 
 #include "kp_line.h"
+#include "kp_spool_seg.h"
 
 struct ev_loop;
 struct kp_spool;
 struct kp_spool_cursor;
 
-/* Encoded body limit that recovery accepts whatever max_record says, so a
- * lower message_max_bytes after a restart never cuts older records. */
-#define KP_SPOOL_REC_LIMIT (64u << 20)
 
 struct kp_spool_opts {
     /* Disk budget: segment and journal bytes. An append that would exceed
@@ -112,23 +110,6 @@ struct kp_spool_stats {
     uint64_t durable_seq; /* every seq <= this is on stable storage */
 };
 
-/* One message to spool. Every pointer is borrowed for the call only. */
-struct kp_spool_rec {
-    struct kp_msg msg; /* msg.timestamp < 0 is stored as the append time */
-    const struct kp_header *extra; /* borrowed: stored after msg.headers
-                                    * (peer and listener headers) */
-    size_t extra_cnt;
-    uint64_t tag; /* opaque to the spool; cheapest below 128 */
-};
-
-/* One record read back: pointers borrow the cursor's buffer until the next
- * call on that cursor. msg.headers holds the message's and the extra
- * headers; msg.partition is -1 or the explicit partition. */
-struct kp_spool_view {
-    uint64_t seq;
-    uint64_t tag;
-    struct kp_msg msg;
-};
 
 /*
  * Opens (creating it 0700 when missing) the spool directory and recovers

@@ -7,8 +7,31 @@
 #ifndef KP_SPOOL_SEG_H
 #define KP_SPOOL_SEG_H
 
-#include "kp_spool.h"
+#include "kp_buf.h"
+#include "kp_line.h"
 
+/* One message to spool. Every pointer is borrowed for the call only. */
+struct kp_spool_rec {
+    struct kp_msg msg; /* msg.timestamp < 0 is stored as the append time */
+    const struct kp_header *extra; /* borrowed: stored after msg.headers
+                                    * (peer and listener headers) */
+    size_t extra_cnt;
+    uint64_t tag; /* opaque to the spool; cheapest below 128 */
+};
+
+/* One record read back: pointers borrow the cursor's buffer until the next
+ * call on that cursor. msg.headers holds the message's and the extra
+ * headers; msg.partition is -1 or the explicit partition. */
+struct kp_spool_view {
+    uint64_t seq;
+    uint64_t tag;
+    struct kp_msg msg;
+};
+
+
+/* Encoded body limit that recovery accepts whatever max_record says, so a
+ * lower message_max_bytes after a restart never cuts older records. */
+#define KP_SPOOL_REC_LIMIT (64u << 20)
 #define KP_SPOOL_HDR_LEN 32   /* segment and journal header */
 #define KP_SPOOL_FRAME_HDR 16 /* crc, length, seq */
 #define KP_SPOOL_ACK_LEN 16   /* one journal entry */
