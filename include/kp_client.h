@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "kp_line.h"
+#include "kp_uidmap.h"
 
 struct kp_conf;
 struct kp_counters;
@@ -79,6 +80,7 @@ struct kp_clients {
     struct kp_client_list open;  /* owned */
     struct kp_client_list closed; /* owned: freed by kp_clients_reap */
     uint32_t cnt;
+    struct kp_uidmap per_uid; /* open connections by peer uid */
     uint64_t next_id;
     bool paused; /* backpressure: no client is read */
 

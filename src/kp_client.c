@@ -64,6 +64,7 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
     cs->n = n;
     TAILQ_INIT(&cs->open);
     TAILQ_INIT(&cs->closed);
+    kp_uidmap_init(&cs->per_uid);
     kp_line_scratch_init(&cs->scratch);
     kp_clients_reconf(cs);
 }
@@ -99,6 +100,7 @@ void kp_clients_deinit(struct kp_clients *cs)
     kp_clients_close_all(cs);
     kp_clients_reap(cs);
     kp_line_scratch_deinit(&cs->scratch);
+    kp_uidmap_deinit(&cs->per_uid);
     free(cs->rbuf);
 }
 
@@ -167,6 +169,7 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
     c->rio.data = c->wio.data = c;
     TAILQ_INSERT_TAIL(&cs->open, c, link);
     cs->cnt++;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, 1);
     c->paused = cs->paused;
     kp_client_set_state(c, KP_CLIENT_READING);
     kp_debug("client %llu: connected (uid %ld gid %ld pid %ld)",
@@ -189,6 +192,7 @@ void kp_client_close(struct kp_client *c)
     TAILQ_REMOVE(&cs->open, c, link);
     TAILQ_INSERT_TAIL(&cs->closed, c, link);
     cs->cnt--;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, -1);
 }
 
 static void kp_client_pause(struct kp_client *c, bool on)

@@ -23,7 +23,7 @@ LAYERS = [
      "compress", "partitioner", "conf", "conf_impl", "conf_types",
      "conf_containers", "conf_value", "conf_rules", "conf_override",
      "kerr", "reason", "hist", "counters", "sasl", "tls", "dns",
-     "procstats", "spool", "spool_seg", "spool_sync"],
+     "procstats", "uidmap", "spool", "spool_seg", "spool_sync"],
     # 1: the message pipeline below the network
     ["tally", "batch", "linger", "deadletter", "partition", "topic",
      "router"],

@@ -12,11 +12,18 @@ others, and every resource an input can grow is bounded.
 """
 
 import json
+import os
 import re
+import shutil
+import socket
+import signal
+import stat
+import subprocess
 import time
 
 from fake_kafka import FakeKafka
-from kptest import connect, send, send_many, stats_quiet, tmo, wait_for
+from kptest import (Skip, connect, send, send_many, stats_quiet, tmo,
+                    wait_for)
 
 ISO = {
     "producer": {"delivery_timeout_ms": 20000, "request_timeout_ms": 2000,
@@ -182,3 +189,216 @@ def test_many_unknown_topics_do_not_storm_metadata(t):
     finally:
         s.close()
     assert k.stop(timeout=60) in (0, 3)
+
+
+# ---- files and sockets, connections, the control socket ----
+
+NOBODY = 65534
+PEER = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+    s.sendall(b"iso hi\n")
+    s.shutdown(socket.SHUT_WR)
+    print(s.recv(4096).decode().strip() or "closed")
+except OSError as e:
+    print("error", e)
+"""
+
+
+def _system_python():
+    for p in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def _as(uid, gid, groups, path):
+    """What a peer running as uid/gid (supplementary groups) gets back."""
+    args = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid]
+    args += ["--groups=" + ",".join(map(str, groups))] if groups else \
+        ["--clear-groups"]
+    p = subprocess.run(args + [_system_python(), "-c", PEER, path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=tmo(60))
+    assert p.returncode == 0, p.stderr
+    return p.stdout.decode().strip()
+
+
+def _need_root(t):
+    if os.getuid() != 0 or not shutil.which("setpriv") or \
+            not _system_python():
+        raise Skip("needs root, setpriv and /usr/bin/python3")
+    os.chmod(t.tmpdir, 0o755)  # other uids reach the sockets in it
+
+
+def test_socket_mode_and_owner_set_without_a_window(t):
+    """The socket's mode is right from its creation (no chmod of the path
+    afterwards, which a swapped-in symlink could redirect) and its owner
+    is set without following links: strace shows no chmod and no
+    link-following chown on any path."""
+    _need_root(t)
+    if not shutil.which("strace"):
+        raise Skip("strace not installed")
+    fk = fake(t, "modern", {"iso": 1})
+    trace = t.path("strace.txt")
+    k = t.kproxyd(fk, {"listeners": [{"path": "m.sock", "mode": "0640",
+                                      "owner": "nobody", "group": "0"}]},
+                  wrapper=["strace", "-f", "-qq", "-o", trace, "-e",
+                           "trace=chmod,fchmodat,chown,fchownat,lchown,"
+                           "rename,renameat,renameat2,umask"])
+    st = os.lstat(k.sock)
+    assert stat.S_ISSOCK(st.st_mode), st
+    assert stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
+    assert st.st_uid == NOBODY and st.st_gid == 0, st
+    assert send(k.sock, b"iso one\n")["delivered"] == 1
+    # strace runs kproxyd: the daemon is its child
+    with open("/proc/%d/task/%d/children" % (k.proc.pid, k.proc.pid)) as f:
+        os.kill(int(f.read().split()[0]), signal.SIGTERM)
+    assert k.wait(tmo(30)) == 0
+    calls = open(trace).read()
+    assert not re.search(r"\bf?chmod(at)?\(", calls), calls
+    assert not re.search(r"\b(chown|fchownat)\(", calls), calls
+    assert re.search(r"\blchown\(", calls) and "rename" in calls, calls
+
+
+def test_live_socket_with_full_backlog_refused_without_blocking(t):
+    """Start-up probes an existing socket file without blocking: a live
+    peer whose backlog is full is 'another process is listening there',
+    at once, not a hang."""
+    fk = fake(t, "modern", {"iso": 1})
+    path = t.path("busy.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(0)
+    held = []
+    try:
+        for _ in range(64):  # fill the backlog
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                c.close()
+                break
+            held.append(c)
+        t0 = time.monotonic()
+        k = t.kproxyd(fk, {"listeners": [{"path": path}]}, wait=False)
+        rc = k.wait(tmo(15))
+        assert rc == 1, rc
+        assert time.monotonic() - t0 < tmo(5)
+        assert "another process is listening there" in k.log_text()
+    finally:
+        for c in held:
+            c.close()
+        srv.close()
+
+
+def test_dead_letter_not_through_a_symlink_or_fifo(t):
+    """The dead letter is never opened through a symbolic link, and a FIFO
+    at its path is a start-up error at once (not a hang)."""
+    fk = fake(t, "modern", {"iso": 1})
+    target = t.path("secret")
+    with open(target, "w") as f:
+        f.write("root only\n")
+    os.chmod(target, 0o600)
+    link = t.path("dl-link")
+    os.symlink(target, link)
+    k = t.kproxyd(fk, {"dead_letter": link}, wait=False)
+    assert k.wait(tmo(15)) == 1
+    # refused by the start-up check, or by the open itself
+    assert re.search(r"dl-link(:| is) (is a symbolic link|not a regular)",
+                     k.log_text()), k.log_tail()
+    with open(target) as f:
+        assert f.read() == "root only\n"
+    fifo = t.path("dl-fifo")
+    os.mkfifo(fifo)
+    k2 = t.kproxyd(fk, {"dead_letter": fifo}, wait=False)
+    assert k2.wait(tmo(15)) == 1
+    assert "not a regular file" in k2.log_text(), k2.log_tail()
+
+
+def test_max_clients_per_uid(t):
+    """One uid holding max_clients_per_uid connections cannot lock other
+    services out: its next connection is closed at once and counted,
+    another uid still connects."""
+    _need_root(t)
+    fk = fake(t, "modern", {"iso": 1})
+    k = t.kproxyd(fk, {"max_clients_per_uid": 5,
+                       "listeners": [{"path": "u.sock", "mode": "0666"}]})
+    # the harness's readiness probe is gone first
+    wait_for(lambda: k.stats()["clients"] == 0, tmo(10), "no clients")
+    held = [connect(k.sock) for _ in range(5)]
+    try:
+        wait_for(lambda: k.stats()["clients"] == 5, tmo(10), "5 clients")
+        extra = connect(k.sock)
+        assert extra.recv(10) == b"", "the 6th connection was not closed"
+        extra.close()
+        assert _as(NOBODY, NOBODY, None, k.sock).startswith("delivered=1")
+        st = k.stats()
+        assert st["clients_refused_uid"] == 1, st
+    finally:
+        for s in held:
+            s.close()
+    assert k.stop() == 0
+
+
+def test_allow_gids_sees_supplementary_groups(t):
+    """allow_gids admits a peer through a supplementary group
+    (SO_PEERGROUPS), not only its primary one."""
+    _need_root(t)
+    fk = fake(t, "modern", {"iso": 1})
+    k = t.kproxyd(fk, {"listeners": [{"path": "g.sock", "mode": "0666",
+                                      "allow_gids": [4242]}]})
+    assert _as(NOBODY, NOBODY, [4242], k.sock).startswith("delivered=1")
+    assert _as(NOBODY, NOBODY, None, k.sock) in ("closed", "") or \
+        _as(NOBODY, NOBODY, None, k.sock).startswith("error")
+    assert k.stop() == 0
+
+
+def test_control_output_bounded(t):
+    """A control client that asks `metrics` over and over without reading
+    holds a bounded amount of kproxyd's memory (its commands wait unread),
+    and at most 64 control connections are served at once."""
+    fk = fake(t, "modern", {"iso": 8})
+    k = t.kproxyd(fk, {})
+    assert send(k.sock, b"iso warm\n")["delivered"] == 1
+    ctl = k.control_path
+    base = _rss(k)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(ctl)
+    s.setblocking(False)
+    sent = 0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 3:
+            try:
+                sent += s.send(b"metrics\n" * 512)
+            except BlockingIOError:
+                time.sleep(0.05)
+        grew = _rss(k) - base
+        print("control flood: %d bytes of commands sent, RSS +%.1f MiB"
+              % (sent, grew / (1 << 20)))
+        assert grew < 32 << 20, grew
+        conns = []
+        for _ in range(80):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(ctl)
+            conns.append(c)
+        wait_for(lambda: "64 connections already" in k.log_text(), tmo(10),
+                 "the 65th control connection refused")
+        for c in conns:
+            c.close()
+    finally:
+        s.close()
+    assert k.stats()["received"] == 1
+    assert k.stop() == 0
+
+
+def _rss(k):
+    with open("/proc/%d/status" % k.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
