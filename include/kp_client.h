@@ -51,6 +51,7 @@ struct kp_client {
     enum kp_client_state state;
     ev_io rio, wio;
     bool paused;
+    int64_t last_read_ms; /* loop time of its last read */
 
     uint8_t *carry; /* owned: partial line from the last read */
     size_t carry_len, carry_cap;
@@ -103,9 +104,13 @@ void kp_clients_reconf(struct kp_clients *cs);
 void kp_clients_pause(struct kp_clients *cs, bool on);
 /* Frees the clients closed since the last call (prepare phase). */
 void kp_clients_reap(struct kp_clients *cs);
-/* Shutdown: reads what every client already wrote, then treats it as
- * EOF (each answers its summary once settled). */
-void kp_clients_drain(struct kp_clients *cs);
+/* Shutdown (begun at since_ms, loop time), once everything read is
+ * settled: closes, without a summary, every reading client that has been
+ * quiet for quiet_ms with nothing more to read; returns whether no client
+ * is left. Clients still writing are read to their EOF, or until the
+ * shutdown deadline. */
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms);
 /* Closes every connection (shutdown deadline). */
 void kp_clients_close_all(struct kp_clients *cs);
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -450,10 +451,10 @@ static ssize_t kp_client_read_once(struct kp_client *c)
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_client *c = w->data;
-    (void)loop;
     (void)revents;
 
     ssize_t n = kp_client_read_once(c);
+    c->last_read_ms = (int64_t)(ev_now(loop) * 1000);
     if (n == 0 || n == KP_ERROR) {
         /* EOF, or the peer vanished: complete lines and the partial last
          * one are still messages. */
@@ -461,26 +462,35 @@ static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void kp_client_drain_now(struct kp_client *c)
+/* Whether a reading client has been quiet since `since_ms` (loop time):
+ * nothing read for quiet_ms, nothing waiting to be read, nothing
+ * unsettled. Closing it then loses nothing it wrote. */
+static bool kp_client_idle(const struct kp_client *c, int64_t now_ms,
+                           int64_t since_ms, int64_t quiet_ms)
 {
-    if (c->state != KP_CLIENT_READING) {
-        return;
-    }
-    while (kp_client_read_once(c) > 0) {
-    }
-    kp_client_eof(c);
+    int avail = 0;
+
+    return c->state == KP_CLIENT_READING && c->tally->pending == 0 &&
+           now_ms - KP_MAX(c->last_read_ms, since_ms) >= quiet_ms &&
+           ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0;
 }
 
-void kp_clients_drain(struct kp_clients *cs)
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms)
 {
     struct kp_client *c, *next;
+    int64_t now = (int64_t)(ev_now(cs->loop) * 1000);
 
-    cs->paused = false;
     for (c = TAILQ_FIRST(&cs->open); c; c = next) {
         next = TAILQ_NEXT(c, link);
-        c->paused = false;
-        kp_client_drain_now(c);
+        if (kp_client_idle(c, now, since_ms, quiet_ms)) {
+            /* No summary: it did not half-close, and is told nothing
+             * that is not true. A partial line it left was never
+             * received. */
+            kp_client_close(c);
+        }
     }
+    return cs->cnt == 0;
 }
 
 static int kp_client_write_reply(struct kp_client *c)
