@@ -70,9 +70,11 @@ shared, so the ratios matter more than the absolute figures.
 
 --profile (`make bench PROFILE=1`): after a row's measured runs, one more
 kproxyd run (not in the medians) under `perf record -e cpu-clock
---call-graph dwarf` attached to the daemon's pid after the warm-up; its
-top functions (self, and inclusive for kproxyd's own) are printed and kept
-in build/bench/profile/ROW.txt with the perf.data beside. Where perf cannot
+--call-graph dwarf` attached to the daemon's pid after the warm-up: time by
+DSO, kernel time by entry (syscall, page fault), time by kproxyd function
+(with the libc and kernel work it calls), the hottest code, and kproxyd's
+functions by inclusive time are printed and kept in
+build/bench/profile/ROW.txt with the perf.data beside. Where perf cannot
 record, valgrind --tool=callgrind runs the daemon instead (instruction
 counts, start-up included; far slower).
 
@@ -802,6 +804,83 @@ def run_rdk(args, row, path, n, tmpdir, rate=None):
 # --------------------------------------------------------------------------
 # Profiles (--profile)
 
+def add(d, k, v):
+    d[k] = d.get(k, 0) + v
+
+
+def short_dso(dso):
+    if dso == "[kernel.kallsyms]":
+        return "kernel"
+    return os.path.basename(dso)
+
+
+def perf_samples(data):
+    """[(period ns, [(symbol, dso), ...leaf first])] from perf script,
+    physical frames only (--no-inline keeps every frame's own dso)."""
+    import re
+    frame_re = re.compile(r"^\s+[0-9a-f]+ (.*) \((.*)\)$")
+    p = subprocess.run(["perf", "script", "-i", data, "-F",
+                        "comm,period,ip,sym,dso", "--no-inline"],
+                       capture_output=True, timeout=600)
+    out, cur = [], None
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            cur = (int(line.split()[-1]), [])
+            out.append(cur)
+            continue
+        m = frame_re.match(line)
+        if m and cur is not None:
+            sym, dso = m.group(1), short_dso(m.group(2))
+            if sym == "[unknown]" or sym.startswith("0x"):
+                sym = "(no symbols)"
+            cur[1].append((sym, dso))
+    return out
+
+
+_ENTRIES = {"ksys_read": "read", "ksys_write": "write",
+            "do_writev": "writev", "do_readv": "readv",
+            "asm_exc_page_fault": "page faults",
+            "asm_sysvec_apic_timer_interrupt": "timer irq",
+            "asm_common_interrupt": "irq"}
+
+
+def kernel_entry(frames):
+    """How a kernel sample was entered: the outermost syscall or
+    exception frame (the one nearest user space)."""
+    entry = "other"
+    for sym, dso in frames:
+        if dso != "kernel":
+            break
+        if sym.startswith("__x64_sys_"):
+            entry = sym[len("__x64_sys_"):]
+        elif sym in _ENTRIES:
+            entry = _ENTRIES[sym]
+        elif sym.startswith("asm_sysvec_"):
+            entry = "irq " + sym[len("asm_sysvec_"):]
+    return entry
+
+
+def perf_inclusive(data, me, top):
+    """kproxyd's functions by inclusive time, inlined ones included
+    (perf report resolves them), without the loop's roots."""
+    p = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g",
+                        "none", "--sort", "dso,sym", "--children",
+                        "--percent-limit", "1"], capture_output=True,
+                       timeout=600)
+    roots = {"_start", "main", "kp_run", "kp_ctx_run"}
+    out = []
+    for ln in p.stdout.decode("utf-8", "replace").splitlines():
+        f = ln.split()
+        if (len(f) >= 5 and not ln.startswith("#") and f[2] == me and
+                f[4] not in roots):
+            out.append("%8s %8s  %s%s" % (f[0], f[1], f[4],
+                                          " (inlined)" if "inlined" in ln
+                                          else ""))
+    return out[:top]
+
+
 class Profiler:
     """perf record attached to the daemon after its warm-up, or callgrind
     around the whole daemon where perf cannot record."""
@@ -876,36 +955,52 @@ class Profiler:
         return text
 
     def _perf_report(self, data, binary):
-        def rep(sort, *extra):
-            p = subprocess.run(["perf", "report", "-i", data, "--stdio",
-                                "-g", "none", "--sort", sort] +
-                               list(extra), capture_output=True, timeout=600)
-            return p.stdout.decode("utf-8", "replace").splitlines()
-
-        def body(lines):
-            return [ln.strip() for ln in lines
-                    if ln.strip() and not ln.startswith("#")]
-
-        top = self.args.profile_top
-        selfl = rep("dso,sym", "--no-children", "--percent-limit", "0.5")
-        samples = [ln.lstrip("# ") for ln in selfl
-                   if ln.startswith("# Samples")][:1]
-        by_dso = body(rep("dso", "--no-children"))[:6]
         me = os.path.basename(binary)
-        # The loop's roots (_start, main, ev_run...) hold every sample.
-        incl = [ln for ln in body(rep("dso,sym", "--children",
-                                      "--percent-limit", "1"))
-                if ln.split()[2:3] == [me] and
-                not ln.startswith("100.00%")][:top]
+        samples = perf_samples(data)
+        total = sum(per for per, _ in samples) or 1
+        top = self.args.profile_top
+
+        def pct(d, n):
+            return ["%6.2f%%  %s" % (100.0 * v / total, k) for k, v in
+                    sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+
+        def inline(d, n):
+            return ", ".join("%s %.1f%%" % (k, 100.0 * v / total) for k, v in
+                             sorted(d.items(), key=lambda kv: -kv[1])[:n])
+
+        by_dso, by_sym, by_entry, nearest, nearest_self = (
+            {}, {}, {}, {}, {})
+        for per, frames in samples:
+            if not frames:
+                continue
+            sym, dso = frames[0]
+            add(by_dso, dso, per)
+            add(by_sym, "%-10s %s" % (dso, sym), per)
+            if dso == "kernel":
+                add(by_entry, kernel_entry(frames), per)
+            mine = [f for f, d in frames if d == me]
+            if mine:
+                add(nearest, mine[0], per)
+                if dso == me:
+                    add(nearest_self, mine[0], per)
+        near = ["%6.2f%%  %-34s (self %.2f%%)" % (
+            100.0 * v / total, k if k != "main" else "main (the libev loop "
+            "itself)", 100.0 * nearest_self.get(k, 0) / total)
+            for k, v in sorted(nearest.items(), key=lambda kv: -kv[1])[:top]]
         return "\n".join(
-            ["  " + "; ".join(samples) + " (cpu-clock, %d Hz)"
-             % self.args.profile_freq,
-             "  self by dso: " + ", ".join(
-                 "%s %s" % (ln.split()[1], ln.split()[0]) for ln in by_dso),
-             "  self (all code: kproxyd, libc, kernel):"] +
-            ["    " + ln for ln in body(selfl)[:top]] +
-            ["  inclusive (kproxyd's own functions; children, self):"] +
-            ["    " + ln for ln in incl]) + "\n"
+            ["  %d samples, %.2f s of CPU (perf cpu-clock, %d Hz)"
+             % (len(samples), total / 1e9, self.args.profile_freq),
+             "  by dso: " + inline(by_dso, 6),
+             "  kernel by entry: " + inline(by_entry, 8),
+             "  by kproxyd function (its own code plus the libc and kernel "
+             "work it calls,",
+             "  up to the next kproxyd frame):"] +
+            ["    " + ln for ln in near] +
+            ["  self, hottest code anywhere:"] +
+            ["    " + ln for ln in pct(by_sym, top)] +
+            ["  inclusive, kproxyd functions (inlined ones too; children, "
+             "self):"] +
+            ["    " + ln for ln in perf_inclusive(data, me, top)]) + "\n"
 
     def _callgrind_report(self, data):
         out = []
