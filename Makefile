@@ -93,13 +93,20 @@ build/tools/rdk_bench: tests/bench/rdk_bench.c | $(BUILD)
 	mkdir -p build/tools
 	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Werror -o $@ $< $(RDKAFKA_LIBS)
 
+build/tools/kp_writers: tests/bench/kp_writers.c | $(BUILD)
+	mkdir -p build/tools
+	$(CC) -O2 -g -std=gnu11 $(WARN) -D_GNU_SOURCE -o $@ $<
+
 tools: $(TOOLS)
 
-# Benchmark: kproxyd beside librdkafka on the same mock cluster; prints
-# ratios. BENCH_ARGS="--messages 200000 --size 100 ..." to change it.
+# Benchmark: kproxyd beside librdkafka on the same mock cluster, one row per
+# shape of traffic (tests/bench/README.md); prints ratios and targets.
+# BENCH_ARGS="--rows 100B,w100 --messages 200000 --repeat 1" to shorten it;
+# PROFILE=1 adds a perf profile of kproxyd per row.
 bench: deps
-	$(MAKE) all tools build/tools/rdk_bench
-	python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools $(BENCH_ARGS)
+	$(MAKE) all tools build/tools/rdk_bench build/tools/kp_writers
+	python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools \
+	    $(if $(filter 1,$(PROFILE)),--profile) $(BENCH_ARGS)
 
 # libFuzzer runs of every target for FUZZ_TIME seconds each (clang).
 fuzz: deps
