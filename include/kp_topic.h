@@ -52,6 +52,8 @@ struct kp_topic {
     size_t pending_bytes;
     int64_t pending_since_ms;
     uint64_t failed_by[KP_REASON__COUNT]; /* failed messages by reason */
+    int64_t alert_ms; /* kp_health: its last warning about the held
+                         messages (monotonic), 0 = none */
 };
 
 struct kp_topic_table {

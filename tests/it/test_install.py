@@ -429,8 +429,6 @@ def test_units_under_systemd(t):
 # The Grafana dashboard
 
 METRIC_RE = re.compile(r"\b((?:kproxyd|process)_[a-z0-9_]+)")
-# Promised by the lead's branch (label "code" on the broker errors).
-PENDING_LABELS = {"code"}
 
 
 def test_dashboard_uses_exported_names(t):
@@ -480,6 +478,5 @@ def test_dashboard_uses_exported_names(t):
                     if label in ("instance", "job", "le"):
                         continue
                     assert samples[name] is None or \
-                        label in samples[name] or \
-                        label in PENDING_LABELS, (name, label, expr)
+                        label in samples[name], (name, label, expr)
     assert k.stop() == 0

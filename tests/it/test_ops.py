@@ -614,7 +614,7 @@ def test_metrics_openmetrics(t):
     assert not [f for f in fams.values() if f["type"] == "unknown"], \
         [f["name"] for f in fams.values() if f["type"] == "unknown"]
     for f in fams.values():
-        assert f["name"].startswith("kproxyd_"), f["name"]
+        assert f["name"].startswith(("kproxyd_", "process_")), f["name"]
         if f["type"] == "counter":
             assert all(s[0] in (f["name"] + "_total", f["name"] + "_created")
                        for s in f["samples"]), f
