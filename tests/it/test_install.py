@@ -480,3 +480,40 @@ def test_dashboard_uses_exported_names(t):
                     assert samples[name] is None or \
                         label in samples[name], (name, label, expr)
     assert k.stop() == 0
+
+
+# --------------------------------------------------------------------------
+# make deps
+
+def test_make_deps_skippable(t):
+    """`make check` and `make run` call `make deps` (tests/deps.sh, which
+    runs apt-get for what is missing) and say so; NO_DEPS=1 skips it, in
+    the environment or on the command line, and nothing else changes."""
+    if not shutil.which("make"):
+        raise Skip("make not installed")
+
+    def dry(target, env=None, *args):
+        e = dict(os.environ)
+        e.pop("NO_DEPS", None)
+        e.update(env or {})
+        p = subprocess.run(["make", "-n", "-C", REPO, target] + list(args),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env=e, timeout=tmo(60))
+        out = p.stdout.decode("utf-8", "replace")
+        assert p.returncode == 0, out
+        return out
+
+    for target in ("check", "run"):
+        out = dry(target)
+        assert "sh tests/deps.sh" in out and "NO_DEPS=1 skips" in out, out
+        for env, args in (({"NO_DEPS": "1"}, ()), ({}, ("NO_DEPS=1",))):
+            out = dry(target, env, *args)
+            assert "tests/deps.sh" not in out, out
+            assert "deps: skipped (NO_DEPS=1)" in out, out
+    # The real thing: skipped, exit 0, with no package tool run.
+    e = dict(os.environ, NO_DEPS="1", PATH="/nonexistent")
+    p = subprocess.run([shutil.which("make"), "-s", "-C", REPO, "deps"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=e, timeout=tmo(60))
+    assert p.returncode == 0, p.stdout
+    assert p.stdout.decode().strip() == "deps: skipped (NO_DEPS=1)", p.stdout
