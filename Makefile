@@ -2,7 +2,8 @@
 #
 #   make            build build/kproxyd
 #   make run        install missing packages, build, start a mock cluster and
-#                   kproxyd against it (conf/kproxyd.dev.json)
+#                   kproxyd against it (conf/kproxyd.dev.json; more kproxyd
+#                   arguments in RUN_ARGS="-X log_level=debug")
 #   make check      install missing packages, build, run every test: unit
 #                   (check), integration (mock cluster), fuzz corpora, then
 #                   the same again under ASan+UBSan
@@ -154,7 +155,7 @@ check: deps
 	@echo "make check: all suites passed (plain and ASan+UBSan)"
 
 run: deps all tools
-	@sh tests/run_dev.sh $(BUILD)/kproxyd
+	@sh tests/run_dev.sh $(BUILD)/kproxyd $(RUN_ARGS)
 
 # The configuration: the sample is always (re)installed as
 # kproxyd.json.sample; kproxyd.json is created from it only when absent, so
