@@ -50,9 +50,9 @@ struct kp_health_src {
 };
 
 struct kp_health {
-    int64_t down_since_ms;    /* monotonic: no broker up since; 0 = up */
-    int64_t cluster_alert_ms; /* last unreachable warning, 0 = none */
-    int64_t stuck_alert_ms;   /* last stuck-partitions warning, 0 = none */
+    int64_t down_since_ms;        /* monotonic: no broker up since; 0 = up */
+    int64_t cluster_alert_ms;     /* last unreachable warning, 0 = none */
+    int64_t stuck_alert_ms;       /* last stuck-partitions warning, 0 = none */
     struct kp_ratelimit topic_rl; /* topic warnings, all topics together */
 };
 
@@ -73,8 +73,8 @@ void kp_health_check(struct kp_health *h, const struct kp_health_src *s,
 
 /* After each Metadata answer is applied: topics that do not exist, at
  * once. */
-void kp_health_on_metadata(struct kp_health *h,
-                           const struct kp_health_src *s, int64_t now_ms);
+void kp_health_on_metadata(struct kp_health *h, const struct kp_health_src *s,
+                           int64_t now_ms);
 
 /*
  * NULL when ready (started, not stopping, a broker connection up), else

@@ -63,8 +63,7 @@ static bool kp_health_counted(const struct kp_broker *b)
     return !b->retired;
 }
 
-static void kp_health_broker_name(struct kp_hline *l,
-                                  const struct kp_broker *b)
+static void kp_health_broker_name(struct kp_hline *l, const struct kp_broker *b)
 {
     if (b->node_id < 0) {
         kp_hput(l, "bootstrap %s:%d", b->host, b->port);
@@ -87,8 +86,9 @@ static void kp_health_broker_causes(const struct kp_metadata *md,
         }
         kp_hput(l, "%s", first ? "" : "; ");
         kp_health_broker_name(l, b);
-        kp_hput(l, ": %s", b->last_error[0] ? b->last_error
-                                            : kp_broker_state_names[b->state]);
+        kp_hput(l, ": %s",
+                b->last_error[0] ? b->last_error
+                                 : kp_broker_state_names[b->state]);
         first = false;
     }
     if (first) {
@@ -154,7 +154,8 @@ static bool kp_health_cluster(struct kp_health *h,
     if (!kp_health_all_failed(s->md) && down < KP_HEALTH_DOWN_MS) {
         return false;
     }
-    if (h->cluster_alert_ms && now - h->cluster_alert_ms < KP_HEALTH_REPEAT_MS) {
+    if (h->cluster_alert_ms &&
+        now - h->cluster_alert_ms < KP_HEALTH_REPEAT_MS) {
         return false;
     }
     struct kp_hline l = {.len = 0};
@@ -200,13 +201,14 @@ static void kp_health_writers(const struct kp_topic *t, struct kp_hline *l)
             more = true;
             break;
         }
-        kp_hput(l, "%spid %ld uid %ld", shown ? ", " : "",
-                (long)c->peer_pid, (long)c->peer_uid);
+        kp_hput(l, "%spid %ld uid %ld", shown ? ", " : "", (long)c->peer_pid,
+                (long)c->peer_uid);
         pids[shown++] = c->peer_pid;
     }
-    kp_hput(l, "%s", shown == 0 ? "writers now disconnected"
-                     : more    ? " and others"
-                               : "");
+    kp_hput(l, "%s",
+            shown == 0 ? "writers now disconnected"
+            : more     ? " and others"
+                       : "");
 }
 
 /* Metadata answers that say the topic cannot be written as it is. */
@@ -272,9 +274,8 @@ static void kp_health_topic(struct kp_topic *t, void *arg)
         kp_log_rl(&w->h->topic_rl, KP_LOG_WARNING,
                   "topic %s %s (Metadata: %s): %u message(s) held from %s "
                   "fail in %lld s (delivery_timeout_ms) - %s",
-                  t->name, problem, kp_kerr_name(t->md_error),
-                  t->pending_cnt, l.s, left,
-                  kp_health_topic_hint(t->md_error));
+                  t->name, problem, kp_kerr_name(t->md_error), t->pending_cnt,
+                  l.s, left, kp_health_topic_hint(t->md_error));
         return;
     }
     kp_log_rl(&w->h->topic_rl, KP_LOG_WARNING,
@@ -382,8 +383,8 @@ void kp_health_check(struct kp_health *h, const struct kp_health_src *s,
     kp_health_stuck(h, s, now_ms);
 }
 
-void kp_health_on_metadata(struct kp_health *h,
-                           const struct kp_health_src *s, int64_t now_ms)
+void kp_health_on_metadata(struct kp_health *h, const struct kp_health_src *s,
+                           int64_t now_ms)
 {
     struct kp_health_walk w = {.h = h, .s = s, .now = now_ms};
     kp_topic_foreach(&s->router->topics, kp_health_topic, &w);
