@@ -50,7 +50,9 @@ struct kp_health_src {
 };
 
 struct kp_health {
-    int64_t down_since_ms;        /* monotonic: no broker up since; 0 = up */
+    /* Monotonic ms (always > 0) since no broker connection is up; 0 while
+     * one is. */
+    int64_t down_since_ms;
     int64_t cluster_alert_ms;     /* last unreachable warning, 0 = none */
     int64_t stuck_alert_ms;       /* last stuck-partitions warning, 0 = none */
     struct kp_ratelimit topic_rl; /* topic warnings, all topics together */
