@@ -28,7 +28,7 @@ struct fixture {
     struct kp_conf conf;
     struct kp_idemp idemp;
     struct kp_health_src src;
-    char *logpath;
+    char logpath[64];
 };
 
 static void fixture_init(struct fixture *f)
@@ -65,7 +65,7 @@ static void capture(struct fixture *f)
     fflush(stderr);
     ck_assert_int_ge(dup2(fd, STDERR_FILENO), 0);
     close(fd);
-    f->logpath = strdup(tmpl);
+    snprintf(f->logpath, sizeof(f->logpath), "%s", tmpl);
     kp_log_set_level(KP_LOG_WARNING);
 }
 
