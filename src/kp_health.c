@@ -227,7 +227,7 @@ static const char *kp_health_topic_problem(int16_t err)
     }
 }
 
-static const char *kp_health_topic_hint(int16_t err)
+static const char *kp_health_topic_hint(int16_t err, bool auto_create)
 {
     switch (err) {
     case KP_KERR_TOPIC_AUTHORIZATION_FAILED:
@@ -235,8 +235,12 @@ static const char *kp_health_topic_hint(int16_t err)
     case KP_KERR_INVALID_TOPIC_EXCEPTION:
         return "check the topic name the writer uses";
     default:
-        return "check the topic name the writer uses, create the topic, "
-               "or set auto_create_topics";
+        return auto_create
+                   ? "check the topic name the writer uses, or create the "
+                     "topic (auto_create_topics is on: the brokers' "
+                     "auto.create.topics.enable is not)"
+                   : "check the topic name the writer uses, create the "
+                     "topic, or set auto_create_topics";
     }
 }
 
@@ -275,7 +279,9 @@ static void kp_health_topic(struct kp_topic *t, void *arg)
                   "topic %s %s (Metadata: %s): %u message(s) held from %s "
                   "fail in %lld s (delivery_timeout_ms) - %s",
                   t->name, problem, kp_kerr_name(t->md_error), t->pending_cnt,
-                  l.s, left, kp_health_topic_hint(t->md_error));
+                  l.s, left,
+                  kp_health_topic_hint(t->md_error,
+                                       w->s->conf->auto_create_topics));
         return;
     }
     kp_log_rl(&w->h->topic_rl, KP_LOG_WARNING,
