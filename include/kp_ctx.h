@@ -64,9 +64,11 @@ struct kp_ctx {
     ev_prepare prepare; /* send requests, reap clients, end the drain */
     ev_timer sweep;     /* delivery timeouts, once a second */
     ev_timer stop_timer;
+    ev_timer drain_tick; /* wakes the loop while draining */
     ev_signal sig_term, sig_int, sig_hup;
     bool started; /* listeners bound and serving */
     bool stopping;
+    int64_t stop_ms; /* loop time the drain began */
     int exit_code;
 };
 

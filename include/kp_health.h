@@ -11,28 +11,22 @@
  *                 addresses; after 10 s for addresses that never answer),
  *                 with each broker's cause, then every minute while it
  *                 lasts; an info line when a connection is up again
- *   unknown topic Metadata says a topic that holds messages does not exist
- *                 (or may not be written, or is not a valid name): warned
- *                 at once from the Metadata answer, naming the topic, the
- *                 writers' pid and uid, and when the messages will fail;
- *                 again every minute per topic while it holds messages
- *   held topic    a topic whose metadata has not come for long (see below)
- *                 while it holds messages
  *   stuck         partitions whose oldest queued batch waits longer than
  *                 min(30 s, delivery_timeout_ms / 2): no leader, the
  *                 leader's connection down, retrying, in flight; one
  *                 summary line, every minute while it lasts
  *
- * Every warning is logged at warning level (seen with log_level warning),
- * through kp_log_rl as well as the per-alert repeat interval, and says
- * what to check. While the cluster is unreachable the topic and partition
- * warnings are left out: their cause is that one.
+ * Each warning is logged at warning level (seen with log_level warning),
+ * at most once per KP_HEALTH_REPEAT_MS while its condition lasts, and
+ * says what to check. While the cluster is unreachable the partition
+ * warning is left out: its cause is that one. (A topic the cluster does
+ * not know is kp_topic's own warning, at once from the Metadata answer;
+ * a broker's own connection errors are kp_broker's.)
  */
 #ifndef KP_HEALTH_H
 #define KP_HEALTH_H
 
 #include "kp_common.h"
-#include "kp_log.h"
 
 struct kp_conf;
 struct kp_idemp;
@@ -42,7 +36,7 @@ struct kp_router;
 /* What the checks read; every pointer is borrowed. */
 struct kp_health_src {
     const struct kp_conf *conf;
-    struct kp_router *router; /* topics' alert_ms are written */
+    const struct kp_router *router;
     const struct kp_metadata *md;
     const struct kp_idemp *idemp;
     bool started;  /* listeners bound */
@@ -53,15 +47,14 @@ struct kp_health {
     /* Monotonic ms (always > 0) since no broker connection is up; 0 while
      * one is. */
     int64_t down_since_ms;
-    int64_t cluster_alert_ms;     /* last unreachable warning, 0 = none */
-    int64_t stuck_alert_ms;       /* last stuck-partitions warning, 0 = none */
-    struct kp_ratelimit topic_rl; /* topic warnings, all topics together */
+    int64_t cluster_alert_ms; /* last unreachable warning, 0 = none */
+    int64_t stuck_alert_ms;   /* last stuck-partitions warning, 0 = none */
 };
 
 /* Repeat interval of one alert while its condition lasts. */
 #define KP_HEALTH_REPEAT_MS 60000
-/* A partition or held topic waits at most this long before a warning
- * (less when half the delivery timeout is shorter). */
+/* A partition's oldest queued batch waits at most this long before a
+ * warning (less when half the delivery timeout is shorter). */
 #define KP_HEALTH_STUCK_MS 30000
 /* No broker up for this long is an alert even when some connection
  * attempt has not failed yet (a blackholed address). */
@@ -69,14 +62,9 @@ struct kp_health {
 
 void kp_health_init(struct kp_health *h, int64_t now_ms);
 
-/* Once a second (kp_ctx's sweep): the cluster, held topics, partitions. */
+/* Once a second (kp_ctx's sweep): the cluster, then partitions. */
 void kp_health_check(struct kp_health *h, const struct kp_health_src *s,
                      int64_t now_ms);
-
-/* After each Metadata answer is applied: topics that do not exist, at
- * once. */
-void kp_health_on_metadata(struct kp_health *h, const struct kp_health_src *s,
-                           int64_t now_ms);
 
 /*
  * NULL when ready (started, not stopping, a broker connection up), else

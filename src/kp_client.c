@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -64,6 +65,7 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
     cs->n = n;
     TAILQ_INIT(&cs->open);
     TAILQ_INIT(&cs->closed);
+    kp_uidmap_init(&cs->per_uid);
     kp_line_scratch_init(&cs->scratch);
     kp_clients_reconf(cs);
 }
@@ -99,6 +101,7 @@ void kp_clients_deinit(struct kp_clients *cs)
     kp_clients_close_all(cs);
     kp_clients_reap(cs);
     kp_line_scratch_deinit(&cs->scratch);
+    kp_uidmap_deinit(&cs->per_uid);
     free(cs->rbuf);
 }
 
@@ -167,6 +170,7 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
     c->rio.data = c->wio.data = c;
     TAILQ_INSERT_TAIL(&cs->open, c, link);
     cs->cnt++;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, 1);
     c->paused = cs->paused;
     kp_client_set_state(c, KP_CLIENT_READING);
     kp_debug("client %llu: connected (uid %ld gid %ld pid %ld)",
@@ -189,6 +193,7 @@ void kp_client_close(struct kp_client *c)
     TAILQ_REMOVE(&cs->open, c, link);
     TAILQ_INSERT_TAIL(&cs->closed, c, link);
     cs->cnt--;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, -1);
 }
 
 static void kp_client_pause(struct kp_client *c, bool on)
@@ -246,16 +251,21 @@ static void kp_client_reject(struct kp_client *c, enum kp_reason why,
     }
 }
 
+/* The topic, from the one-entry cache when the last line had the same
+ * one (and no topic was forgotten since); NULL: max_topics reached. */
 static struct kp_topic *kp_client_topic(struct kp_client *c, const char *name,
                                         size_t len)
 {
+    struct kp_router *r = c->set->router;
     struct kp_topic *t = c->last_topic;
 
-    if (t && t->name_len == len && memcmp(t->name, name, len) == 0) {
+    if (t && c->last_topic_epoch == r->topic_epoch && t->name_len == len &&
+        memcmp(t->name, name, len) == 0) {
         return t;
     }
-    t = kp_router_topic(c->set->router, name, len);
+    t = kp_router_topic(r, name, len);
     c->last_topic = t;
+    c->last_topic_epoch = r->topic_epoch;
     return t;
 }
 
@@ -281,6 +291,9 @@ static enum kp_reason kp_client_route(struct kp_client *c,
         return KP_REASON_TOPIC_DENIED;
     }
     struct kp_topic *t = kp_client_topic(c, m.topic, m.topic_len);
+    if (!t) {
+        return KP_REASON_TOO_MANY_TOPICS;
+    }
     int64_t ts = m.timestamp >= 0 ? m.timestamp
                                   : (int64_t)(ev_now(cs->loop) * 1000);
     return kp_router_route(cs->router, t, &m, ts, c->tally,
@@ -438,10 +451,10 @@ static ssize_t kp_client_read_once(struct kp_client *c)
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_client *c = w->data;
-    (void)loop;
     (void)revents;
 
     ssize_t n = kp_client_read_once(c);
+    c->last_read_ms = (int64_t)(ev_now(loop) * 1000);
     if (n == 0 || n == KP_ERROR) {
         /* EOF, or the peer vanished: complete lines and the partial last
          * one are still messages. */
@@ -449,26 +462,35 @@ static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void kp_client_drain_now(struct kp_client *c)
+/* Whether a reading client has been quiet since `since_ms` (loop time):
+ * nothing read for quiet_ms, nothing waiting to be read, nothing
+ * unsettled. Closing it then loses nothing it wrote. */
+static bool kp_client_idle(const struct kp_client *c, int64_t now_ms,
+                           int64_t since_ms, int64_t quiet_ms)
 {
-    if (c->state != KP_CLIENT_READING) {
-        return;
-    }
-    while (kp_client_read_once(c) > 0) {
-    }
-    kp_client_eof(c);
+    int avail = 0;
+
+    return c->state == KP_CLIENT_READING && c->tally->pending == 0 &&
+           now_ms - KP_MAX(c->last_read_ms, since_ms) >= quiet_ms &&
+           ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0;
 }
 
-void kp_clients_drain(struct kp_clients *cs)
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms)
 {
     struct kp_client *c, *next;
+    int64_t now = (int64_t)(ev_now(cs->loop) * 1000);
 
-    cs->paused = false;
     for (c = TAILQ_FIRST(&cs->open); c; c = next) {
         next = TAILQ_NEXT(c, link);
-        c->paused = false;
-        kp_client_drain_now(c);
+        if (kp_client_idle(c, now, since_ms, quiet_ms)) {
+            /* No summary: it did not half-close, and is told nothing
+             * that is not true. A partial line it left was never
+             * received. */
+            kp_client_close(c);
+        }
     }
+    return cs->cnt == 0;
 }
 
 static int kp_client_write_reply(struct kp_client *c)

@@ -19,12 +19,26 @@
 #include "kp_stats.h"
 #include "kp_systemd.h"
 
+/* At shutdown, a writer that keeps its connection open but has sent
+ * nothing for this long is let go (without a summary) once all it wrote
+ * is settled; one still writing is read on to its EOF. */
+#define KP_CTX_QUIET_MS 500
+
 static void kp_ctx_on_prepare(struct ev_loop *loop, ev_prepare *w,
                               int revents);
 static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents);
 static void kp_ctx_on_signal(struct ev_loop *loop, ev_signal *w, int revents);
 static void kp_ctx_on_stop_timer(struct ev_loop *loop, ev_timer *w,
                                  int revents);
+
+/* Only wakes the loop during the drain: the prepare phase does the work. */
+static void kp_ctx_on_drain_tick(struct ev_loop *loop, ev_timer *w,
+                                 int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
 
 /* ---- hooks: the router (topics, partitions) ---- */
 
@@ -48,6 +62,12 @@ static void kp_ctx_on_new_topic(void *arg, struct kp_topic *t)
     kp_metadata_refresh(ctx->md, "new topic");
 }
 
+static void kp_ctx_on_forget_topic(void *arg, struct kp_topic *t)
+{
+    struct kp_ctx *ctx = arg;
+    kp_produce_forget(&ctx->produce, t);
+}
+
 static void kp_ctx_on_backpressure(void *arg, bool on)
 {
     struct kp_ctx *ctx = arg;
@@ -68,6 +88,7 @@ static const struct kp_router_hooks kp_ctx_router_hooks = {
     .changed = kp_ctx_on_changed,
     .seq_gap = kp_ctx_on_seq_gap,
     .new_topic = kp_ctx_on_new_topic,
+    .forget_topic = kp_ctx_on_forget_topic,
     .backpressure = kp_ctx_on_backpressure,
     .settled = kp_ctx_on_settled,
 };
@@ -105,23 +126,10 @@ static void kp_ctx_on_broker_room(void *arg, struct kp_broker *b)
     kp_produce_on_room(&ctx->produce, b);
 }
 
-static void kp_ctx_health_src(struct kp_ctx *ctx, struct kp_health_src *s)
-{
-    *s = (struct kp_health_src){
-        .conf = ctx->conf, .router = ctx->router, .md = ctx->md,
-        .idemp = &ctx->idemp, .started = ctx->started,
-        .stopping = ctx->stopping,
-    };
-}
-
 static void kp_ctx_on_md_applied(void *arg)
 {
     struct kp_ctx *ctx = arg;
-    struct kp_health_src hs;
-
     kp_idemp_kick(&ctx->idemp);
-    kp_ctx_health_src(ctx, &hs);
-    kp_health_on_metadata(&ctx->health, &hs, kp_mono_ms());
 }
 
 static const struct kp_metadata_hooks kp_ctx_md_hooks = {
@@ -146,6 +154,15 @@ static void kp_ctx_stats_src(struct kp_ctx *ctx, struct kp_stats_src *s)
         .conf = ctx->conf, .n = &ctx->n, .router = ctx->router,
         .md = ctx->md, .clients = &ctx->clients, .idemp = &ctx->idemp,
         .start_ms = ctx->start_ms, .reload_wall_ms = ctx->reload_wall_ms,
+    };
+}
+
+static void kp_ctx_health_src(struct kp_ctx *ctx, struct kp_health_src *s)
+{
+    *s = (struct kp_health_src){
+        .conf = ctx->conf, .router = ctx->router, .md = ctx->md,
+        .idemp = &ctx->idemp, .started = ctx->started,
+        .stopping = ctx->stopping,
     };
 }
 
@@ -273,6 +290,7 @@ static void kp_ctx_init_watchers(struct kp_ctx *ctx)
     ev_prepare_init(&ctx->prepare, kp_ctx_on_prepare);
     ev_timer_init(&ctx->sweep, kp_ctx_on_sweep, 1., 1.);
     ev_timer_init(&ctx->stop_timer, kp_ctx_on_stop_timer, 0., 0.);
+    ev_timer_init(&ctx->drain_tick, kp_ctx_on_drain_tick, 0., 0.);
     ev_signal_init(&ctx->sig_term, kp_ctx_on_signal, SIGTERM);
     ev_signal_init(&ctx->sig_int, kp_ctx_on_signal, SIGINT);
     ev_signal_init(&ctx->sig_hup, kp_ctx_on_signal, SIGHUP);
@@ -309,6 +327,7 @@ void kp_ctx_destroy(struct kp_ctx *ctx)
     ev_prepare_stop(ctx->loop, &ctx->prepare);
     ev_timer_stop(ctx->loop, &ctx->sweep);
     ev_timer_stop(ctx->loop, &ctx->stop_timer);
+    ev_timer_stop(ctx->loop, &ctx->drain_tick);
     ev_signal_stop(ctx->loop, &ctx->sig_term);
     ev_signal_stop(ctx->loop, &ctx->sig_int);
     ev_signal_stop(ctx->loop, &ctx->sig_hup);
@@ -428,10 +447,13 @@ static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     kp_health_check(&ctx->health, &hs, now);
 }
 
-/* Everything read is settled and every summary written. */
-static bool kp_ctx_drained(const struct kp_ctx *ctx)
+/* Everything read is settled and every summary written; clients that
+ * keep their connection open with nothing more to send are let go. */
+static bool kp_ctx_drained(struct kp_ctx *ctx)
 {
-    return ctx->router->env.queued_msgs == 0 && ctx->clients.cnt == 0;
+    return ctx->router->env.queued_msgs == 0 &&
+           kp_clients_close_idle(&ctx->clients, ctx->stop_ms,
+                                 KP_CTX_QUIET_MS);
 }
 
 static void kp_ctx_on_prepare(struct ev_loop *loop, ev_prepare *w,
@@ -454,18 +476,22 @@ void kp_ctx_shutdown(struct kp_ctx *ctx)
         return;
     }
     ctx->stopping = true;
+    ctx->stop_ms = (int64_t)(ev_now(ctx->loop) * 1000);
     kp_systemd_notify("STOPPING=1");
     kp_info("shutdown: draining (up to %d ms)",
             ctx->conf->shutdown_timeout_ms);
     for (size_t i = 0; i < ctx->listener_cnt; i++) {
         kp_listener_stop(ctx->listeners[i]);
     }
-    /* Read what clients already wrote, whatever the buffer says. */
-    kp_clients_drain(&ctx->clients);
+    /* Clients are read on, to their EOF (or the deadline): what they
+     * write meanwhile is delivered too, and their summaries are true. */
     kp_router_drain(ctx->router);
     ev_timer_set(&ctx->stop_timer, ctx->conf->shutdown_timeout_ms / 1000.0,
                  0.);
     ev_timer_start(ctx->loop, &ctx->stop_timer);
+    /* wakes the loop so that quiet writers are noticed */
+    ev_timer_set(&ctx->drain_tick, 0.1, 0.1);
+    ev_timer_start(ctx->loop, &ctx->drain_tick);
 }
 
 /* The deadline: what is left fails (dead letter first), exit status 3. */

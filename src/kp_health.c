@@ -12,18 +12,15 @@
 #include <stdio.h>
 
 #include "kp_broker.h"
-#include "kp_client.h"
 #include "kp_conf.h"
 #include "kp_idemp.h"
-#include "kp_kerr.h"
+#include "kp_log.h"
 #include "kp_metadata.h"
 #include "kp_partition.h"
 #include "kp_router.h"
 
 /* Partitions named in one stuck-partitions warning; the rest counted. */
 #define KP_HEALTH_STUCK_SHOWN 5
-/* Writers named in one topic warning. */
-#define KP_HEALTH_WRITERS_SHOWN 3
 
 /* A log line being built; text past the end is dropped. */
 struct kp_hline {
@@ -172,129 +169,20 @@ static bool kp_health_cluster(struct kp_health *h,
     return false;
 }
 
-/* ---- topics ---- */
+/* ---- partitions ---- */
 
-/* How long a message may wait before it is a stuck one. */
+/* How long a batch may wait before its partition is a stuck one. */
 static int64_t kp_health_stuck_ms(const struct kp_producer_conf *pc)
 {
     return KP_MIN((int64_t)KP_HEALTH_STUCK_MS, pc->delivery_timeout_ms / 2);
 }
 
-/* "pid 12 uid 1000, pid 13 uid 1000": the writers of a topic's held
- * messages that are still connected (a tally's owner is its client). */
-static void kp_health_writers(const struct kp_topic *t, struct kp_hline *l)
-{
-    pid_t pids[KP_HEALTH_WRITERS_SHOWN];
-    unsigned shown = 0;
-    bool more = false;
-
-    for (uint32_t i = 0; i < t->pending_runs.cnt; i++) {
-        const struct kp_client *c = t->pending_runs.v[i].tally->owner;
-        bool seen = false;
-        for (unsigned j = 0; c && j < shown; j++) {
-            seen = seen || pids[j] == c->peer_pid;
-        }
-        if (!c || seen) {
-            continue;
-        }
-        if (shown == KP_HEALTH_WRITERS_SHOWN) {
-            more = true;
-            break;
-        }
-        kp_hput(l, "%spid %ld uid %ld", shown ? ", " : "", (long)c->peer_pid,
-                (long)c->peer_uid);
-        pids[shown++] = c->peer_pid;
-    }
-    kp_hput(l, "%s",
-            shown == 0 ? "writers now disconnected"
-            : more     ? " and others"
-                       : "");
-}
-
-/* Metadata answers that say the topic cannot be written as it is. */
-static const char *kp_health_topic_problem(int16_t err)
-{
-    switch (err) {
-    case KP_KERR_UNKNOWN_TOPIC_OR_PARTITION:
-    case KP_KERR_UNKNOWN_TOPIC_ID:
-        return "does not exist";
-    case KP_KERR_TOPIC_AUTHORIZATION_FAILED:
-        return "may not be written by kproxyd";
-    case KP_KERR_INVALID_TOPIC_EXCEPTION:
-        return "is not a valid topic for the cluster";
-    default:
-        return NULL;
-    }
-}
-
-static const char *kp_health_topic_hint(int16_t err, bool auto_create)
-{
-    switch (err) {
-    case KP_KERR_TOPIC_AUTHORIZATION_FAILED:
-        return "check the ACLs of kproxyd's principal on that topic";
-    case KP_KERR_INVALID_TOPIC_EXCEPTION:
-        return "check the topic name the writer uses";
-    default:
-        return auto_create
-                   ? "check the topic name the writer uses, or create the "
-                     "topic (auto_create_topics is on: the brokers' "
-                     "auto.create.topics.enable is not)"
-                   : "check the topic name the writer uses, create the "
-                     "topic, or set auto_create_topics";
-    }
-}
-
 struct kp_health_walk {
-    struct kp_health *h;
     const struct kp_health_src *s;
     int64_t now;
-    /* stuck partitions */
     struct kp_hline l;
-    unsigned stuck;
+    unsigned stuck; /* partitions found */
 };
-
-static void kp_health_topic(struct kp_topic *t, void *arg)
-{
-    struct kp_health_walk *w = arg;
-    struct kp_hline l = {.len = 0};
-
-    if (t->state != KP_TOPIC_UNKNOWN || t->pending_cnt == 0) {
-        t->alert_ms = 0;
-        return;
-    }
-    if (t->alert_ms && w->now - t->alert_ms < KP_HEALTH_REPEAT_MS) {
-        return;
-    }
-    int64_t waited = w->now - t->pending_since_ms;
-    const char *problem = kp_health_topic_problem(t->md_error);
-    if (!problem && waited < kp_health_stuck_ms(t->pconf)) {
-        return;
-    }
-    t->alert_ms = w->now;
-    kp_health_writers(t, &l);
-    long long left = (long long)(t->pconf->delivery_timeout_ms - waited);
-    left = left > 0 ? (left + 999) / 1000 : 0;
-    if (problem) {
-        kp_log_rl(&w->h->topic_rl, KP_LOG_WARNING,
-                  "topic %s %s (Metadata: %s): %u message(s) held from %s "
-                  "fail in %lld s (delivery_timeout_ms) - %s",
-                  t->name, problem, kp_kerr_name(t->md_error), t->pending_cnt,
-                  l.s, left,
-                  kp_health_topic_hint(t->md_error,
-                                       w->s->conf->auto_create_topics));
-        return;
-    }
-    kp_log_rl(&w->h->topic_rl, KP_LOG_WARNING,
-              "topic %s: no metadata after %lld s (%s): %u message(s) held "
-              "from %s fail in %lld s (delivery_timeout_ms) - check the "
-              "topic's state (kafka-topics.sh --describe --topic %s) and "
-              "the brokers' logs",
-              t->name, (long long)waited / 1000,
-              t->md_error ? kp_kerr_name(t->md_error) : "no answer for it",
-              t->pending_cnt, l.s, left, t->name);
-}
-
-/* ---- partitions ---- */
 
 /* Why partition p's head batch (of producer settings pc) is not moving. */
 static void kp_health_part_why(const struct kp_health_src *s,
@@ -352,9 +240,10 @@ static void kp_health_parts(struct kp_topic *t, void *arg)
 static void kp_health_stuck(struct kp_health *h, const struct kp_health_src *s,
                             int64_t now)
 {
-    struct kp_health_walk w = {.h = h, .s = s, .now = now};
+    struct kp_health_walk w = {.s = s, .now = now};
 
-    kp_topic_foreach(&s->router->topics, kp_health_parts, &w);
+    kp_topic_foreach((struct kp_topic_table *)&s->router->topics,
+                     kp_health_parts, &w);
     if (w.stuck == 0) {
         if (h->stuck_alert_ms) {
             kp_info("partitions make progress again");
@@ -381,17 +270,7 @@ static void kp_health_stuck(struct kp_health *h, const struct kp_health_src *s,
 void kp_health_check(struct kp_health *h, const struct kp_health_src *s,
                      int64_t now_ms)
 {
-    if (!kp_health_cluster(h, s, now_ms)) {
-        return; /* the one cause worth a warning */
-    }
-    struct kp_health_walk w = {.h = h, .s = s, .now = now_ms};
-    kp_topic_foreach(&s->router->topics, kp_health_topic, &w);
-    kp_health_stuck(h, s, now_ms);
-}
-
-void kp_health_on_metadata(struct kp_health *h, const struct kp_health_src *s,
-                           int64_t now_ms)
-{
-    struct kp_health_walk w = {.h = h, .s = s, .now = now_ms};
-    kp_topic_foreach(&s->router->topics, kp_health_topic, &w);
+    if (kp_health_cluster(h, s, now_ms)) {
+        kp_health_stuck(h, s, now_ms);
+    } /* else the one cause worth a warning is given */
 }

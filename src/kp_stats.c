@@ -530,11 +530,15 @@ static void kp_om_labelled(const struct kp_stats_src *s, struct kp_buf *out)
     kp_stats_printf(out,
                     "kproxyd_connections_refused_total{reason=\"peer\"} "
                     "%llu\n"
+                    "kproxyd_connections_refused_total{reason=\"uid\"} "
+                    "%llu\n"
                     "kproxyd_connections_refused_total{reason=\"other\"} "
                     "%llu\n",
                     (unsigned long long)n->clients_refused_peer,
+                    (unsigned long long)n->clients_refused_uid,
                     (unsigned long long)(n->clients_refused -
-                                         n->clients_refused_peer));
+                                         n->clients_refused_peer -
+                                         n->clients_refused_uid));
     kp_om_family(out, "config_reloads", "counter", NULL,
                  "Configuration reloads, by result.");
     kp_stats_printf(out,
