@@ -2,10 +2,15 @@
 #
 #   make            build build/kproxyd
 #   make run        install missing packages, build, start a mock cluster and
-#                   kproxyd against it (conf/kproxyd.dev.json)
+#                   kproxyd against it (conf/kproxyd.dev.json; more kproxyd
+#                   arguments in RUN_ARGS="-X log_level=debug")
 #   make check      install missing packages, build, run every test: unit
 #                   (check), integration (mock cluster), fuzz corpora, then
 #                   the same again under ASan+UBSan
+#   make deps       install the missing Debian packages (tests/deps.sh runs
+#                   apt-get, with sudo when not root); run, check, bench,
+#                   fuzz and valgrind call it first. NO_DEPS=1 skips it
+#                   (packagers, CI images that install their own packages)
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing
 #                   /etc/kproxyd/kproxyd.json; the sample goes beside it)
 #   make uninstall  the same files again (an edited config stays)
@@ -127,8 +132,16 @@ valgrind: deps
 	    --errors-for-leak-kinds=definite,indirect --track-fds=yes -q" \
 	    python3 tests/it/run.py --kproxyd build/kproxyd --tools build/tools
 
+# NO_DEPS=1 (or yes, true): the packages are the caller's business.
+ifeq ($(filter 1 yes true,$(NO_DEPS)),)
 deps:
+	@echo "deps: checking the Debian packages kproxyd needs" \
+	      "(tests/deps.sh; NO_DEPS=1 skips this)"
 	@sh tests/deps.sh
+else
+deps:
+	@echo "deps: skipped (NO_DEPS=$(NO_DEPS))"
+endif
 
 check-build: $(BUILD)/kproxyd $(UNITS) $(FUZZ_REPLAY) $(TOOLS)
 
@@ -153,7 +166,7 @@ check: deps
 	@echo "make check: all suites passed (plain and ASan+UBSan)"
 
 run: deps all tools
-	@sh tests/run_dev.sh $(BUILD)/kproxyd
+	@sh tests/run_dev.sh $(BUILD)/kproxyd $(RUN_ARGS)
 
 # The configuration: the sample is always (re)installed as
 # kproxyd.json.sample; kproxyd.json is created from it only when absent, so

@@ -11,6 +11,7 @@
 #include "kp_conf.h"
 #include "kp_control.h"
 #include "kp_deadletter.h"
+#include "kp_http.h"
 #include "kp_listener.h"
 #include "kp_log.h"
 #include "kp_metadata.h"
@@ -156,6 +157,15 @@ static void kp_ctx_stats_src(struct kp_ctx *ctx, struct kp_stats_src *s)
     };
 }
 
+static void kp_ctx_health_src(struct kp_ctx *ctx, struct kp_health_src *s)
+{
+    *s = (struct kp_health_src){
+        .conf = ctx->conf, .router = ctx->router, .md = ctx->md,
+        .idemp = &ctx->idemp, .started = ctx->started,
+        .stopping = ctx->stopping,
+    };
+}
+
 static void kp_ctx_stats(void *arg, struct kp_buf *out)
 {
     struct kp_stats_src s;
@@ -202,6 +212,62 @@ static const struct kp_control_ops kp_ctx_control_ops = {
     .reload = kp_ctx_control_reload,
 };
 
+/* ---- hooks: HTTP (the routes of kp_http) ---- */
+
+/* OpenMetrics, or converted to the Prometheus text format. */
+static int kp_ctx_http_metrics(void *arg, struct kp_buf *body,
+                               const char **content_type, bool openmetrics)
+{
+    struct kp_buf om;
+    (void)content_type;
+
+    if (openmetrics) {
+        kp_ctx_metrics(arg, body);
+        return 200;
+    }
+    kp_buf_init(&om, 64 * 1024);
+    kp_ctx_metrics(arg, &om);
+    kp_http_om_to_prometheus(om.data, om.len, body);
+    kp_buf_deinit(&om);
+    return 200;
+}
+
+static int kp_ctx_http_stats(void *arg, struct kp_buf *body,
+                             const char **content_type, bool openmetrics)
+{
+    (void)content_type;
+    (void)openmetrics;
+    kp_ctx_stats(arg, body);
+    return 200;
+}
+
+/* 200 "ok", or 503 with the reason (SPEC "HTTP"). */
+static int kp_ctx_http_readyz(void *arg, struct kp_buf *body,
+                              const char **content_type, bool openmetrics)
+{
+    struct kp_health_src hs;
+    char why[512];
+    (void)content_type;
+    (void)openmetrics;
+
+    kp_ctx_health_src(arg, &hs);
+    if (!kp_health_not_ready(&hs, why, sizeof(why))) {
+        kp_buf_put_bytes(body, "ok\n", 3);
+        return 200;
+    }
+    kp_buf_put_bytes(body, "not ready: ", 11);
+    kp_buf_put_bytes(body, why, strlen(why));
+    kp_buf_put_bytes(body, "\n", 1);
+    return 503;
+}
+
+static const struct kp_http_routes kp_ctx_http_routes = {
+    .metrics = kp_ctx_http_metrics,
+    .stats = kp_ctx_http_stats,
+    .healthz = NULL, /* kp_http's own: 200 while the loop runs */
+    .readyz = kp_ctx_http_readyz,
+};
+
 static void kp_ctx_status(void *arg, char *buf, size_t cap)
 {
     struct kp_ctx *ctx = arg;
@@ -241,6 +307,7 @@ struct kp_ctx *kp_ctx_create(struct ev_loop *loop, struct kp_conf *conf)
     ctx->conf = conf;
     ctx->boot_conf = kp_conf_get(conf);
     ctx->start_ms = kp_mono_ms();
+    kp_health_init(&ctx->health, ctx->start_ms);
     ctx->router = kp_router_create(loop, conf, &ctx->n, NULL,
                                    &kp_ctx_router_hooks, ctx);
     kp_produce_init(&ctx->produce, &ctx->conf, NULL, &ctx->idemp, &ctx->n);
@@ -256,6 +323,7 @@ struct kp_ctx *kp_ctx_create(struct ev_loop *loop, struct kp_conf *conf)
 
 void kp_ctx_destroy(struct kp_ctx *ctx)
 {
+    kp_http_close(ctx->http);
     ev_prepare_stop(ctx->loop, &ctx->prepare);
     ev_timer_stop(ctx->loop, &ctx->sweep);
     ev_timer_stop(ctx->loop, &ctx->stop_timer);
@@ -306,6 +374,26 @@ static int kp_ctx_open_sockets(struct kp_ctx *ctx, struct kp_activation *act)
     return KP_OK;
 }
 
+/* http.listen, after the listeners: a bind error is a start-up error. */
+static int kp_ctx_open_http(struct kp_ctx *ctx)
+{
+    const char *listen = ctx->boot_conf->http.listen;
+    char err[256];
+
+    if (!listen) {
+        return KP_OK;
+    }
+    ctx->http = kp_http_open(ctx->loop, listen, &kp_ctx_http_routes, ctx,
+                             err, sizeof(err));
+    if (!ctx->http) {
+        kp_err("%s", err);
+        return KP_ERROR;
+    }
+    kp_info("http: listening on port %d (http.listen %s)",
+            kp_http_port(ctx->http), listen);
+    return KP_OK;
+}
+
 int kp_ctx_start(struct kp_ctx *ctx)
 {
     struct kp_activation act = {0};
@@ -323,9 +411,13 @@ int kp_ctx_start(struct kp_ctx *ctx)
         }
         kp_router_set_deadletter(ctx->router, ctx->dl);
     }
+    if (kp_ctx_open_http(ctx) != KP_OK) {
+        return KP_ERROR;
+    }
     for (size_t i = 0; i < ctx->listener_cnt; i++) {
         kp_listener_start(ctx->listeners[i]);
     }
+    ctx->started = true;
     ev_prepare_start(ctx->loop, &ctx->prepare);
     ev_timer_start(ctx->loop, &ctx->sweep);
     if (ev_is_default_loop(ctx->loop)) {
@@ -342,13 +434,17 @@ int kp_ctx_start(struct kp_ctx *ctx)
 static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct kp_ctx *ctx = w->data;
+    struct kp_health_src hs;
+    int64_t now = kp_mono_ms();
     (void)loop;
     (void)revents;
 
-    kp_router_expire(ctx->router, kp_mono_ms(),
+    kp_router_expire(ctx->router, now,
                      ctx->idemp.state == KP_IDEMP_UNSUPPORTED
                          ? "brokers lack InitProducerId"
                          : NULL);
+    kp_ctx_health_src(ctx, &hs);
+    kp_health_check(&ctx->health, &hs, now);
 }
 
 /* Everything read is settled and every summary written; clients that

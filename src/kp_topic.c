@@ -337,6 +337,10 @@ static void kp_topic_held_msg(const struct kp_topic *t,
     m->header_cnt = (size_t)KP_MAX(v->header_cnt, 0);
 }
 
+/* Held lines rejected once the partition count is known (as kp_client
+ * logs the lines it rejects when reading). */
+static struct kp_ratelimit kp_topic_reject_rl;
+
 /* Routes the held messages, in the order they were read. */
 static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
 {
@@ -353,6 +357,10 @@ static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
         if (m.partition >= t->part_cnt) {
             /* The same fate as when the partition count is known at read
              * time: the line is rejected (SPEC), not sent. */
+            kp_log_rl(&kp_topic_reject_rl, KP_LOG_WARNING,
+                      "topic %s: held line rejected (bad_partition): "
+                      "partition %d, the topic has %d", t->name,
+                      m.partition, t->part_cnt);
             kp_topic_settle_held(tt, &t->pending_runs, 1, true);
             continue;
         }

@@ -32,7 +32,7 @@ LAYERS = [
     # 3: cluster state and the sender
     ["metadata", "idemp", "produce"],
     # 4: interfaces to operators
-    ["stats", "control", "http", "systemd"],
+    ["stats", "control", "http", "systemd", "health"],
     # 5: wiring
     ["ctx", "main"],
 ]
