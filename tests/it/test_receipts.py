@@ -416,3 +416,194 @@ def test_receipts_split_and_retries(t):
         assert kind == "ok" and off == -1, rr.receipts[m]
         assert part == murmur2_partition(b"k%d" % (m - first_a0), 2)
     assert k.stop() == 0
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_receipts_unread(t):
+    """A writer that never reads its receipts: once 1 MiB of them waits,
+    kproxyd stops reading that connection only (another writer goes on),
+    its memory stays bounded, nothing is dropped; once the writer reads,
+    it completes with every receipt."""
+    c = t.cluster(brokers=1, topics={"ur": 2})
+    k = t.kproxyd(c, {"listeners": [
+        dict(path="r.sock", format="value", topic="ur", **RECEIPTS),
+        {"path": "plain.sock", "format": "value", "topic": "ur"}]})
+    total = 1000000
+    data = b"".join(b"v%07d\n" % i for i in range(total))
+    warm = send(k.listener_paths[1], b"warm\n")
+    assert warm["delivered"] == 1, warm
+    base = rss_kib(k.proc.pid)
+    s = connect(k.listener_paths[0], timeout=300)
+    writer = threading.Thread(target=s.sendall, args=(data,), daemon=True)
+    writer.start()
+    wait_for(lambda: k.stats()["receipt_pauses"] >= 1, 60,
+             "the connection paused for unread receipts")
+    st = k.stats()
+    got = st["received"]
+    # Not read any more: what it wrote stays in the socket.
+    time.sleep(1.0)
+    st = k.stats()
+    assert st["received"] == got < total + 1, (got, st["received"])
+    assert writer.is_alive()
+    blocked_rss = rss_kib(k.proc.pid)
+    other = send(k.listener_paths[1], b"other\n" * 1000)
+    assert other == {"delivered": 1000, "failed": 0, "rejected": 0}, other
+    # the receipts of everything read so far, and 1 MiB of them unread,
+    # fit well within 32 MiB beyond what kproxyd held before
+    assert blocked_rss - base < 32 * 1024, (base, blocked_rss)
+    rr = ReceiptReader(s)
+    writer.join(tmo(120))
+    assert not writer.is_alive()
+    rr.wait_count(total, timeout=120)
+    summary = rr.finish()
+    s.close()
+    assert summary == {"delivered": total, "failed": 0, "rejected": 0}
+    assert sorted(rr.receipts) == list(range(1, total + 1))
+    assert all(f[0] == "ok" for f in rr.receipts.values())
+    print("  RSS %d KiB before, %d KiB while blocked (%d of %d messages "
+          "read), %d KiB at the end"
+          % (base, blocked_rss, got - 1, total, rss_kib(k.proc.pid)))
+    assert k.stop() == 0
+
+
+def frame(b):
+    return struct.pack(">I", len(b)) + b
+
+
+def pattern(size, salt):
+    """size bytes holding every byte value: \\n, \\r, NUL and 0xff too."""
+    block = bytes((i * 167 + salt) % 256 for i in range(256))
+    return (block * (size // 256 + 1))[:size]
+
+
+def chunked(sock, data, seed):
+    """Writes data in uneven pieces, so frames are split across reads."""
+    i, step = 0, seed
+    while i < len(data):
+        step = (step * 1103515245 + 12345) % 2147483648
+        n = 1 + step % 70000
+        sock.sendall(data[i:i + n])
+        i += n
+
+
+MAX = 1048576
+SIZES = [0, 1, 2, 3, 4, 5, 255, 256, 257, 4095, 65536, 999999, MAX - 40, MAX]
+
+
+def test_length_framing(t):
+    """framing "length" in every format: values of 0 to message_max_bytes
+    bytes holding \\n, \\r, NUL and 0xff arrive byte-exact (json: pretty
+    printed, newlines inside the frame); a frame over message_max_bytes is
+    skipped and rejected (too_long) and the next frames go on; a
+    zero-length frame is no message; EOF inside a frame rejects it."""
+    formats = {"value": "lv", "key,value": "lkv", "topic,value": None,
+               "topic,key,value": None, "json": None}
+    c = t.cluster(brokers=1, topics={"lv": 1, "lkv": 1, "ltv": 1,
+                                     "ltkv": 1, "lj": 1})
+    listeners = []
+    for fmt, topic in formats.items():
+        lst = dict(path="%s.sock" % fmt.replace(",", "_"), format=fmt,
+                   framing="length", **RECEIPTS)
+        if topic:
+            lst["topic"] = topic
+        listeners.append(lst)
+    k = t.kproxyd(c, {"listeners": listeners,
+                      "producer": {"linger_ms": 2}})
+    topics = {"value": "lv", "key,value": "lkv", "topic,value": "ltv",
+              "topic,key,value": "ltkv", "json": "lj"}
+    expected = {}
+    for i, (fmt, path) in enumerate(zip(formats, k.listener_paths)):
+        topic = topics[fmt].encode()
+        frames, values, keys, n = [], {}, {}, 0
+        for size in SIZES + [MAX + 1]:
+            v = pattern(size, i + size)
+            key = b"key%d" % size
+            if fmt == "value":
+                body = v
+            elif fmt == "key,value":
+                body = key + b" " + v
+            elif fmt == "topic,value":
+                body = topic + b" " + v
+            elif fmt == "topic,key,value":
+                body = topic + b" " + key + b" " + v
+            else:
+                body = json.dumps({"topic": topic.decode(),
+                                   "key": key.decode(),
+                                   "value_base64": __import__("base64")
+                                   .b64encode(v).decode()},
+                                  indent=2).encode()
+                if size == MAX + 1:
+                    body = b" " * (MAX + 1)
+            frames.append(frame(body))
+            if len(body) == 0:
+                continue  # skipped: no number
+            n += 1
+            if size <= MAX and len(body) <= MAX:
+                values[n] = v
+                keys[n] = None if fmt in ("value", "topic,value") else key
+            else:
+                values[n] = None  # rejected
+            frames.append(frame(b""))  # between every two: skipped
+        s, rr = open_receipts(path)
+        chunked(s, b"".join(frames) + b"\x00\x00\x01", i + 1)
+        rr.wait_count(n)
+        summary = rr.finish()  # the 3 bytes left: a truncated frame
+        s.close()
+        r = rr.receipts
+        rejected = [m for m, v in values.items() if v is None]
+        assert summary == {"delivered": n - len(rejected), "failed": 0,
+                           "rejected": len(rejected) + 1}, (fmt, summary)
+        for m in rejected:
+            assert r[m] == ("rejected", "too_long"), (fmt, m, r[m])
+        assert r[n + 1] == ("rejected", "bad_format"), (fmt, r.get(n + 1))
+        expected[fmt] = (values, keys, r)
+    for fmt, (values, keys, r) in expected.items():
+        msgs = t.consume(c, topics[fmt],
+                         expected=sum(v is not None for v in values.values()))
+        at = offsets_map(msgs)
+        for m, v in values.items():
+            if v is None:
+                continue
+            got = at[r[m][1]]
+            assert got["value"] == v, (fmt, m, len(got["value"]), len(v))
+            assert got["key"] == keys[m], (fmt, m, got["key"])
+    assert k.stop() == 0
+
+
+def test_static_headers(t):
+    """`headers` adds the listener's static headers to every record, after
+    the message's own (json) and before peer_headers' peer.*; also to
+    messages held for metadata and replayed."""
+    c = t.cluster(brokers=1, topics={"hd": 1})
+    k = t.kproxyd(c, {"listeners": [
+        {"path": "j.sock", "format": "json",
+         "headers": {"source": "web", "env": "prod"}, "peer_headers": True},
+        {"path": "v.sock", "format": "topic,value",
+         "headers": {"source": "batch"}}]})
+    r = send(k.listener_paths[0],
+             b'{"topic": "hd", "value": "a", "headers": {"own": "1"}}\n'
+             b'{"topic": "hd", "value": "b"}\n')
+    assert r["delivered"] == 2, r
+    r = send(k.listener_paths[1], b"hd c\n")
+    assert r["delivered"] == 1, r
+    msgs = {m["value"]: m["headers"]
+            for m in t.consume(c, "hd", expected=3)}
+    uid, gid, pid = (str(os.getuid()).encode(), str(os.getgid()).encode(),
+                     str(os.getpid()).encode())
+    peer = [("peer.uid", uid), ("peer.gid", gid), ("peer.pid", pid)]
+    assert msgs[b"a"][0] == ("own", b"1"), msgs[b"a"]
+    assert sorted(msgs[b"a"][1:3]) == [("env", b"prod"),
+                                       ("source", b"web")], msgs[b"a"]
+    assert msgs[b"a"][3:] == peer, msgs[b"a"]
+    assert sorted(msgs[b"b"][:2]) == [("env", b"prod"),
+                                      ("source", b"web")], msgs[b"b"]
+    assert msgs[b"b"][2:] == peer, msgs[b"b"]
+    assert msgs[b"c"] == [("source", b"batch")], msgs[b"c"]
+    assert k.stop() == 0
