@@ -38,7 +38,8 @@ enum kp_frame_kind {
     KP_FRAME_TOO_LONG,  /* longer than max: *msg_len is its length so far
                            (lines) or its declared length (frames); *msg
                            shows its first bytes (at most *shown) */
-    KP_FRAME_TRUNCATED, /* EOF inside a frame: *msg, *msg_len what came */
+    KP_FRAME_TRUNCATED, /* EOF inside a frame: *msg, *msg_len what came
+                           of it, its length prefix included */
     KP_FRAME__COUNT
 };
 extern const char *const kp_frame_kind_names[KP_FRAME__COUNT];
