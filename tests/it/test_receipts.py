@@ -16,6 +16,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 
@@ -607,3 +608,94 @@ def test_static_headers(t):
     assert msgs[b"b"][2:] == peer, msgs[b"b"]
     assert msgs[b"c"] == [("source", b"batch")], msgs[b"c"]
     assert k.stop() == 0
+
+
+def example_input():
+    """Lines for an example client: keyed messages, a rejected one, empty
+    lines (no number); returns (stdin bytes, {line: value})."""
+    lines, values = [], {}
+    for i in range(300):
+        line = b"ex k%d example-%d" % (i % 7, i)
+        lines.append(line)
+        values[line] = b"example-%d" % i
+        if i % 100 == 50:
+            lines += [b"", b"bad/topic k nope-%d" % i]
+    return b"\n".join(lines) + b"\n", values
+
+
+def check_example_output(t, c, out, values):
+    """`ok P O LINE` for each good line, with LINE at partition P offset O;
+    `error rejected bad_topic LINE` for the bad ones."""
+    oks, errors = {}, []
+    for line in out.splitlines():
+        f = line.split(b" ", 3)
+        if f[0] == b"ok":
+            oks[f[3]] = (int(f[1]), int(f[2]))
+        else:
+            errors.append(line)
+    assert sorted(oks) == sorted(values), (len(oks), len(values))
+    assert errors == [b"error rejected bad_topic bad/topic k nope-%d" % i
+                      for i in (50, 150, 250)], errors
+    at = offsets_map(t.consume(c, "ex", expected=len(values)))
+    for line, where in oks.items():
+        assert at[where]["value"] == values[line], (line, where)
+
+
+def example_daemon(t):
+    c = t.cluster(brokers=1, topics={"ex": 3})
+    k = t.kproxyd(c, {"listeners": [dict(
+        path="ex.sock", format="topic,key,value", **RECEIPTS)]})
+    return c, k
+
+
+def test_example_go(t):
+    """tests/examples/receipts_client.go (sarama's AsyncProducer over one
+    connection: Input(), Successes(), Errors()) built with Debian's
+    golang-go, offline, and run with its demo main."""
+    go = shutil.which("go")
+    assert go, "go not found: tests/deps.sh installs golang-go"
+    env = dict(os.environ, GOCACHE=t.path("gocache"), GOPATH=t.path("gopath"),
+               GOPROXY="off", GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
+               HOME=t.tmpdir, CGO_ENABLED="0")
+    binary = t.path("receipts_client")
+    p = subprocess.run([go, "build", "-o", binary,
+                        os.path.join(EXAMPLES, "receipts_client.go"),
+                        os.path.join(EXAMPLES, "receipts_demo.go")],
+                       cwd=t.tmpdir, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=tmo(300))
+    assert p.returncode == 0, p.stdout.decode()
+    c, k = example_daemon(t)
+    data, values = example_input()
+    p = subprocess.run([binary, k.sock], input=data, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=tmo(60))
+    assert p.returncode == 0, p.stderr.decode()
+    check_example_output(t, c, p.stdout, values)
+    assert k.stop() == 0
+
+
+def test_example_python(t):
+    """tests/examples/receipts_client.py (send() returns a Future of
+    (partition, offset)) run as its own main."""
+    c, k = example_daemon(t)
+    data, values = example_input()
+    p = subprocess.run([sys.executable,
+                        os.path.join(EXAMPLES, "receipts_client.py"),
+                        k.sock], input=data, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=tmo(60))
+    assert p.returncode == 0, p.stderr.decode()
+    check_example_output(t, c, p.stdout, values)
+    assert k.stop() == 0
+
+
+def test_examples_in_readme(t):
+    """The README shows the example files verbatim (so they never rot),
+    each under 60 lines."""
+    with open(README) as f:
+        blocks = re.findall(r"^```[a-z]*\n(.*?)^```$", f.read(), re.S | re.M)
+    for name in ("receipts_client.go", "receipts_demo.go",
+                 "receipts_client.py"):
+        with open(os.path.join(EXAMPLES, name)) as f:
+            text = f.read()
+        assert text in blocks, "README lacks %s verbatim" % name
+        if name != "receipts_demo.go":
+            assert text.count("\n") < 60, (name, text.count("\n"))
