@@ -525,8 +525,10 @@ static int kp_client_write_out(struct kp_client *c)
     }
     c->out_off = 0;
     out->len = 0;
-    if (out->cap > 65536) {
-        kp_buf_deinit(out); /* an idle connection keeps no large buffer */
+    if (out->cap > 65536 && c->tally->pending == 0) {
+        /* An idle connection keeps no large buffer; a busy one keeps it,
+         * or each batch's receipts would fault in fresh pages. */
+        kp_buf_deinit(out);
     }
     return KP_OK;
 }

@@ -171,6 +171,49 @@ START_TEST(test_runs_first_and_detach)
 }
 END_TEST
 
+/* The batched `ok` lines (numbers incremented as text) say exactly what
+ * kp_receipt_format says, across digit carries, gaps and acks 0. */
+START_TEST(test_receipts_ok_fast_path)
+{
+    static const int64_t bases[] = {-1, 0, 7, 95, 99990, 999999999999990};
+    int owner;
+    uint32_t x = 12345;
+
+    for (size_t b = 0; b < KP_ARRAY_LEN(bases); b++) {
+        struct kp_tally *a = kp_tally_create(NULL, &owner);
+        struct kp_runs r = {0};
+        struct kp_gens g;
+        char want[KP_RECEIPT_MAX * 300], line[KP_RECEIPT_MAX];
+        size_t wl = 0;
+        uint64_t seq = b == 5 ? UINT64_MAX - 150 : 5;
+
+        kp_gens_init(&g);
+        kp_tally_want_receipts(a, on_output);
+        for (int i = 0; i < 250; i++) {
+            x = x * 1103515245 + 12345;
+            seq += (x >> 16) % 5 ? 1 : 1 + (x >> 8) % 1000; /* gaps */
+            if (b == 5) {
+                seq = UINT64_MAX - 250 + (uint64_t)i;
+            }
+            kp_runs_add(&r, a, 0, seq);
+            int64_t off = bases[b] < 0 ? -1 : bases[b] + i;
+            size_t n = kp_receipt_format(line, KP_FATE_OK, seq, 3, off,
+                                         KP_REASON_NONE);
+            memcpy(want + wl, line, n);
+            wl += n;
+        }
+        a->pending = 250;
+        kp_gens_add(&g, 0, 250);
+        kp_runs_settle(&r, &g, KP_FATE_OK, KP_REASON_NONE, 3, bases[b]);
+        ck_assert_uint_eq(a->out.len, wl);
+        ck_assert(memcmp(a->out.data, want, wl) == 0);
+        kp_runs_deinit(&r);
+        kp_tally_put(a);
+        kp_gens_deinit(&g);
+    }
+}
+END_TEST
+
 START_TEST(test_receipt_format)
 {
     char buf[KP_RECEIPT_MAX];
@@ -250,6 +293,7 @@ static Suite *tally_suite(void)
     tcase_add_test(tc, test_runs_receipts);
     tcase_add_test(tc, test_runs_first_and_detach);
     tcase_add_test(tc, test_receipt_format);
+    tcase_add_test(tc, test_receipts_ok_fast_path);
     suite_add_tcase(s, tc);
     return s;
 }
