@@ -80,15 +80,23 @@ static void kp_client_destroy(struct kp_client *c)
     free(c);
 }
 
-void kp_clients_reap(struct kp_clients *cs)
+/* Writes the output appended since the last call, once per connection. */
+static void kp_clients_flush(struct kp_clients *cs)
 {
     struct kp_client *c;
 
     while ((c = TAILQ_FIRST(&cs->writable)) != NULL) {
         TAILQ_REMOVE(&cs->writable, c, out_link);
         c->queued = false;
-        kp_client_flush(c); /* may close it: reaped below */
+        kp_client_flush(c); /* may close it */
     }
+}
+
+void kp_clients_reap(struct kp_clients *cs)
+{
+    struct kp_client *c;
+
+    kp_clients_flush(cs);
     while ((c = TAILQ_FIRST(&cs->closed)) != NULL) {
         TAILQ_REMOVE(&cs->closed, c, link);
         kp_client_destroy(c);
@@ -99,6 +107,9 @@ void kp_clients_close_all(struct kp_clients *cs)
 {
     struct kp_client *c;
 
+    /* What the last fates told (receipts, summaries) goes out if the
+     * sockets take it now; nothing waits any more. */
+    kp_clients_flush(cs);
     while ((c = TAILQ_FIRST(&cs->open)) != NULL) {
         kp_client_close(c);
     }

@@ -419,6 +419,34 @@ def test_receipts_split_and_retries(t):
     assert k.stop() == 0
 
 
+def test_receipts_shutdown(t):
+    """SIGTERM with the broker down: at the shutdown deadline every waiting
+    message fails (`shutdown`, or `shutdown_unconfirmed` when it was sent
+    without an answer) and the writer still gets those receipts and its
+    summary before kproxyd exits 3."""
+    c = t.cluster(brokers=1, topics={"sd": 2})
+    k = t.kproxyd(c, {"listeners": [dict(
+        path="r.sock", format="topic,key,value", **RECEIPTS)],
+        "shutdown_timeout_ms": 1000, "producer": FAST})
+    s, rr = open_receipts(k.sock)
+    s.sendall(b"sd k warm\n")
+    rr.wait_count(1)
+    c.cmd("down 1")
+    s.sendall(b"".join(b"sd k%d v%d\n" % (i, i) for i in range(10)))
+    wait_for(lambda: k.stats()["received"] == 11, 10, "the lines read")
+    k.send_signal(__import__("signal").SIGTERM)
+    assert k.wait(tmo(20)) == 3
+    with rr.cond:
+        rr.cond.wait_for(lambda: rr.eof, tmo(10))
+    assert not rr.errors, rr.errors
+    assert rr.summary == {"delivered": 1, "failed": 10, "rejected": 0}, \
+        rr.summary
+    for n in range(2, 12):
+        assert rr.receipts[n][0] == "failed" and rr.receipts[n][1] in (
+            "shutdown", "shutdown_unconfirmed"), rr.receipts[n]
+    s.close()
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
