@@ -7,6 +7,13 @@
  * both ways loses nothing and the counters stay valid until the last of its
  * messages is settled.
  *
+ * Receipts: a tally whose connection wants them numbers its messages
+ * (`seq`, set by the connection as it reads) and every run remembers the
+ * numbers of its messages, so settling a batch appends one line per
+ * message to the tally's output (`ok N PARTITION OFFSET`, `failed N
+ * REASON`), after the dead letter; the connection writes it. Tallies
+ * without receipts store no numbers.
+ *
  * Flush generations: every message is stamped with the generation current
  * when it was read. `flush` starts a new generation and waits until every
  * message of the older ones is settled.
