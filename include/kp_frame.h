@@ -55,10 +55,9 @@ void kp_framer_init(struct kp_framer *f, enum kp_framing framing);
  * for TOO_LONG). Never reads outside data[0..len).
  */
 enum kp_frame_kind kp_frame_next(struct kp_framer *f, size_t max,
-                                 const uint8_t *data, size_t len,
-                                 size_t *off, bool final,
-                                 const uint8_t **msg, size_t *msg_len,
-                                 size_t *shown);
+                                 const uint8_t *data, size_t len, size_t *off,
+                                 bool final, const uint8_t **msg,
+                                 size_t *msg_len, size_t *shown);
 
 /*
  * Whether buf[0..len), a partial message growing in place, now yields

@@ -55,15 +55,15 @@ static enum kp_frame_kind kp_frame_line(struct kp_framer *f, size_t max,
             if (n == 0) {
                 continue; /* empty lines are skipped */
             }
-            return kp_frame_out(n > max ? KP_FRAME_TOO_LONG : KP_FRAME_MSG,
-                                p, n, n, msg, msg_len, shown);
+            return kp_frame_out(n > max ? KP_FRAME_TOO_LONG : KP_FRAME_MSG, p,
+                                n, n, msg, msg_len, shown);
         }
         if (rest > max) {
             /* rejected now, its rest skipped as it arrives */
             *off = len;
             f->discarding = !final;
-            return kp_frame_out(KP_FRAME_TOO_LONG, p, rest, rest, msg,
-                                msg_len, shown);
+            return kp_frame_out(KP_FRAME_TOO_LONG, p, rest, rest, msg, msg_len,
+                                shown);
         }
         if (!final) {
             break; /* a partial line: the caller carries it */
@@ -77,8 +77,8 @@ static enum kp_frame_kind kp_frame_line(struct kp_framer *f, size_t max,
 static enum kp_frame_kind kp_frame_length(struct kp_framer *f, size_t max,
                                           const uint8_t *data, size_t len,
                                           size_t *off, bool final,
-                                          const uint8_t **msg,
-                                          size_t *msg_len, size_t *shown)
+                                          const uint8_t **msg, size_t *msg_len,
+                                          size_t *shown)
 {
     while (*off < len) {
         const uint8_t *p = data + *off;
@@ -101,8 +101,7 @@ static enum kp_frame_kind kp_frame_length(struct kp_framer *f, size_t max,
             *off += KP_FRAME_HEADER_LEN;
             f->skip = n;
             return kp_frame_out(KP_FRAME_TOO_LONG, p, n,
-                                KP_MIN(rest, (size_t)n), msg, msg_len,
-                                shown);
+                                KP_MIN(rest, (size_t)n), msg, msg_len, shown);
         }
         if (rest < n) {
             break;
@@ -125,10 +124,9 @@ static enum kp_frame_kind kp_frame_length(struct kp_framer *f, size_t max,
 }
 
 enum kp_frame_kind kp_frame_next(struct kp_framer *f, size_t max,
-                                 const uint8_t *data, size_t len,
-                                 size_t *off, bool final,
-                                 const uint8_t **msg, size_t *msg_len,
-                                 size_t *shown)
+                                 const uint8_t *data, size_t len, size_t *off,
+                                 bool final, const uint8_t **msg,
+                                 size_t *msg_len, size_t *shown)
 {
     if (f->framing == KP_FRAMING_LENGTH) {
         return kp_frame_length(f, max, data, len, off, final, msg, msg_len,

@@ -163,8 +163,7 @@ static void fuzz_chunked(enum kp_framing framing, size_t max, uint32_t seed,
         memcpy(acc + acc_len, p + pos, chunk);
         acc_len += chunk;
         pos += chunk;
-        if (fresh >= grow_at &&
-            !kp_frame_ready(&f, max, acc, acc_len, fresh)) {
+        if (fresh >= grow_at && !kp_frame_ready(&f, max, acc, acc_len, fresh)) {
             struct kp_framer copy = f;
             size_t off = 0, ml, sh;
             const uint8_t *m;
@@ -191,8 +190,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 3) {
         return 0;
     }
-    enum kp_framing framing = (data[0] & 1) ? KP_FRAMING_LENGTH
-                                            : KP_FRAMING_LINE;
+    enum kp_framing framing =
+        (data[0] & 1) ? KP_FRAMING_LENGTH : KP_FRAMING_LINE;
     size_t max = 1 + (size_t)data[1];
     uint32_t seed = data[2] * 2654435761u + 1;
     size_t grow_at = (data[0] >> 1) % 64;
