@@ -29,6 +29,7 @@
 
 #include "kp_frame.h"
 #include "kp_line.h"
+#include "kp_uidmap.h"
 
 struct kp_conf;
 struct kp_counters;
@@ -64,6 +65,7 @@ struct kp_client {
     bool blocked; /* KP_CLIENT_OUT_MAX of output waits unread */
     bool queued;  /* on the set's `writable` list */
     bool deaf;    /* a write failed: output is dropped from now on */
+    int64_t last_read_ms; /* loop time of its last read */
 
     uint8_t *carry; /* owned: partial message from the last read */
     size_t carry_len, carry_cap;
@@ -73,6 +75,7 @@ struct kp_client {
                                     output, written up to out_off */
     size_t out_off;
     struct kp_topic *last_topic; /* borrowed: cache for repeated topics */
+    uint64_t last_topic_epoch;   /* the router's topic_epoch it is valid in */
 
     pid_t peer_pid;
     uid_t peer_uid;
@@ -95,6 +98,7 @@ struct kp_clients {
     struct kp_client_list closed; /* owned: freed by kp_clients_reap */
     struct kp_client_list writable; /* borrowed: open, with new output */
     uint32_t cnt;
+    struct kp_uidmap per_uid; /* open connections by peer uid */
     uint64_t next_id;
     bool paused; /* backpressure: no client is read */
 
@@ -118,9 +122,13 @@ void kp_clients_pause(struct kp_clients *cs, bool on);
 /* The prepare phase: writes the output appended since the last call (one
  * write per connection), then frees the clients closed meanwhile. */
 void kp_clients_reap(struct kp_clients *cs);
-/* Shutdown: reads what every client already wrote, then treats it as
- * EOF (each answers its summary once settled). */
-void kp_clients_drain(struct kp_clients *cs);
+/* Shutdown (begun at since_ms, loop time), once everything read is
+ * settled: closes, without a summary, every reading client that has been
+ * quiet for quiet_ms with nothing more to read; returns whether no client
+ * is left. Clients still writing are read to their EOF, or until the
+ * shutdown deadline. */
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms);
 /* Closes every connection (shutdown deadline). */
 void kp_clients_close_all(struct kp_clients *cs);
 

@@ -37,6 +37,8 @@
       "Client connections closed at accept.")                                  \
     X(clients_refused_peer, NULL, "clients_refused_peer", NULL,               \
       "Of clients_refused: the peer was not allowed.")                         \
+    X(clients_refused_uid, NULL, "clients_refused_uid", NULL,                 \
+      "Of clients_refused: the uid had max_clients_per_uid connections.")     \
     X(batch_bytes_raw, "batch", "bytes_uncompressed",                         \
       "batch_uncompressed_bytes", "RecordBatch bytes before compression.")     \
     X(batch_bytes_wire, "batch", "bytes_wire", "batch_wire_bytes",            \

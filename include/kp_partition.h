@@ -32,6 +32,12 @@ struct kp_sender;
 
 TAILQ_HEAD(kp_batch_q, kp_batch);
 
+/* Message bytes and messages held: a topic's share of the daemon's. */
+struct kp_account {
+    int64_t bytes;
+    int64_t msgs;
+};
+
 /* How partitions reach the layers above them (wired by kp_router). */
 struct kp_part_hooks {
     /* p's sendability may have changed (sealed, requeued, backoff over,
@@ -40,9 +46,9 @@ struct kp_part_hooks {
     /* A batch stamped with (pid, epoch) will never be appended: that
      * producer id's sequences now have a gap. */
     void (*seq_gap)(void *arg, int64_t pid, int16_t epoch, const char *why);
-    /* Buffered bytes went up or down (backpressure), or messages were
-     * settled (flush barriers). */
-    void (*accounted)(void *arg);
+    /* Buffered bytes of a topic (acct) went up or down (backpressure,
+     * per-topic limits), or messages were settled (flush barriers). */
+    void (*accounted)(void *arg, struct kp_account *acct);
 };
 
 /* What every partition shares; owned by kp_router. */
@@ -63,9 +69,10 @@ struct kp_part_env {
     uint64_t queued_msgs;
 };
 
-/* Adds to the accounting and tells the hooks. */
-void kp_part_env_account(struct kp_part_env *env, int64_t bytes,
-                         int64_t msgs);
+/* Adds to the daemon's and the topic's (acct) accounting and tells the
+ * hooks. */
+void kp_part_env_account(struct kp_part_env *env, struct kp_account *acct,
+                         int64_t bytes, int64_t msgs);
 
 struct kp_partition {
     struct kp_part_env *env; /* borrowed */
@@ -73,6 +80,7 @@ struct kp_partition {
     const char *topic_name;  /* borrowed from the topic */
     size_t topic_name_len;
     uint64_t *failed_by; /* borrowed: the topic's failures by reason */
+    struct kp_account *acct; /* borrowed: the topic's accounting */
     int32_t id;
     int32_t leader; /* broker node id, -1 = unknown */
 
@@ -103,7 +111,7 @@ struct kp_partition {
 void kp_partition_init(struct kp_partition *p, struct kp_part_env *env,
                        struct kp_topic *t, const char *topic_name,
                        size_t topic_name_len, uint64_t *failed_by,
-                       int32_t id);
+                       struct kp_account *acct, int32_t id);
 /* Frees what the partition still holds without settling it (shutdown
  * after the drain, or tests). */
 void kp_partition_deinit(struct kp_partition *p);
@@ -150,6 +158,13 @@ void kp_partition_unanswered(struct kp_partition *p, struct kp_batch *b);
  * e.g. zstd below Produce v7). */
 void kp_partition_drop_head(struct kp_partition *p, enum kp_reason why,
                             const char *detail);
+/* The broker refused the records at indices bad[] on their own
+ * (INVALID_RECORD, INVALID_TIMESTAMP): those fail (why, detail), the
+ * others go again in b's place; other writers' messages are not lost
+ * with one bad record. */
+void kp_partition_exclude(struct kp_partition *p, struct kp_batch *b,
+                          const int32_t *bad, int32_t bad_cnt,
+                          enum kp_reason why, const char *detail);
 /* MESSAGE_TOO_LARGE: replaced by its two halves in its place. */
 void kp_partition_split(struct kp_partition *p, struct kp_batch *b);
 /* Fails every message of b; detail (the broker's words) may be NULL. */

@@ -464,6 +464,10 @@ void kp_broker_attach(struct kp_broker *b, int fd)
     kp_assert(b->state == KP_BROKER_INIT);
     b->fd = fd;
     b->retired = false;
+    /* the watchers follow the fd (connect sets them on CONNECTING, which
+     * an attached socket skips) */
+    ev_io_set(&b->rio, fd, EV_READ);
+    ev_io_set(&b->wio, fd, EV_WRITE);
     kp_broker_handshake(b);
 }
 
@@ -489,6 +493,11 @@ static void kp_broker_on_throttle(struct ev_loop *loop, ev_timer *w,
     struct kp_broker *b = w->data;
     (void)loop;
     (void)revents;
+    /* The loop's clock and ours round differently: a timer that fires
+     * within a millisecond of the end has ended the throttle. */
+    if (b->throttle_until_ms - kp_mono_ms() <= 1) {
+        b->throttle_until_ms = 0;
+    }
     kp_broker_write(b); /* requests queued meanwhile */
     b->hooks->room(b->arg, b);
 }

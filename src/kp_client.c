@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -68,6 +69,7 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
     TAILQ_INIT(&cs->open);
     TAILQ_INIT(&cs->closed);
     TAILQ_INIT(&cs->writable);
+    kp_uidmap_init(&cs->per_uid);
     kp_line_scratch_init(&cs->scratch);
     kp_clients_reconf(cs);
 }
@@ -120,6 +122,7 @@ void kp_clients_deinit(struct kp_clients *cs)
     kp_clients_close_all(cs);
     kp_clients_reap(cs);
     kp_line_scratch_deinit(&cs->scratch);
+    kp_uidmap_deinit(&cs->per_uid);
     free(cs->rbuf);
 }
 
@@ -206,6 +209,7 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
     c->rio.data = c->wio.data = c;
     TAILQ_INSERT_TAIL(&cs->open, c, link);
     cs->cnt++;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, 1);
     c->paused = cs->paused;
     kp_client_set_state(c, KP_CLIENT_READING);
     kp_debug("client %llu: connected (uid %ld gid %ld pid %ld)",
@@ -232,6 +236,7 @@ void kp_client_close(struct kp_client *c)
     TAILQ_REMOVE(&cs->open, c, link);
     TAILQ_INSERT_TAIL(&cs->closed, c, link);
     cs->cnt--;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, -1);
 }
 
 static void kp_client_pause(struct kp_client *c, bool on)
@@ -294,16 +299,21 @@ static void kp_client_reject(struct kp_client *c, enum kp_reason why,
     }
 }
 
+/* The topic, from the one-entry cache when the last line had the same
+ * one (and no topic was forgotten since); NULL: max_topics reached. */
 static struct kp_topic *kp_client_topic(struct kp_client *c, const char *name,
                                         size_t len)
 {
+    struct kp_router *r = c->set->router;
     struct kp_topic *t = c->last_topic;
 
-    if (t && t->name_len == len && memcmp(t->name, name, len) == 0) {
+    if (t && c->last_topic_epoch == r->topic_epoch && t->name_len == len &&
+        memcmp(t->name, name, len) == 0) {
         return t;
     }
-    t = kp_router_topic(c->set->router, name, len);
+    t = kp_router_topic(r, name, len);
     c->last_topic = t;
+    c->last_topic_epoch = r->topic_epoch;
     return t;
 }
 
@@ -326,6 +336,9 @@ static enum kp_reason kp_client_route(struct kp_client *c, const uint8_t *msg,
         return KP_REASON_TOPIC_DENIED;
     }
     struct kp_topic *t = kp_client_topic(c, m.topic, m.topic_len);
+    if (!t) {
+        return KP_REASON_TOO_MANY_TOPICS;
+    }
     int64_t ts = m.timestamp >= 0 ? m.timestamp
                                   : (int64_t)(ev_now(cs->loop) * 1000);
     return kp_router_route(cs->router, t, &m, ts, c->tally, c->extra,
@@ -467,10 +480,10 @@ static ssize_t kp_client_read_once(struct kp_client *c)
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_client *c = w->data;
-    (void)loop;
     (void)revents;
 
     ssize_t n = kp_client_read_once(c);
+    c->last_read_ms = (int64_t)(ev_now(loop) * 1000);
     if (n == 0 || n == KP_ERROR) {
         /* EOF, or the peer vanished: complete messages and the partial
          * last line are still messages. */
@@ -478,34 +491,46 @@ static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void kp_client_drain_now(struct kp_client *c)
-{
-    if (c->state != KP_CLIENT_READING) {
-        return;
-    }
-    while (kp_client_read_once(c) > 0) {
-    }
-    kp_client_eof(c);
-}
-
-void kp_clients_drain(struct kp_clients *cs)
-{
-    struct kp_client *c, *next;
-
-    cs->paused = false;
-    for (c = TAILQ_FIRST(&cs->open); c; c = next) {
-        next = TAILQ_NEXT(c, link);
-        c->paused = false;
-        kp_client_drain_now(c);
-    }
-}
-
-/* ---- output: receipts and the summary ---- */
-
+/* Output (receipts, summary) not written yet. */
 static size_t kp_client_unwritten(const struct kp_client *c)
 {
     return c->tally->out.len - c->out_off;
 }
+
+/* Whether a reading client has been quiet since `since_ms` (loop time):
+ * nothing read for quiet_ms, nothing waiting to be read, nothing
+ * unsettled, no receipt left to write. Closing it then loses nothing it
+ * wrote, and it was told every fate. */
+static bool kp_client_idle(const struct kp_client *c, int64_t now_ms,
+                           int64_t since_ms, int64_t quiet_ms)
+{
+    int avail = 0;
+
+    return c->state == KP_CLIENT_READING && c->tally->pending == 0 &&
+           kp_client_unwritten(c) == 0 &&
+           now_ms - KP_MAX(c->last_read_ms, since_ms) >= quiet_ms &&
+           ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0;
+}
+
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms)
+{
+    struct kp_client *c, *next;
+    int64_t now = (int64_t)(ev_now(cs->loop) * 1000);
+
+    for (c = TAILQ_FIRST(&cs->open); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (kp_client_idle(c, now, since_ms, quiet_ms)) {
+            /* No summary: it did not half-close, and is told nothing
+             * that is not true. A partial line it left was never
+             * received. */
+            kp_client_close(c);
+        }
+    }
+    return cs->cnt == 0;
+}
+
+/* ---- output: receipts and the summary ---- */
 
 /* Writes what the tally's output holds. KP_OK when all of it is written,
  * KP_AGAIN when the socket is full, KP_ERROR when the peer is gone. */

@@ -234,12 +234,6 @@ void kp_metadata_refresh(struct kp_metadata *md, const char *why)
     kp_metadata_schedule(md, md->last_ms + KP_MD_MIN_GAP_MS - kp_mono_ms());
 }
 
-static void kp_metadata_collect(struct kp_topic *t, void *arg)
-{
-    const char ***names = arg;
-    *(*names)++ = t->name;
-}
-
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
                                     struct kp_request *r,
                                     enum kp_req_status st,
@@ -261,19 +255,18 @@ static void kp_metadata_send(struct kp_metadata *md)
         return;
     }
     const char **names = kp_malloc((tt->cnt + 1) * sizeof(*names));
-    const char **end = names;
-    kp_topic_foreach(tt, kp_metadata_collect, &end);
+    md->asked = kp_router_md_topics(md->router, names, kp_mono_ms());
     int16_t ver = kp_broker_version(b, KP_API_METADATA);
     struct kp_request *r = kp_broker_request_start(b, KP_API_METADATA, ver);
     kp_proto_enc_metadata(&r->req, ver, r->corr_id, c->client_id, names,
-                          (size_t)(end - names), c->auto_create_topics);
+                          md->asked, c->auto_create_topics);
     free(names);
     md->inflight = true;
     md->again = false;
     md->last_ms = kp_mono_ms();
     md->n->metadata_refreshes++;
-    kp_debug("metadata request to broker %d (v%d, %u topics)", b->node_id,
-             ver, tt->cnt);
+    kp_debug("metadata request to broker %d (v%d, %zu of %u topics)",
+             b->node_id, ver, md->asked, tt->cnt);
     kp_broker_request_send(b, r, kp_metadata_on_response, md);
 }
 
@@ -356,8 +349,9 @@ static bool kp_metadata_apply(struct kp_metadata *md,
     for (int32_t i = 0; i < mr->topic_cnt; i++) {
         complete = kp_metadata_topic(md, &mr->topics[i]) && complete;
     }
-    if (mr->topic_cnt < (int32_t)md->router->topics.cnt) {
-        complete = false; /* a topic was added while this was in flight */
+    if (mr->topic_cnt < (int32_t)md->asked ||
+        md->asked < md->router->topics.cnt) {
+        complete = false; /* a topic was added or left out (backoff) */
     }
     if (!md->have && mr->broker_cnt > 0) {
         kp_info("metadata: %d broker(s), %d topic(s)", mr->broker_cnt,
@@ -368,6 +362,14 @@ static bool kp_metadata_apply(struct kp_metadata *md,
         kp_metadata_retire_bootstrap(md);
     }
     return complete;
+}
+
+/* When to ask again after an incomplete answer: soon for a missing
+ * leader, later for topics that stay unknown (their own backoff). */
+static int64_t kp_metadata_retry_ms(struct kp_metadata *md)
+{
+    int64_t wait = kp_router_md_wait_ms(md->router, kp_mono_ms());
+    return KP_MAX(wait, KP_MD_RETRY_MS);
 }
 
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
@@ -398,7 +400,7 @@ static void kp_metadata_on_response(void *arg, struct kp_broker *b,
     if (md->again) {
         kp_metadata_schedule(md, KP_MD_MIN_GAP_MS);
     } else if (!complete) {
-        kp_metadata_schedule(md, KP_MD_RETRY_MS);
+        kp_metadata_schedule(md, kp_metadata_retry_ms(md));
     } else {
         kp_metadata_schedule(md, (*md->conf)->metadata_refresh_ms);
     }

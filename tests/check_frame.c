@@ -197,7 +197,13 @@ static void hook_void(void *arg)
 }
 
 static const struct kp_router_hooks hooks = {
-    hook_changed, hook_gap, hook_topic, hook_bool, hook_void};
+    .changed = hook_changed,
+    .seq_gap = hook_gap,
+    .new_topic = hook_topic,
+    .forget_topic = hook_topic,
+    .backpressure = hook_bool,
+    .settled = hook_void,
+};
 
 struct fx {
     struct ev_loop *loop;

@@ -23,7 +23,7 @@ LAYERS = [
      "compress", "partitioner", "conf", "conf_impl", "conf_types",
      "conf_containers", "conf_value", "conf_rules", "conf_override",
      "kerr", "reason", "hist", "counters", "sasl", "tls", "dns",
-     "procstats", "spool"],
+     "procstats", "uidmap", "spool", "spool_seg", "spool_sync"],
     # 1: the message pipeline below the network
     ["tally", "batch", "linger", "deadletter", "partition", "topic",
      "router"],
@@ -32,7 +32,7 @@ LAYERS = [
     # 3: cluster state and the sender
     ["metadata", "idemp", "produce"],
     # 4: interfaces to operators
-    ["stats", "control", "http", "systemd"],
+    ["stats", "control", "http", "systemd", "health"],
     # 5: wiring
     ["ctx", "main"],
 ]
@@ -113,7 +113,7 @@ def main():
     graph = set()
     for mod, files in sorted(modules().items()):
         if mod not in table:
-            problems.append("kp_%s: not in any layer (tests/check_layers.py)"
+            problems.append("kp_%s: not in any layer (tests/check_structure.py)"
                             % mod)
             continue
         for path in files:

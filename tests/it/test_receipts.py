@@ -422,29 +422,35 @@ def test_receipts_split_and_retries(t):
 def test_receipts_shutdown(t):
     """SIGTERM with the broker down: at the shutdown deadline every waiting
     message fails (`shutdown`, or `shutdown_unconfirmed` when it was sent
-    without an answer) and the writer still gets those receipts and its
-    summary before kproxyd exits 3."""
+    without an answer), and the writers still get those receipts before
+    kproxyd exits 3: the one that half-closed its summary too, the one that
+    kept its connection open none (it never asked for one)."""
     c = t.cluster(brokers=1, topics={"sd": 2})
     k = t.kproxyd(c, {"listeners": [dict(
         path="r.sock", format="topic,key,value", **RECEIPTS)],
         "shutdown_timeout_ms": 1000, "producer": FAST})
-    s, rr = open_receipts(k.sock)
-    s.sendall(b"sd k warm\n")
-    rr.wait_count(1)
+    open_, half = open_receipts(k.sock), open_receipts(k.sock)
+    for s, rr in (open_, half):
+        s.sendall(b"sd k warm\n")
+        rr.wait_count(1)
     c.cmd("down 1")
-    s.sendall(b"".join(b"sd k%d v%d\n" % (i, i) for i in range(10)))
-    wait_for(lambda: k.stats()["received"] == 11, 10, "the lines read")
+    for s, rr in (open_, half):
+        s.sendall(b"".join(b"sd k%d v%d\n" % (i, i) for i in range(10)))
+    half[0].shutdown(socket.SHUT_WR)
+    wait_for(lambda: k.stats()["received"] == 22, 10, "the lines read")
     k.send_signal(__import__("signal").SIGTERM)
     assert k.wait(tmo(20)) == 3
-    with rr.cond:
-        rr.cond.wait_for(lambda: rr.eof, tmo(10))
-    assert not rr.errors, rr.errors
-    assert rr.summary == {"delivered": 1, "failed": 10, "rejected": 0}, \
-        rr.summary
-    for n in range(2, 12):
-        assert rr.receipts[n][0] == "failed" and rr.receipts[n][1] in (
-            "shutdown", "shutdown_unconfirmed"), rr.receipts[n]
-    s.close()
+    for s, rr in (open_, half):
+        with rr.cond:
+            rr.cond.wait_for(lambda: rr.eof, tmo(10))
+        assert not rr.errors, rr.errors
+        for n in range(2, 12):
+            assert rr.receipts[n][0] == "failed" and rr.receipts[n][1] in (
+                "shutdown", "shutdown_unconfirmed"), rr.receipts[n]
+        s.close()
+    assert open_[1].summary is None, open_[1].summary
+    assert half[1].summary == {"delivered": 1, "failed": 10,
+                               "rejected": 0}, half[1].summary
 
 
 def rss_kib(pid):
