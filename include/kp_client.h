@@ -119,8 +119,11 @@ void kp_clients_deinit(struct kp_clients *cs);
 void kp_clients_reconf(struct kp_clients *cs);
 /* Pauses (backpressure) or resumes reading every client. */
 void kp_clients_pause(struct kp_clients *cs, bool on);
-/* The prepare phase: writes the output appended since the last call (one
- * write per connection), then frees the clients closed meanwhile. */
+/* Writes the output (receipts, summaries) appended since the last call:
+ * one write per connection; a client whose summary is written closes. */
+void kp_clients_flush(struct kp_clients *cs);
+/* The prepare phase: kp_clients_flush, then frees the clients closed
+ * meanwhile. */
 void kp_clients_reap(struct kp_clients *cs);
 /* Shutdown (begun at since_ms, loop time), once everything read is
  * settled: closes, without a summary, every reading client that has been

@@ -82,8 +82,9 @@ static void kp_client_destroy(struct kp_client *c)
     free(c);
 }
 
-/* Writes the output appended since the last call, once per connection. */
-static void kp_clients_flush(struct kp_clients *cs)
+/* One write per connection for everything appended since the last call
+ * (a prepare phase, or a test standing in for one). */
+void kp_clients_flush(struct kp_clients *cs)
 {
     struct kp_client *c;
 
