@@ -30,6 +30,9 @@
     X(batches, NULL, "batches", "batches", "Batches sealed.")                  \
     X(connections, NULL, "connections", "connections",                        \
       "Client connections accepted.")                                          \
+    X(receipt_pauses, NULL, "receipt_pauses", "receipt_pauses",               \
+      "Times a connection was not read because 1 MiB of its receipts "       \
+      "waited unread.")                                                        \
     X(clients_refused, NULL, "clients_refused", NULL,                         \
       "Client connections closed at accept.")                                  \
     X(clients_refused_peer, NULL, "clients_refused_peer", NULL,               \

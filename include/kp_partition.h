@@ -117,12 +117,13 @@ void kp_partition_init(struct kp_partition *p, struct kp_part_env *env,
 void kp_partition_deinit(struct kp_partition *p);
 
 /* Appends one accepted message (its routing done) to the open batch,
- * opened under conf/pc if needed; seals when full. The message's counting
+ * opened under conf/pc if needed; seals when full. seq: its number on its
+ * connection (kept when the tally wants receipts). The message's counting
  * (received, tally, generation) is the caller's. */
 void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
                          const struct kp_producer_conf *pc,
                          const struct kp_msg *m, int64_t ts,
-                         struct kp_tally *tally, uint32_t gen,
+                         struct kp_tally *tally, uint32_t gen, uint64_t seq,
                          const struct kp_header *extra, size_t extra_cnt);
 /* Seals the open batch (if any) and queues it for sending. */
 void kp_partition_seal(struct kp_partition *p);

@@ -92,10 +92,10 @@ void kp_topic_foreach(struct kp_topic_table *tt,
                       void (*fn)(struct kp_topic *, void *), void *arg);
 
 /*
- * Routes one parsed message read at `ts` (ms). Returns KP_REASON_NONE
- * (accepted: counted as received, in tally->pending and the current flush
- * generation), or why it is rejected (explicit partition out of range, too
- * long for the topic).
+ * Routes one parsed message read at `ts` (ms), numbered tally->seq on its
+ * connection. Returns KP_REASON_NONE (accepted: counted as received, in
+ * tally->pending and the current flush generation), or why it is rejected
+ * (explicit partition out of range, too long for the topic).
  */
 enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
                               const struct kp_msg *m, int64_t ts,

@@ -103,7 +103,7 @@ static size_t kp_partition_estimate(const struct kp_msg *m,
 void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
                          const struct kp_producer_conf *pc,
                          const struct kp_msg *m, int64_t ts,
-                         struct kp_tally *tally, uint32_t gen,
+                         struct kp_tally *tally, uint32_t gen, uint64_t seq,
                          const struct kp_header *extra, size_t extra_cnt)
 {
     struct kp_batch *b = kp_partition_open_batch(p, conf, pc);
@@ -114,7 +114,7 @@ void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
         b = kp_partition_open_batch(p, conf, pc);
     }
     size_t n = kp_batch_append(b, m, ts, extra, extra_cnt);
-    kp_runs_add(&b->runs, tally, gen, 1);
+    kp_runs_add(&b->runs, tally, gen, seq);
     p->queued_msgs++;
     kp_part_env_account(p->env, p->acct, (int64_t)n, 1);
     if (kp_batch_full(b)) {
@@ -299,8 +299,10 @@ static void kp_partition_record_failure(struct kp_partition *p,
 
 /*
  * Settles a batch that is in no queue: recorded first (dead letter and
- * counters), then the writers' tallies and flush generations are told,
- * then it is freed. The order is the durability rule of DESIGN 18.
+ * counters), then the writers' tallies and flush generations are told
+ * (receipts: `ok` with the offsets of the attempt that succeeded, or
+ * `failed` once the dead letter holds the lines), then it is freed. The
+ * order is the durability rule of DESIGN 18.
  */
 static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
                                 enum kp_reason why, const char *detail)
@@ -314,11 +316,9 @@ static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
     } else {
         kp_partition_record_failure(p, b, why, detail);
     }
-    for (uint32_t i = 0; i < b->runs.cnt; i++) {
-        const struct kp_run *r = &b->runs.v[i];
-        kp_gens_settle(env->gens, r->gen, r->count, ok);
-        kp_tally_settle(r->tally, r->count, ok);
-    }
+    /* Receipts: record i of the batch is at base_offset + i. */
+    kp_runs_settle(&b->runs, env->gens, ok ? KP_FATE_OK : KP_FATE_FAILED,
+                   why, p->id, b->base_offset);
     p->queued_msgs -= (uint32_t)b->count;
     int64_t bytes = (int64_t)b->msg_bytes, msgs = b->count;
     kp_batch_destroy(b);

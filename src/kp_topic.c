@@ -227,7 +227,8 @@ static void kp_topic_hold(struct kp_topic_table *tt, struct kp_topic *t,
     size_t n = kp_record_append(&t->pending, 0, ts, m, extra, extra_cnt);
     t->pending_parts[t->pending_cnt++] = m->partition;
     t->pending_bytes += n;
-    kp_runs_add(&t->pending_runs, tally, tt->env->gens->current, 1);
+    kp_runs_add(&t->pending_runs, tally, tt->env->gens->current,
+                tally->seq);
     kp_part_env_account(tt->env, &t->acct, (int64_t)n, 1);
 }
 
@@ -263,7 +264,7 @@ enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
     if (t->state == KP_TOPIC_READY) {
         kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf,
                             t->pconf, m, ts, tally, env->gens->current,
-                            extra, extra_cnt);
+                            tally->seq, extra, extra_cnt);
     } else {
         kp_topic_hold(tt, t, m, ts, tally, extra, extra_cnt);
         if (t->state == KP_TOPIC_MISSING) {
@@ -276,29 +277,26 @@ enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
 }
 
 /* Settles the `n` held messages of the front run(s): failed, or (a
- * partition the topic turned out not to have) rejected after all. */
+ * partition the topic turned out not to have) rejected after all; their
+ * receipts say why. */
 static void kp_topic_settle_held(struct kp_topic_table *tt,
                                  struct kp_runs *runs, uint32_t n,
-                                 bool rejected)
+                                 bool rejected, enum kp_reason why)
 {
     struct kp_part_env *env = tt->env;
     struct kp_runs one = {0};
 
     kp_runs_take(&one, runs, n);
-    for (uint32_t i = 0; i < one.cnt; i++) {
-        struct kp_run *r = &one.v[i];
-        kp_gens_settle(env->gens, r->gen, r->count, false);
-        if (rejected) {
-            /* as if rejected when read: not received, counted by reason */
-            env->n->received -= r->count;
-            env->n->rejected += r->count;
-            env->n->rejected_by[KP_REASON_BAD_PARTITION] += r->count;
-            kp_tally_unaccept(r->tally, r->count);
-        } else {
-            env->n->failed += r->count;
-            kp_tally_settle(r->tally, r->count, false);
-        }
+    if (rejected) {
+        /* as if rejected when read: not received, counted by reason */
+        env->n->received -= n;
+        env->n->rejected += n;
+        env->n->rejected_by[why] += n;
+    } else {
+        env->n->failed += n;
     }
+    kp_runs_settle(&one, env->gens,
+                   rejected ? KP_FATE_REJECTED : KP_FATE_FAILED, why, -1, -1);
     kp_runs_deinit(&one);
 }
 
@@ -310,7 +308,7 @@ static void kp_topic_clear_pending(struct kp_topic_table *tt,
     kp_buf_reset(&t->pending);
     t->pending_bytes = 0;
     t->pending_cnt = 0;
-    kp_assert(t->pending_runs.cnt == 0);
+    kp_assert(kp_runs_count(&t->pending_runs) == 0);
     kp_part_env_account(tt->env, &t->acct, -bytes, -msgs);
 }
 
@@ -361,18 +359,18 @@ static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
                       "topic %s: held line rejected (bad_partition): "
                       "partition %d, the topic has %d", t->name,
                       m.partition, t->part_cnt);
-            kp_topic_settle_held(tt, &t->pending_runs, 1, true);
+            kp_topic_settle_held(tt, &t->pending_runs, 1, true,
+                                 KP_REASON_BAD_PARTITION);
             continue;
         }
-        const struct kp_run *run = &t->pending_runs.v[0];
-        struct kp_tally *tally = kp_tally_get(run->tally);
+        struct kp_tally *tally;
+        uint32_t gen;
+        uint64_t seq;
+        kp_runs_first(&t->pending_runs, &tally, &gen, &seq);
         kp_partition_append(t->parts[kp_topic_pick(t, &m)], tt->conf,
-                            t->pconf, &m, v.ts_delta, tally, run->gen, NULL,
+                            t->pconf, &m, v.ts_delta, tally, gen, seq, NULL,
                             0);
-        struct kp_runs drop = {0};
-        kp_runs_take(&drop, &t->pending_runs, 1);
-        kp_runs_deinit(&drop);
-        kp_tally_put(tally);
+        kp_runs_drop_first(&t->pending_runs);
     }
     kp_assert(i == t->pending_cnt);
     free(hdrs);
@@ -466,7 +464,7 @@ void kp_topic_fail_held(struct kp_topic_table *tt, struct kp_topic *t,
     kp_deadletter_records(tt->env->dl, t->name, t->pending.data,
                           t->pending.len, 0, t->pending_parts, error);
     t->failed_by[why] += t->pending_cnt;
-    kp_topic_settle_held(tt, &t->pending_runs, t->pending_cnt, false);
+    kp_topic_settle_held(tt, &t->pending_runs, t->pending_cnt, false, why);
     kp_topic_clear_pending(tt, t);
 }
 

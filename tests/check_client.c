@@ -213,14 +213,18 @@ static void fx_settle(struct kp_topic *t, int fail_last)
             kp_partition_delivered(p, b, 0);
         }
     }
+    kp_clients_flush(&F.cs); /* the prepare phase: summaries written */
 }
 
-/* Everything the peer can read until EOF (the client closed). */
+/* Everything the peer can read until EOF (the client closed), once the
+ * prepare phase wrote it. */
 static const char *fx_read_all(int peer)
 {
     static char out[512];
     size_t o = 0;
     ssize_t n;
+
+    kp_clients_flush(&F.cs);
 
     while ((n = read(peer, out + o, sizeof(out) - 1 - o)) > 0) {
         o += (size_t)n;
@@ -332,7 +336,7 @@ START_TEST(test_overlong_in_one_write)
     ck_assert_str_eq(fx_values("t"), "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx|ok");
     ck_assert_uint_eq(c->tally->rejected, 1);
     ck_assert_uint_eq(F.n.rejected_by[KP_REASON_TOO_LONG], 1);
-    ck_assert(!c->discarding);
+    ck_assert(!c->framer.discarding);
     close(peer);
     fx_stop();
 }
@@ -354,7 +358,7 @@ START_TEST(test_overlong_trickled)
     kpt_write(peer, chunk, 30); /* 42 bytes now: too long */
     fx_drain(c);
     ck_assert_uint_eq(c->tally->rejected, 1);
-    ck_assert(c->discarding);
+    ck_assert(c->framer.discarding);
     ck_assert_uint_eq(c->carry_len, 0);
     for (int i = 0; i < 5; i++) {
         kpt_write(peer, chunk, sizeof(chunk));
@@ -363,7 +367,7 @@ START_TEST(test_overlong_trickled)
     ck_assert_uint_eq(c->tally->rejected, 1);
     kpt_write_str(peer, "zzz\nt ok\nt two");
     fx_drain(c);
-    ck_assert(!c->discarding);
+    ck_assert(!c->framer.discarding);
     shutdown(peer, SHUT_WR);
     fx_eof(c);
     ck_assert_str_eq(fx_values("t"), "first|ok|two");
@@ -451,7 +455,7 @@ START_TEST(test_long_lines_across_reads)
     kpt_write_str(peer, "\nt ");
     trickle(c, peer, 'X', 900000); /* too long */
     ck_assert_uint_eq(c->tally->rejected, 1);
-    ck_assert(c->discarding);
+    ck_assert(c->framer.discarding);
     kpt_write_str(peer, "\nt ");
     trickle(c, peer, 'E', 300000); /* the last line, ended by EOF */
     ck_assert_uint_eq(c->tally->pending, 3);

@@ -19,7 +19,7 @@ import sys
 # Bottom to top; the README's design section shows the same table.
 LAYERS = [
     # 0: pure (no loop, no I/O) or self-contained helpers
-    ["common", "log", "buf", "crc32c", "record", "proto", "line",
+    ["common", "log", "buf", "crc32c", "record", "proto", "line", "frame",
      "compress", "partitioner", "conf", "conf_impl", "conf_types",
      "conf_containers", "conf_value", "conf_rules", "conf_override",
      "kerr", "reason", "hist", "counters", "sasl", "tls", "dns",
