@@ -121,6 +121,7 @@ TARGET_THR = 2.0          # msgs/s >= this x librdkafka's ...
 TARGET_THR_W1000 = 1.5    # ... with 1,000 writers
 TARGET_W100_CPU = 1.3     # 100 writers' CPU/msg <= this x one writer's
 TARGET_COLD = 0.85        # cold msgs/s >= this x warm
+TARGET_RECEIPTS = 0.9     # receipts-on msgs/s >= this x receipts-off
 TARGET_COLD_RSS_MB = 48.0
 MOCK_BUSY_LIMIT = 0.85    # the mock's thread this busy: the mock is the limit
 
@@ -169,8 +170,7 @@ ROWS = [
         note="optional shape"),
     Row("tls", "1 writer, 100 B, TLS", tls=True, enabled=False,
         note="kproxyd's security/address_map are not wired yet"),
-    Row("receipts", "1 writer, 100 B, receipts each", receipts=True,
-        enabled=False, note="listener receipts are not implemented yet"),
+    Row("receipts", "1 writer, 100 B, receipts each", receipts=True),
 ]
 LATENCY_ROW = "latency"
 
@@ -1114,6 +1114,11 @@ def targets(results, lat):
             out.append((name, "CPU/msg <= %.1fx the %s row's"
                         % (TARGET_W100_CPU, REF_ROW), "%.2fx" % v,
                         v <= TARGET_W100_CPU))
+        if name == "receipts" and kp and ref:
+            v = kp["msgs_s"] / ref["msgs_s"]
+            out.append((name, "msgs/s >= %.2fx the %s row's (receipts off)"
+                        % (TARGET_RECEIPTS, REF_ROW), "%.2fx" % v,
+                        v >= TARGET_RECEIPTS))
         if name == "cold" and kp:
             if ref:
                 v = kp["msgs_s"] / ref["msgs_s"]
