@@ -21,7 +21,7 @@ import stat
 import subprocess
 import time
 
-from fake_kafka import FakeKafka
+from fake_kafka import API_METADATA, FakeKafka
 from kptest import (Skip, connect, send, send_many, stats_quiet, tmo,
                     wait_for)
 
@@ -170,26 +170,26 @@ def test_idle_topics_forgotten_and_max_topics(t):
 
 
 def test_many_unknown_topics_do_not_storm_metadata(t):
-    """300 topics the cluster does not know: Metadata requests back off
-    instead of going out several times a second forever."""
-    c = t.cluster(brokers=1, topics={"ok": 1})
-    for i in range(300):
-        c.cmd("topic_err unknown%d UNKNOWN_TOPIC_OR_PART" % i)
-    k = t.kproxyd(c, {"producer": {"delivery_timeout_ms": 60000}})
+    """1,000 topics the cluster does not know: Metadata requests back off
+    instead of going out several times a second forever (each asking
+    about every topic: a 390 KB request 3.8 times a second in the
+    issue's measurement)."""
+    fk = fake(t, "modern", {"ok": 1})
+    k = t.kproxyd(fk, {"producer": {"delivery_timeout_ms": 60000},
+                       "shutdown_timeout_ms": 500})
     s = connect(k.sock)
     try:
-        s.sendall(b"".join(b"unknown%d x\n" % i for i in range(300)))
-        wait_for(lambda: k.stats()["received"] == 300, tmo(20), "read")
+        s.sendall(b"".join(b"unknown%d x\n" % i for i in range(1000)))
+        wait_for(lambda: k.stats()["received"] == 1000, tmo(20), "read")
         time.sleep(2)  # let the backoff grow
-        before = k.stats()["metadata_refreshes"]
+        before = len(fk.reqs(API_METADATA))
         time.sleep(4)
-        asked = k.stats()["metadata_refreshes"] - before
+        asked = fk.reqs(API_METADATA)[before:]
         # the old behaviour: a request every 250 ms (16 in 4 s)
-        assert asked <= 5, asked
+        assert len(asked) <= 5, len(asked)
     finally:
         s.close()
-    assert k.stop(timeout=60) in (0, 3)
-
+    assert k.stop() == 3  # the held messages fail at the deadline
 
 # ---- files and sockets, connections, the control socket ----
 
