@@ -383,10 +383,18 @@ void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
     if (t->state == KP_TOPIC_UNKNOWN && t->pending_cnt &&
         now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
         char why[96];
-        snprintf(why, sizeof(why), "no metadata for topic (%s)",
-                 t->md_error ? kp_kerr_name(t->md_error)
-                             : "no broker answered");
-        kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC, why);
+        const char *detail = NULL;
+        /* No broker could authenticate: that, not the topic, is why. */
+        if (!t->md_error &&
+            kp_part_env_stuck(tt->env, -1, &detail) ==
+                KP_REASON_AUTHENTICATION) {
+            kp_topic_fail_held(tt, t, KP_REASON_AUTHENTICATION, detail);
+        } else {
+            snprintf(why, sizeof(why), "no metadata for topic (%s)",
+                     t->md_error ? kp_kerr_name(t->md_error)
+                                 : "no broker answered");
+            kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC, why);
+        }
     }
     for (int32_t i = 0; i < t->part_cnt; i++) {
         kp_partition_expire(t->parts[i], now_ms, idemp_detail);
