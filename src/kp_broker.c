@@ -243,9 +243,13 @@ void kp_broker_set_state(struct kp_broker *b, enum kp_broker_state state)
         kp_broker_watch(b);
         kp_broker_arm_deadline(b);
         break;
-    case KP_BROKER_BACKOFF:
-        kp_broker_timer_in(b, kp_broker_backoff_ms(b));
+    case KP_BROKER_BACKOFF: {
+        int64_t ms = kp_broker_backoff_ms(b);
+        kp_debug("%s: reconnecting in %lld ms (failure %d in a row)",
+                 kp_broker_name(b), (long long)ms, b->failures);
+        kp_broker_timer_in(b, ms);
         break;
+    }
     case KP_BROKER_INIT:
     case KP_BROKER_RESOLVING:
     case KP_BROKER__COUNT:

@@ -390,8 +390,9 @@ int32_t kp_metadata_peek_brokers(const uint8_t *body, size_t len,
     return r.err || n < 0 || n > INT32_MAX ? -1 : (int32_t)n;
 }
 
-/* A DNS name (letters, digits, '-', '_', '.'; labels of 1-63) or an IP
- * literal; no spaces, controls or other bytes. */
+/* A DNS name (letters, digits, '-' inside a label, '_', '.'; labels of
+ * 1-63; a trailing '.' allowed) or an IP literal; no spaces, controls or
+ * other bytes. */
 static bool kp_metadata_host_ok(const char *host)
 {
     size_t len = host ? strlen(host) : 0, label = 0;
@@ -405,11 +406,13 @@ static bool kp_metadata_host_ok(const char *host)
     }
     for (const char *p = host; *p; p++) {
         if (*p == '.') {
-            if (label == 0) {
+            /* a label of 1-63, not ending with '-' */
+            if (label == 0 || p[-1] == '-') {
                 return false;
             }
             label = 0;
-        } else if (isalnum((unsigned char)*p) || *p == '-' || *p == '_') {
+        } else if (isalnum((unsigned char)*p) || *p == '_' ||
+                   (*p == '-' && label > 0)) {
             if (++label > 63) {
                 return false;
             }
@@ -417,7 +420,7 @@ static bool kp_metadata_host_ok(const char *host)
             return false;
         }
     }
-    return true;
+    return host[len - 1] != '-';
 }
 
 bool kp_metadata_broker_ok(int32_t node_id, const char *host, int32_t port)
