@@ -44,7 +44,7 @@ static void kp_broker_auth_fail(struct kp_broker *b, const char *fmt, ...)
 /* "SASL MECH as "USER": ..." at warning; closes with backoff. */
 static void kp_broker_auth_fail(struct kp_broker *b, const char *fmt, ...)
 {
-    char what[384], who[96] = "", why[512];
+    char what[384], who[96] = "", why[640];
     const struct kp_sasl_conf *sc = kp_broker_sasl_conf(b);
     va_list ap;
 
@@ -132,7 +132,7 @@ static void kp_broker_sasl_step(struct kp_broker *b, const uint8_t *in,
         if (err[0]) {
             /* OAUTHBEARER: the server's error status, before it fails
              * the exchange. */
-            snprintf(b->sasl_note, sizeof(b->sasl_note), "%s", err);
+            snprintf(b->sasl_note, sizeof(b->sasl_note), "%.127s", err);
         }
         kp_broker_send_token(b, &out);
     } else if (rc == KP_OK) {
