@@ -155,11 +155,11 @@ extern const char *const kp_broker_api_names[KP_BAPI__COUNT];
 #define KP_BROKER_ADDR_LEN 80
 
 struct kp_broker {
-    struct ev_loop *loop;              /* borrowed */
-    struct kp_conf *const *conf;       /* borrowed: the current config */
-    const struct kp_broker_env *env;   /* borrowed */
+    struct ev_loop *loop;            /* borrowed */
+    struct kp_conf *const *conf;     /* borrowed: the current config */
+    const struct kp_broker_env *env; /* borrowed */
     const struct kp_broker_hooks *hooks;
-    void *arg; /* borrowed: the hooks' argument */
+    void *arg;       /* borrowed: the hooks' argument */
     int32_t node_id; /* < 0 for bootstrap entries */
     char *host;      /* owned: as advertised (TLS verifies this name) */
     int port;
@@ -173,23 +173,23 @@ struct kp_broker {
     struct kp_dns_addrs *addrs; /* owned: the last resolution's */
     uint32_t addr_i;            /* the one being tried or in use */
     char addr[KP_BROKER_ADDR_LEN];
-    char dial_errs[256];        /* why the addresses tried so far failed */
+    char dial_errs[256]; /* why the addresses tried so far failed */
 
     ev_io rio, wio;
-    ev_timer timer; /* connect/request timeout and reconnect backoff */
+    ev_timer timer;          /* connect/request timeout and reconnect backoff */
     ev_timer throttle_timer; /* resumes writing when a throttle ends */
-    ev_idle pending; /* TLS bytes decrypted but not yet read */
-    struct kp_buf rbuf; /* owned: response bytes */
+    ev_idle pending;         /* TLS bytes decrypted but not yet read */
+    struct kp_buf rbuf;      /* owned: response bytes */
 
     struct kp_tls *tls;     /* owned: NULL on plaintext */
     enum kp_tls_want rwant; /* what the read side waits for (TLS) */
     enum kp_tls_want wwant; /* the write side: NONE = nothing pending */
 
-    struct kp_sasl *sasl; /* owned: the exchange in progress */
-    int16_t sasl_hs_ver;  /* SaslHandshake version in use */
-    int16_t sasl_auth_ver; /* SaslAuthenticate version, -1: raw frames */
-    char sasl_note[128];   /* what the mechanism said about a failure */
-    bool reauth;           /* re-authenticating: new requests held */
+    struct kp_sasl *sasl;        /* owned: the exchange in progress */
+    int16_t sasl_hs_ver;         /* SaslHandshake version in use */
+    int16_t sasl_auth_ver;       /* SaslAuthenticate version, -1: raw frames */
+    char sasl_note[128];         /* what the mechanism said about a failure */
+    bool reauth;                 /* re-authenticating: new requests held */
     int64_t session_lifetime_ms; /* KIP-368, 0 = none */
     ev_timer reauth_timer;
 
@@ -203,14 +203,14 @@ struct kp_broker {
     int16_t apiversions_ver; /* version asked (v3, then fallback) */
 
     int64_t throttle_until_ms;
-    int failures;  /* connections in a row that failed: the backoff */
-    int drops;     /* connections in a row lost soon after coming up */
-    bool proven;   /* this connection gave a well-formed real answer */
+    int failures;   /* connections in a row that failed: the backoff */
+    int drops;      /* connections in a row lost soon after coming up */
+    bool proven;    /* this connection gave a well-formed real answer */
     bool got_bytes; /* this connection received something */
-    int64_t up_ms; /* when it came up */
-    bool retired;  /* no reconnects: left the cluster, or bootstrap */
+    int64_t up_ms;  /* when it came up */
+    bool retired;   /* no reconnects: left the cluster, or bootstrap */
     enum kp_broker_fault fault; /* of the last failed attempt */
-    struct kp_sender *sender; /* owned by kp_produce */
+    struct kp_sender *sender;   /* owned by kp_produce */
 
     /* stats */
     uint64_t reconnects;
@@ -218,7 +218,7 @@ struct kp_broker {
     uint64_t connect_failures; /* attempts that never came up */
     uint64_t auth_failures;    /* TLS or SASL handshakes refused */
     uint64_t reauths;          /* KIP-368 re-authentications done */
-    int64_t rtt_us; /* smoothed */
+    int64_t rtt_us;            /* smoothed */
     struct kp_hist latency[KP_BAPI__COUNT];
     char tls_version[16];
     char tls_cipher[64];
@@ -228,8 +228,7 @@ struct kp_broker {
 struct kp_broker *kp_broker_create(struct ev_loop *loop,
                                    struct kp_conf *const *conf,
                                    const struct kp_broker_env *env,
-                                   int32_t node_id, const char *host,
-                                   int port,
+                                   int32_t node_id, const char *host, int port,
                                    const struct kp_broker_hooks *hooks,
                                    void *arg);
 /* Closes (failing what is in flight) and frees; not from inside one of
@@ -270,8 +269,8 @@ bool kp_broker_auth_failed(const struct kp_broker *b);
  * called exactly once, when it is answered, written (no_response) or
  * failed; the broker frees r when cb returns.
  */
-struct kp_request *kp_broker_request_start(struct kp_broker *b,
-                                           int16_t api_key, int16_t version);
+struct kp_request *kp_broker_request_start(struct kp_broker *b, int16_t api_key,
+                                           int16_t version);
 void kp_broker_request_send(struct kp_broker *b, struct kp_request *r,
                             kp_request_cb cb, void *arg);
 

@@ -54,7 +54,7 @@ struct kp_metadata {
     struct kp_counters *n;           /* borrowed */
     struct kp_broker **brokers;      /* owned, sorted by node id */
     size_t broker_cnt;
-    struct kp_broker **gone;         /* owned: left, freed by `reaper` */
+    struct kp_broker **gone; /* owned: left, freed by `reaper` */
     size_t gone_cnt;
     ev_prepare reaper;
     struct kp_broker_hooks broker_hooks; /* given to every broker */
@@ -64,26 +64,24 @@ struct kp_metadata {
     bool have;  /* at least one successful response */
     int64_t last_ms;
     int64_t unreachable_warned_ms; /* "no broker reachable", rate */
-    ev_timer timer; /* periodic refresh and retry backoff */
+    ev_timer timer;                /* periodic refresh and retry backoff */
 
     /* stats */
-    uint64_t answers_refused;  /* ignored whole: too many brokers */
-    uint64_t brokers_skipped;  /* entries with an impossible host/port */
-    uint64_t topics_skipped;   /* entries with impossible partitions */
-    uint64_t brokers_left;     /* forgotten: no longer in the cluster */
+    uint64_t answers_refused; /* ignored whole: too many brokers */
+    uint64_t brokers_skipped; /* entries with an impossible host/port */
+    uint64_t topics_skipped;  /* entries with impossible partitions */
+    uint64_t brokers_left;    /* forgotten: no longer in the cluster */
 
     const struct kp_metadata_hooks *hooks;
     void *arg; /* borrowed: the hooks' argument */
 };
 
 /* Creates the bootstrap entries from conf->broker_addrs. */
-struct kp_metadata *kp_metadata_create(struct ev_loop *loop,
-                                       struct kp_conf *const *conf,
-                                       const struct kp_broker_env *env,
-                                       struct kp_router *router,
-                                       struct kp_counters *n,
-                                       const struct kp_metadata_hooks *hooks,
-                                       void *arg);
+struct kp_metadata *
+kp_metadata_create(struct ev_loop *loop, struct kp_conf *const *conf,
+                   const struct kp_broker_env *env, struct kp_router *router,
+                   struct kp_counters *n, const struct kp_metadata_hooks *hooks,
+                   void *arg);
 /* Closes and frees every broker (their requests fail back first). */
 void kp_metadata_destroy(struct kp_metadata *md);
 void kp_metadata_start(struct kp_metadata *md);
@@ -112,8 +110,8 @@ bool kp_metadata_any_up(const struct kp_metadata *md);
  * with *detail naming the broker and the cause (valid until the next
  * call); else KP_REASON_DELIVERY_TIMEOUT and *detail untouched.
  */
-enum kp_reason kp_metadata_stuck(const struct kp_metadata *md,
-                                 int32_t leader, const char **detail);
+enum kp_reason kp_metadata_stuck(const struct kp_metadata *md, int32_t leader,
+                                 const char **detail);
 
 /* ---- pure checks of untrusted answers (unit tests, fuzzing) ---- */
 

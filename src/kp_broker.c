@@ -28,7 +28,7 @@
 #define KP_BROKER_BACKOFF_MIN_MS 20
 #define KP_BROKER_CONNECT_TIMEOUT_MS 10000 /* per address */
 #define KP_BROKER_READ_BUDGET 16           /* reads per wake-up */
-#define KP_BROKER_DROPS_WARN 3 /* lost soon after coming up, in a row */
+#define KP_BROKER_DROPS_WARN 3        /* lost soon after coming up, in a row */
 #define KP_BROKER_TOO_OLD_FAILURES 30 /* waits the longest backoff */
 #define KP_SW_NAME "kproxyd"
 
@@ -36,8 +36,8 @@ const char *const kp_broker_state_names[KP_BROKER__COUNT] = {
     "init",        "resolving",      "connecting", "tls_handshake",
     "apiversions", "authenticating", "up",         "backoff"};
 const char *const kp_broker_fault_names[KP_BFAULT__COUNT] = {
-    "none", "resolve", "connect", "tls", "authentication", "protocol",
-    "dropped"};
+    "none",           "resolve",  "connect", "tls",
+    "authentication", "protocol", "dropped"};
 const char *const kp_broker_api_names[KP_BAPI__COUNT] = {
     "produce", "metadata", "api_versions", "init_producer_id"};
 
@@ -45,20 +45,17 @@ static struct kp_ratelimit kp_broker_rl;
 static struct kp_ratelimit kp_broker_drop_rl;
 
 static void kp_broker_on_io(struct ev_loop *loop, ev_io *w, int revents);
-static void kp_broker_on_timer(struct ev_loop *loop, ev_timer *w,
-                               int revents);
+static void kp_broker_on_timer(struct ev_loop *loop, ev_timer *w, int revents);
 static void kp_broker_on_throttle(struct ev_loop *loop, ev_timer *w,
                                   int revents);
-static void kp_broker_on_pending(struct ev_loop *loop, ev_idle *w,
-                                 int revents);
+static void kp_broker_on_pending(struct ev_loop *loop, ev_idle *w, int revents);
 static void kp_broker_read(struct kp_broker *b);
 static void kp_broker_dial(struct kp_broker *b);
 
 struct kp_broker *kp_broker_create(struct ev_loop *loop,
                                    struct kp_conf *const *conf,
                                    const struct kp_broker_env *env,
-                                   int32_t node_id, const char *host,
-                                   int port,
+                                   int32_t node_id, const char *host, int port,
                                    const struct kp_broker_hooks *hooks,
                                    void *arg)
 {
@@ -103,8 +100,8 @@ const char *kp_broker_name(const struct kp_broker *b)
 {
     static char name[320];
     if (b->node_id >= 0) {
-        snprintf(name, sizeof(name), "broker %d (%s:%d)", b->node_id,
-                 b->host, b->port);
+        snprintf(name, sizeof(name), "broker %d (%s:%d)", b->node_id, b->host,
+                 b->port);
     } else {
         snprintf(name, sizeof(name), "bootstrap %s:%d", b->host, b->port);
     }
@@ -158,8 +155,7 @@ static int64_t kp_broker_backoff_max_ms(const struct kp_broker *b)
 static int64_t kp_broker_backoff_ms(const struct kp_broker *b)
 {
     const struct kp_conf *c = *b->conf;
-    int64_t lo = KP_MAX(c->producer.retry_backoff_ms,
-                        KP_BROKER_BACKOFF_MIN_MS);
+    int64_t lo = KP_MAX(c->producer.retry_backoff_ms, KP_BROKER_BACKOFF_MIN_MS);
     int64_t hi = kp_broker_backoff_max_ms(b);
     return kp_backoff_ms(lo, KP_MAX(hi, lo), b->failures - 1);
 }
@@ -217,8 +213,8 @@ void kp_broker_set_state(struct kp_broker *b, enum kp_broker_state state)
     enum kp_broker_state from = b->state;
 
     if (from != state) {
-        kp_debug("%s: %s -> %s", kp_broker_name(b),
-                 kp_broker_state_names[from], kp_broker_state_names[state]);
+        kp_debug("%s: %s -> %s", kp_broker_name(b), kp_broker_state_names[from],
+                 kp_broker_state_names[state]);
     }
     b->state = state;
     ev_io_stop(b->loop, &b->rio);
@@ -426,9 +422,9 @@ void kp_broker_connect(struct kp_broker *b)
     kp_broker_set_dial(b);
     kp_broker_set_state(b, KP_BROKER_RESOLVING);
     /* Always deferred: the callback never runs inside this call. */
-    b->dns_q = kp_dns_resolve(b->env->dns,
-                              b->dial_host ? b->dial_host : b->host,
-                              b->dial_port, kp_broker_on_resolved, b);
+    b->dns_q =
+        kp_dns_resolve(b->env->dns, b->dial_host ? b->dial_host : b->host,
+                       b->dial_port, kp_broker_on_resolved, b);
 }
 
 /* Appends "addr: why" to the causes of this round of addresses. */
@@ -470,8 +466,7 @@ static void kp_broker_next_addr(struct kp_broker *b, const char *why)
  * descriptors or memory. Back off and retry (never stay INIT). */
 static bool kp_broker_resource_err(int err)
 {
-    return err == EMFILE || err == ENFILE || err == ENOBUFS ||
-           err == ENOMEM;
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
 static void kp_broker_dial(struct kp_broker *b)
@@ -512,8 +507,8 @@ static void kp_broker_dial(struct kp_broker *b)
 
 static void kp_broker_on_apiversions(void *arg, struct kp_broker *b,
                                      struct kp_request *r,
-                                     enum kp_req_status st,
-                                     const uint8_t *body, size_t len);
+                                     enum kp_req_status st, const uint8_t *body,
+                                     size_t len);
 
 static void kp_broker_send_apiversions(struct kp_broker *b, int16_t version)
 {
@@ -546,8 +541,8 @@ static bool kp_broker_usable(struct kp_broker *b)
 
 static void kp_broker_on_apiversions(void *arg, struct kp_broker *b,
                                      struct kp_request *r,
-                                     enum kp_req_status st,
-                                     const uint8_t *body, size_t len)
+                                     enum kp_req_status st, const uint8_t *body,
+                                     size_t len)
 {
     struct kp_apiversions_resp av;
     char why[96];
@@ -561,16 +556,15 @@ static void kp_broker_on_apiversions(void *arg, struct kp_broker *b,
      * whatever form the broker chose (v0 for Kafka, something else for
      * librdkafka's mock), so only the error code is trusted: ask again at
      * v0, which every broker speaks. */
-    if (len >= 2 && (int16_t)(body[0] << 8 | body[1]) ==
-                        KP_KERR_UNSUPPORTED_VERSION &&
+    if (len >= 2 &&
+        (int16_t)(body[0] << 8 | body[1]) == KP_KERR_UNSUPPORTED_VERSION &&
         b->apiversions_ver > 0) {
         kp_debug("%s: ApiVersions v%d unsupported, retrying with v0",
                  kp_broker_name(b), b->apiversions_ver);
         kp_broker_send_apiversions(b, 0);
         return;
     }
-    if (kp_proto_dec_apiversions(body, len, b->apiversions_ver, &av) !=
-        KP_OK) {
+    if (kp_proto_dec_apiversions(body, len, b->apiversions_ver, &av) != KP_OK) {
         kp_broker_fail(b, KP_BFAULT_PROTOCOL, KP_LOG_WARNING,
                        "malformed ApiVersions response");
         return;
@@ -634,8 +628,7 @@ static void kp_broker_tls_step(struct kp_broker *b)
     b->rwant = KP_TLS_WANT_NONE;
     snprintf(b->tls_version, sizeof(b->tls_version), "%s",
              kp_tls_version(b->tls));
-    snprintf(b->tls_cipher, sizeof(b->tls_cipher), "%s",
-             kp_tls_cipher(b->tls));
+    snprintf(b->tls_cipher, sizeof(b->tls_cipher), "%s", kp_tls_cipher(b->tls));
     kp_debug("%s: %s %s, certificate %s", kp_broker_name(b), b->tls_version,
              b->tls_cipher,
              kp_tls_ctx_verifies(b->env->tls) ? "verified" : "NOT verified");
@@ -732,8 +725,8 @@ int16_t kp_broker_version(const struct kp_broker *b, int16_t api_key)
 
 /* ---- requests ---- */
 
-struct kp_request *kp_broker_request_start(struct kp_broker *b,
-                                           int16_t api_key, int16_t version)
+struct kp_request *kp_broker_request_start(struct kp_broker *b, int16_t api_key,
+                                           int16_t version)
 {
     struct kp_request *r = kp_calloc(1, sizeof(*r));
     r->corr_id = b->next_corr++;
@@ -1031,13 +1024,15 @@ static void kp_broker_garbage(struct kp_broker *b, int32_t size,
     const char *hint = b->proven ? NULL : kp_tls_sniff_plaintext_reply(p, len);
 
     if (hint) {
-        snprintf(why, sizeof(why), "%s (response size field %d)", hint,
-                 size);
+        snprintf(why, sizeof(why), "%s (response size field %d)", hint, size);
     } else {
         snprintf(why, sizeof(why), "invalid response size %d", size);
     }
-    kp_broker_fail(b, hint ? KP_BFAULT_TLS : KP_BFAULT_PROTOCOL,
-                   KP_LOG_WARNING, why);
+    /* A TLS record in answer: a security.protocol mismatch, which is
+     * what messages fail for; an HTTP server is just the wrong port. */
+    bool tls = hint && (p[0] == 0x15 || p[0] == 0x16);
+    kp_broker_fail(b, tls ? KP_BFAULT_TLS : KP_BFAULT_PROTOCOL, KP_LOG_WARNING,
+                   why);
 }
 
 /* The size of the frame at p (len >= 4 bytes there), or -1 (logged,
@@ -1065,8 +1060,8 @@ static bool kp_broker_frames(struct kp_broker *b, uint64_t gen)
     size_t off = 0;
 
     while (b->rbuf.len - off >= 4) {
-        int32_t size = kp_broker_frame_size(b, b->rbuf.data + off,
-                                            b->rbuf.len - off);
+        int32_t size =
+            kp_broker_frame_size(b, b->rbuf.data + off, b->rbuf.len - off);
         if (size < 0) {
             return false;
         }
@@ -1101,8 +1096,7 @@ static void kp_broker_on_eof(struct kp_broker *b, const char *tls_why)
                  kp_sasl_mech_name(b->env->boot->security.sasl.mechanism),
                  b->sasl_note[0] ? "; " : "", b->sasl_note);
         fault = KP_BFAULT_AUTH;
-    } else if (b->state == KP_BROKER_APIVERSIONS && !b->got_bytes &&
-               !b->tls) {
+    } else if (b->state == KP_BROKER_APIVERSIONS && !b->got_bytes && !b->tls) {
         snprintf(why, sizeof(why),
                  "%s during ApiVersions: is this an SSL listener? set "
                  "security.protocol to ssl or sasl_ssl (or the broker is "
@@ -1137,9 +1131,9 @@ static int kp_broker_recv(struct kp_broker *b, uint8_t *dst, size_t cap,
         }
         if (rc == KP_ERROR) {
             snprintf(why, sizeof(why), "%s", kp_tls_error(b->tls));
-            kp_broker_fail(b, b->state == KP_BROKER_UP ? KP_BFAULT_DROPPED
-                                                       : KP_BFAULT_TLS,
-                           KP_LOG_WARNING, why);
+            kp_broker_fail(
+                b, b->state == KP_BROKER_UP ? KP_BFAULT_DROPPED : KP_BFAULT_TLS,
+                KP_LOG_WARNING, why);
         }
         return rc;
     }
@@ -1199,8 +1193,7 @@ static void kp_broker_read(struct kp_broker *b)
     }
 }
 
-static void kp_broker_on_pending(struct ev_loop *loop, ev_idle *w,
-                                 int revents)
+static void kp_broker_on_pending(struct ev_loop *loop, ev_idle *w, int revents)
 {
     struct kp_broker *b = w->data;
     (void)revents;
@@ -1230,8 +1223,7 @@ static void kp_broker_on_io(struct ev_loop *loop, ev_io *w, int revents)
     if (wr || (rd && b->wwant == KP_TLS_WANT_READ)) {
         kp_broker_write(b);
     }
-    if (gen == b->conn_gen &&
-        (rd || (wr && b->rwant == KP_TLS_WANT_WRITE))) {
+    if (gen == b->conn_gen && (rd || (wr && b->rwant == KP_TLS_WANT_WRITE))) {
         kp_broker_read(b);
     }
 }
@@ -1262,12 +1254,12 @@ static void kp_broker_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     case KP_BROKER_UP:
         if (TAILQ_FIRST(&b->reqs) &&
             kp_mono_ms() >= TAILQ_FIRST(&b->reqs)->deadline_ms) {
-            kp_broker_fail(b, b->state == KP_BROKER_AUTH ? KP_BFAULT_AUTH
-                                                         : KP_BFAULT_DROPPED,
-                           KP_LOG_WARNING,
-                           b->state == KP_BROKER_AUTH
-                               ? "SASL: no answer from the broker"
-                               : "request timed out");
+            kp_broker_fail(
+                b,
+                b->state == KP_BROKER_AUTH ? KP_BFAULT_AUTH : KP_BFAULT_DROPPED,
+                KP_LOG_WARNING,
+                b->state == KP_BROKER_AUTH ? "SASL: no answer from the broker"
+                                           : "request timed out");
         } else {
             kp_broker_arm_deadline(b);
         }

@@ -24,8 +24,7 @@
 #include "kp_sasl.h"
 
 static void kp_broker_on_sasl_token(void *arg, struct kp_broker *b,
-                                    struct kp_request *r,
-                                    enum kp_req_status st,
+                                    struct kp_request *r, enum kp_req_status st,
                                     const uint8_t *body, size_t len);
 
 static const struct kp_sasl_conf *kp_broker_sasl_conf(const struct kp_broker *b)
@@ -144,8 +143,7 @@ static void kp_broker_sasl_step(struct kp_broker *b, const uint8_t *in,
 }
 
 static void kp_broker_on_sasl_token(void *arg, struct kp_broker *b,
-                                    struct kp_request *r,
-                                    enum kp_req_status st,
+                                    struct kp_request *r, enum kp_req_status st,
                                     const uint8_t *body, size_t len)
 {
     struct kp_sasl_authenticate_resp ar;
@@ -158,18 +156,16 @@ static void kp_broker_on_sasl_token(void *arg, struct kp_broker *b,
         kp_broker_sasl_step(b, body, len, 0);
         return;
     }
-    if (kp_proto_dec_sasl_authenticate(body, len, r->version, &ar) !=
-        KP_OK) {
+    if (kp_proto_dec_sasl_authenticate(body, len, r->version, &ar) != KP_OK) {
         kp_broker_fail(b, KP_BFAULT_PROTOCOL, KP_LOG_WARNING,
                        "malformed SaslAuthenticate response");
         return;
     }
     if (ar.error != KP_KERR_NONE) {
         kp_broker_auth_fail(b, "authentication failed: %s (%s)%s%s",
-                            ar.error_message ? ar.error_message
-                                             : "no message",
-                            kp_kerr_name(ar.error),
-                            b->sasl_note[0] ? "; " : "", b->sasl_note);
+                            ar.error_message ? ar.error_message : "no message",
+                            kp_kerr_name(ar.error), b->sasl_note[0] ? "; " : "",
+                            b->sasl_note);
     } else {
         kp_broker_sasl_step(b, ar.auth_bytes, (size_t)ar.auth_len,
                             ar.session_lifetime_ms);
@@ -209,8 +205,8 @@ static void kp_broker_mech_list(const struct kp_sasl_handshake_resp *hr,
 
     buf[0] = '\0';
     for (int32_t i = 0; i < hr->mechanism_cnt && len + 4 < cap; i++) {
-        len += (size_t)snprintf(buf + len, cap - len, "%s%.64s",
-                                i ? ", " : "", hr->mechanisms[i]);
+        len += (size_t)snprintf(buf + len, cap - len, "%s%.64s", i ? ", " : "",
+                                hr->mechanisms[i]);
     }
     if (!hr->mechanism_cnt) {
         snprintf(buf, cap, "none");
@@ -238,8 +234,9 @@ static void kp_broker_on_sasl_handshake(void *arg, struct kp_broker *b,
     kp_broker_mech_list(&hr, mechs, sizeof(mechs));
     kp_proto_sasl_handshake_resp_free(&hr);
     if (err == KP_KERR_UNSUPPORTED_SASL_MECHANISM) {
-        kp_broker_auth_fail(b, "the broker does not enable this mechanism "
-                               "(it enables: %s)",
+        kp_broker_auth_fail(b,
+                            "the broker does not enable this mechanism "
+                            "(it enables: %s)",
                             mechs);
         return;
     }
@@ -271,18 +268,20 @@ void kp_broker_auth_start(struct kp_broker *b)
 
     b->sasl_note[0] = '\0';
     if (hs < 0) {
-        kp_broker_auth_fail(b, "the broker offers no SaslHandshake: is this "
-                               "a SASL listener? (security.protocol is %s)",
-                            kp_sec_protocol_names[b->env->boot->security
-                                                      .protocol]);
+        kp_broker_auth_fail(
+            b,
+            "the broker offers no SaslHandshake: is this "
+            "a SASL listener? (security.protocol is %s)",
+            kp_sec_protocol_names[b->env->boot->security.protocol]);
         return;
     }
     if (hs >= 1 && au < 0) {
         hs = 0; /* no SaslAuthenticate: tokens as raw frames */
     }
     if (b->reauth && (hs < 1 || au < 1)) {
-        kp_broker_auth_fail(b, "the broker cannot re-authenticate "
-                               "(SaslHandshake v%d, SaslAuthenticate v%d)",
+        kp_broker_auth_fail(b,
+                            "the broker cannot re-authenticate "
+                            "(SaslHandshake v%d, SaslAuthenticate v%d)",
                             hs, au);
         return;
     }
@@ -290,14 +289,13 @@ void kp_broker_auth_start(struct kp_broker *b)
     b->sasl_auth_ver = hs >= 1 ? au : -1;
     struct kp_request *r =
         kp_broker_request_start(b, KP_API_SASL_HANDSHAKE, hs);
-    kp_proto_enc_sasl_handshake(&r->req, hs, r->corr_id,
-                                (*b->conf)->client_id, kp_broker_mech(b));
+    kp_proto_enc_sasl_handshake(&r->req, hs, r->corr_id, (*b->conf)->client_id,
+                                kp_broker_mech(b));
     kp_broker_send_auth(b, r, kp_broker_on_sasl_handshake);
 }
 
 /* KIP-368: the session nears its end; authenticate again in place. */
-void kp_broker_on_reauth_timer(struct ev_loop *loop, ev_timer *w,
-                               int revents)
+void kp_broker_on_reauth_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct kp_broker *b = w->data;
     (void)loop;

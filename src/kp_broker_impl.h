@@ -31,7 +31,6 @@ bool kp_broker_sasl_on(const struct kp_broker *b);
 void kp_broker_auth_start(struct kp_broker *b);
 /* Ends whatever exchange is in progress (the connection closes). */
 void kp_broker_auth_reset(struct kp_broker *b);
-void kp_broker_on_reauth_timer(struct ev_loop *loop, ev_timer *w,
-                               int revents);
+void kp_broker_on_reauth_timer(struct ev_loop *loop, ev_timer *w, int revents);
 
 #endif

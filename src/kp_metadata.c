@@ -23,7 +23,7 @@
 #define KP_MD_HOST_MAX 253    /* a DNS name's longest text form */
 #define KP_MD_UNREACHABLE_EVERY_MS 30000
 
-static struct kp_ratelimit kp_md_rl;       /* answers and entries refused */
+static struct kp_ratelimit kp_md_rl;        /* answers and entries refused */
 static struct kp_ratelimit kp_md_broker_rl; /* brokers joining, leaving */
 
 static void kp_metadata_send(struct kp_metadata *md);
@@ -58,9 +58,8 @@ static struct kp_broker *kp_metadata_new_broker(struct kp_metadata *md,
                                                 int32_t node_id,
                                                 const char *host, int port)
 {
-    struct kp_broker *b =
-        kp_broker_create(md->loop, md->conf, md->env, node_id, host, port,
-                         &md->broker_hooks, md);
+    struct kp_broker *b = kp_broker_create(md->loop, md->conf, md->env, node_id,
+                                           host, port, &md->broker_hooks, md);
     md->hooks->broker_added(md->arg, b);
     return b;
 }
@@ -123,8 +122,8 @@ static void kp_metadata_connect_all(struct kp_metadata *md)
     }
 }
 
-enum kp_reason kp_metadata_stuck(const struct kp_metadata *md,
-                                 int32_t leader, const char **detail)
+enum kp_reason kp_metadata_stuck(const struct kp_metadata *md, int32_t leader,
+                                 const char **detail)
 {
     static char text[512];
     const struct kp_broker *culprit = NULL;
@@ -237,13 +236,11 @@ static void kp_metadata_on_reap(struct ev_loop *loop, ev_prepare *w,
     md->gone_cnt = 0;
 }
 
-struct kp_metadata *kp_metadata_create(struct ev_loop *loop,
-                                       struct kp_conf *const *conf,
-                                       const struct kp_broker_env *env,
-                                       struct kp_router *router,
-                                       struct kp_counters *n,
-                                       const struct kp_metadata_hooks *hooks,
-                                       void *arg)
+struct kp_metadata *
+kp_metadata_create(struct ev_loop *loop, struct kp_conf *const *conf,
+                   const struct kp_broker_env *env, struct kp_router *router,
+                   struct kp_counters *n, const struct kp_metadata_hooks *hooks,
+                   void *arg)
 {
     struct kp_metadata *md = kp_calloc(1, sizeof(*md));
     const struct kp_conf *c = *conf;
@@ -260,8 +257,8 @@ struct kp_metadata *kp_metadata_create(struct ev_loop *loop,
     ev_prepare_init(&md->reaper, kp_metadata_on_reap);
     md->reaper.data = md;
     /* Ids -1, -2, ...: descending, so the sorted array is reversed. */
-    md->brokers = kp_calloc(c->broker_cnt ? c->broker_cnt : 1,
-                            sizeof(*md->brokers));
+    md->brokers =
+        kp_calloc(c->broker_cnt ? c->broker_cnt : 1, sizeof(*md->brokers));
     for (size_t i = 0; i < c->broker_cnt; i++) {
         const struct kp_hostport *hp = &c->broker_addrs[i];
         md->brokers[c->broker_cnt - 1 - i] =
@@ -293,8 +290,7 @@ void kp_metadata_destroy(struct kp_metadata *md)
 
 /* ---- refreshes ---- */
 
-static void kp_metadata_on_timer(struct ev_loop *loop, ev_timer *w,
-                                 int revents)
+static void kp_metadata_on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -337,8 +333,7 @@ static void kp_metadata_collect(struct kp_topic *t, void *arg)
 }
 
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
-                                    struct kp_request *r,
-                                    enum kp_req_status st,
+                                    struct kp_request *r, enum kp_req_status st,
                                     const uint8_t *body, size_t len);
 
 static void kp_metadata_send(struct kp_metadata *md)
@@ -368,8 +363,8 @@ static void kp_metadata_send(struct kp_metadata *md)
     md->again = false;
     md->last_ms = kp_mono_ms();
     md->n->metadata_refreshes++;
-    kp_debug("metadata request to broker %d (v%d, %u topics)", b->node_id,
-             ver, tt->cnt);
+    kp_debug("metadata request to broker %d (v%d, %u topics)", b->node_id, ver,
+             tt->cnt);
     kp_broker_request_send(b, r, kp_metadata_on_response, md);
 }
 
@@ -512,8 +507,8 @@ kp_metadata_entries(struct kp_metadata *md, const struct kp_metadata_resp *mr,
  * phase (this may run inside its own callback chain). */
 static void kp_metadata_leave(struct kp_metadata *md, struct kp_broker *b)
 {
-    kp_log_rl(&kp_md_broker_rl, KP_LOG_INFO,
-              "%s left the cluster: forgotten", kp_broker_name(b));
+    kp_log_rl(&kp_md_broker_rl, KP_LOG_INFO, "%s left the cluster: forgotten",
+              kp_broker_name(b));
     md->brokers_left++;
     kp_broker_retire(b);
     md->hooks->broker_removed(md->arg, b);
@@ -557,8 +552,7 @@ static void kp_metadata_brokers(struct kp_metadata *md,
             i++;
             j++;
         } else {
-            nb[k++] = kp_metadata_new_broker(md, e->node_id, e->host,
-                                             e->port);
+            nb[k++] = kp_metadata_new_broker(md, e->node_id, e->host, e->port);
             kp_log_rl(&kp_md_broker_rl, KP_LOG_INFO, "broker %d at %s:%d",
                       e->node_id, e->host, e->port);
             j++;
@@ -637,8 +631,8 @@ static bool kp_metadata_apply(struct kp_metadata *md,
     if (mr->topic_cnt < (int32_t)md->router->topics.cnt) {
         complete = false; /* a topic was added while this was in flight */
     }
-    bool has_real = md->broker_cnt && md->brokers[md->broker_cnt - 1]
-                                              ->node_id >= 0;
+    bool has_real =
+        md->broker_cnt && md->brokers[md->broker_cnt - 1]->node_id >= 0;
     if (!md->have && has_real) {
         kp_info("metadata: %d broker(s), %d topic(s)", mr->broker_cnt,
                 mr->topic_cnt);
@@ -671,8 +665,7 @@ static bool kp_metadata_believable(struct kp_metadata *md,
 }
 
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
-                                    struct kp_request *r,
-                                    enum kp_req_status st,
+                                    struct kp_request *r, enum kp_req_status st,
                                     const uint8_t *body, size_t len)
 {
     struct kp_metadata *md = arg;

@@ -94,8 +94,8 @@ static char topic_name[] = "t";
 
 static struct kp_md_topic topic_of(struct kp_md_partition *p, int32_t n)
 {
-    struct kp_md_topic t = {.error = 0, .name = topic_name, .partitions = p,
-                            .partition_cnt = n};
+    struct kp_md_topic t = {
+        .error = 0, .name = topic_name, .partitions = p, .partition_cnt = n};
     return t;
 }
 

@@ -53,8 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (kp_proto_dec_metadata(p, len, version, &m) == KP_OK) {
         kp_assert(m.broker_cnt == claimed);
         for (int32_t i = 0; i < m.broker_cnt; i++) {
-            (void)kp_metadata_broker_ok(m.brokers[i].node_id,
-                                        m.brokers[i].host,
+            (void)kp_metadata_broker_ok(m.brokers[i].node_id, m.brokers[i].host,
                                         m.brokers[i].port);
         }
         for (int32_t i = 0; i < m.topic_cnt; i++) {
