@@ -1075,6 +1075,9 @@ static bool kp_broker_frames(struct kp_broker *b, uint64_t gen)
         off += 4 + (size_t)size;
     }
     kp_buf_consume(&b->rbuf, off);
+    if (b->rbuf.len == 0 && b->rbuf.cap > 4 * KP_BROKER_RBUF_MIN) {
+        kp_buf_deinit(&b->rbuf); /* a big answer's room is not kept */
+    }
     return true;
 }
 
