@@ -544,6 +544,28 @@ def test_address_map_tls_verifies_advertised_name(t):
     assert k.stop() == 0
 
 
+def test_reload_reads_certificates_again(t):
+    """The CA file is wrong at start (connections fail); it is replaced
+    and the configuration reloaded: new connections use the new file."""
+    c = certs.make(t.tmpdir)
+    fk = fake(t, "SSL", brokers=1, **tls_server(c))
+    ca = t.path("rotating-ca.pem")
+    with open(c.other_ca, "rb") as src, open(ca, "wb") as dst:
+        dst.write(src.read())
+    k = kproxyd(t, fk, security("ssl", ca=ca),
+                reconnect_backoff_max_ms=500)
+    wait_for(lambda: "is not trusted" in k.log_text(), 10,
+             "the untrusted CA to be reported")
+    with open(c.ca, "rb") as src, open(ca + ".new", "wb") as dst:
+        dst.write(src.read())
+    os.rename(ca + ".new", ca)
+    assert k.control("reload") == "ok"
+    assert "TLS certificates read again" in k.log_text()
+    r = send(k.sock, b"%s after-reload\n" % TOPIC.encode(), timeout=tmo(30))
+    assert r == {"delivered": 1, "failed": 0, "rejected": 0}, r
+    assert k.stop() == 0
+
+
 # --------------------------------------------------------------------------
 # Secrets
 
