@@ -2,10 +2,15 @@
 #
 #   make            build build/kproxyd
 #   make run        install missing packages, build, start a mock cluster and
-#                   kproxyd against it (conf/kproxyd.dev.json)
+#                   kproxyd against it (conf/kproxyd.dev.json; more kproxyd
+#                   arguments in RUN_ARGS="-X log_level=debug")
 #   make check      install missing packages, build, run every test: unit
 #                   (check), integration (mock cluster), fuzz corpora, then
 #                   the same again under ASan+UBSan
+#   make deps       install the missing Debian packages (tests/deps.sh runs
+#                   apt-get, with sudo when not root); run, check, bench,
+#                   fuzz and valgrind call it first. NO_DEPS=1 skips it
+#                   (packagers, CI images that install their own packages)
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing
 #                   /etc/kproxyd/kproxyd.json; the sample goes beside it)
 #   make uninstall  the same files again (an edited config stays)
@@ -30,7 +35,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 $(WARN) -Iinclude -MMD -MP -D_GNU_SOURCE
 CARES_LIBS := $(shell pkg-config --libs libcares 2>/dev/null || echo -lcares)
 LDLIBS := -lev -lzstd -llz4 -lsnappy -lmicrohttpd -ljansson -lz -lm \
-          -lssl -lcrypto $(CARES_LIBS)
+          -lssl -lcrypto -lpthread $(CARES_LIBS)
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
@@ -51,7 +56,7 @@ FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/replay_%)
 TOOLS := build/tools/kp_mock build/tools/kp_consume
 FUZZ_TIME ?= 60
 
-.PHONY: all deps check check-build unit it fuzz-replay run install uninstall \
+.PHONY: all deps check structure check-build unit it fuzz-replay run install uninstall \
         clean bench fuzz valgrind tools
 
 all: $(BUILD)/kproxyd
@@ -93,13 +98,20 @@ build/tools/rdk_bench: tests/bench/rdk_bench.c | $(BUILD)
 	mkdir -p build/tools
 	$(CC) -O2 -g -std=gnu11 -Wall -Wextra -Werror -o $@ $< $(RDKAFKA_LIBS)
 
+build/tools/kp_writers: tests/bench/kp_writers.c | $(BUILD)
+	mkdir -p build/tools
+	$(CC) -O2 -g -std=gnu11 $(WARN) -D_GNU_SOURCE -o $@ $<
+
 tools: $(TOOLS)
 
-# Benchmark: kproxyd beside librdkafka on the same mock cluster; prints
-# ratios. BENCH_ARGS="--messages 200000 --size 100 ..." to change it.
+# Benchmark: kproxyd beside librdkafka on the same mock cluster, one row per
+# shape of traffic (tests/bench/README.md); prints ratios and targets.
+# BENCH_ARGS="--rows 100B,w100 --messages 200000 --repeat 1" to shorten it;
+# PROFILE=1 adds a perf profile of kproxyd per row.
 bench: deps
-	$(MAKE) all tools build/tools/rdk_bench
-	python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools $(BENCH_ARGS)
+	$(MAKE) all tools build/tools/rdk_bench build/tools/kp_writers
+	python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools \
+	    $(if $(filter 1,$(PROFILE)),--profile) $(BENCH_ARGS)
 
 # libFuzzer runs of every target for FUZZ_TIME seconds each (clang).
 fuzz: deps
@@ -120,8 +132,16 @@ valgrind: deps
 	    --errors-for-leak-kinds=definite,indirect --track-fds=yes -q" \
 	    python3 tests/it/run.py --kproxyd build/kproxyd --tools build/tools
 
+# NO_DEPS=1 (or yes, true): the packages are the caller's business.
+ifeq ($(filter 1 yes true,$(NO_DEPS)),)
 deps:
+	@echo "deps: checking the Debian packages kproxyd needs" \
+	      "(tests/deps.sh; NO_DEPS=1 skips this)"
 	@sh tests/deps.sh
+else
+deps:
+	@echo "deps: skipped (NO_DEPS=$(NO_DEPS))"
+endif
 
 check-build: $(BUILD)/kproxyd $(UNITS) $(FUZZ_REPLAY) $(TOOLS)
 
@@ -136,13 +156,17 @@ fuzz-replay: check-build
 it: check-build
 	python3 tests/it/run.py --kproxyd $(BUILD)/kproxyd --tools build/tools
 
+# The layering and size rules of the README's design section.
+structure:
+	@python3 tests/check_structure.py
+
 check: deps
-	$(MAKE) unit fuzz-replay it
+	$(MAKE) structure unit fuzz-replay it
 	$(MAKE) BUILD=build/asan SANITIZE=1 unit fuzz-replay it
 	@echo "make check: all suites passed (plain and ASan+UBSan)"
 
 run: deps all tools
-	@sh tests/run_dev.sh $(BUILD)/kproxyd
+	@sh tests/run_dev.sh $(BUILD)/kproxyd $(RUN_ARGS)
 
 # The configuration: the sample is always (re)installed as
 # kproxyd.json.sample; kproxyd.json is created from it only when absent, so

@@ -128,6 +128,11 @@ static inline void kp_buf_put_uvarint(struct kp_buf *b, uint64_t v)
     b->len += kp_uvarint_enc(kp_buf_reserve(b, 10), v);
 }
 
+static inline void kp_buf_put_varint(struct kp_buf *b, int64_t v)
+{
+    b->len += kp_varint_enc(kp_buf_reserve(b, 10), v);
+}
+
 /* Drops the first n bytes, moving the rest to the front. */
 static inline void kp_buf_consume(struct kp_buf *b, size_t n)
 {

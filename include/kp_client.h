@@ -1,18 +1,24 @@
 /*
- * kp_client.h - client connections: each reads lines, hands each message to
- * the router, and answers its half-close with its tally. The set of them
- * (struct kp_clients) owns what they share: the read buffer, the json
- * scratch space, the list of open connections and those to free.
+ * kp_client.h - client connections: each frames messages out of the bytes
+ * it reads (lines or length-prefixed frames), hands each to the router,
+ * writes receipts back when its listener asks for them, and answers its
+ * half-close with its tally. The set of them (struct kp_clients) owns what
+ * they share: the read buffer, the json scratch space, the list of open
+ * connections, those with output to write, and those to free.
  *
  *   READING ──EOF──▶ DRAINING ──all settled──▶ REPLYING ──written──▶ CLOSED
  *     │  ▲                                                             ▲
- *     ▼  │ (backpressure pauses the read watcher, state unchanged)     │
+ *     ▼  │ (backpressure, or 1 MiB of unread receipts, pauses the read  │
+ *     │  │  watcher, state unchanged)                                   │
  *   error / shutdown ─────────────────────────────────────────────────┘
  *
  * Bytes are read into the shared buffer and parsed in place; only a
- * trailing partial line is kept by the client (`carry`), so an idle
- * connection holds no buffer. A closed client is freed from the loop's
- * prepare phase (kp_clients_reap), never inside a callback chain.
+ * trailing partial message is kept by the client (`carry`), so an idle
+ * connection holds no buffer. Output (receipts, then the summary) is
+ * appended to the tally's `out` as fates arrive and written once per loop
+ * iteration, from the prepare phase (kp_clients_reap): one write per
+ * connection for all the batches answered meanwhile. A closed client is
+ * freed from the prepare phase too, never inside a callback chain.
  */
 #ifndef KP_CLIENT_H
 #define KP_CLIENT_H
@@ -21,7 +27,9 @@
 #include <sys/queue.h>
 #include <sys/types.h>
 
+#include "kp_frame.h"
 #include "kp_line.h"
+#include "kp_uidmap.h"
 
 struct kp_conf;
 struct kp_counters;
@@ -41,31 +49,42 @@ extern const char *const kp_client_state_names[KP_CLIENT__COUNT];
 
 struct kp_clients;
 
+/* Unread receipts beyond which a connection is not read (SPEC). */
+#define KP_CLIENT_OUT_MAX (1024 * 1024)
+
 struct kp_client {
     TAILQ_ENTRY(kp_client) link;  /* the set's open or closed list */
+    TAILQ_ENTRY(kp_client) out_link; /* the set's `writable` list */
     struct kp_clients *set;       /* borrowed */
     const struct kp_listener_conf *lc; /* borrowed: its listener's */
     int fd;
     uint64_t id;
     enum kp_client_state state;
     ev_io rio, wio;
-    bool paused;
+    bool paused;  /* backpressure: the whole set is paused */
+    bool blocked; /* KP_CLIENT_OUT_MAX of output waits unread */
+    bool queued;  /* on the set's `writable` list */
+    bool deaf;    /* a write failed: output is dropped from now on */
+    int64_t last_read_ms; /* loop time of its last read */
 
-    uint8_t *carry; /* owned: partial line from the last read */
+    uint8_t *carry; /* owned: partial message from the last read */
     size_t carry_len, carry_cap;
-    bool discarding; /* skipping the rest of an overlong line */
+    struct kp_framer framer;
 
-    struct kp_tally *tally;      /* owned reference */
+    struct kp_tally *tally;      /* owned reference; its `out` is the
+                                    output, written up to out_off */
+    size_t out_off;
     struct kp_topic *last_topic; /* borrowed: cache for repeated topics */
+    uint64_t last_topic_epoch;   /* the router's topic_epoch it is valid in */
 
     pid_t peer_pid;
     uid_t peer_uid;
     gid_t peer_gid;
-    struct kp_header peer_hdrs[3];
     char peer_vals[3][16];
-
-    char reply[96];
-    size_t reply_len, reply_off;
+    /* owned: headers added to every record, the listener's static ones
+     * (borrowed strings of the boot configuration), then peer.* */
+    struct kp_header *extra;
+    size_t extra_cnt;
 };
 
 TAILQ_HEAD(kp_client_list, kp_client);
@@ -77,7 +96,9 @@ struct kp_clients {
     struct kp_counters *n;       /* borrowed */
     struct kp_client_list open;  /* owned */
     struct kp_client_list closed; /* owned: freed by kp_clients_reap */
+    struct kp_client_list writable; /* borrowed: open, with new output */
     uint32_t cnt;
+    struct kp_uidmap per_uid; /* open connections by peer uid */
     uint64_t next_id;
     bool paused; /* backpressure: no client is read */
 
@@ -98,11 +119,19 @@ void kp_clients_deinit(struct kp_clients *cs);
 void kp_clients_reconf(struct kp_clients *cs);
 /* Pauses (backpressure) or resumes reading every client. */
 void kp_clients_pause(struct kp_clients *cs, bool on);
-/* Frees the clients closed since the last call (prepare phase). */
+/* Writes the output (receipts, summaries) appended since the last call:
+ * one write per connection; a client whose summary is written closes. */
+void kp_clients_flush(struct kp_clients *cs);
+/* The prepare phase: kp_clients_flush, then frees the clients closed
+ * meanwhile. */
 void kp_clients_reap(struct kp_clients *cs);
-/* Shutdown: reads what every client already wrote, then treats it as
- * EOF (each answers its summary once settled). */
-void kp_clients_drain(struct kp_clients *cs);
+/* Shutdown (begun at since_ms, loop time), once everything read is
+ * settled: closes, without a summary, every reading client that has been
+ * quiet for quiet_ms with nothing more to read; returns whether no client
+ * is left. Clients still writing are read to their EOF, or until the
+ * shutdown deadline. */
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms);
 /* Closes every connection (shutdown deadline). */
 void kp_clients_close_all(struct kp_clients *cs);
 

@@ -38,6 +38,13 @@
 void kp_assert_fail(const char *cond, const char *file, int line)
     __attribute__((noreturn));
 
+/* Drops one of *refs; true when it was the last (the caller frees). */
+static inline bool kp_unref(unsigned *refs)
+{
+    kp_assert(*refs > 0);
+    return --*refs == 0;
+}
+
 void *kp_malloc(size_t n);
 void *kp_calloc(size_t nmemb, size_t n);
 void *kp_realloc(void *p, size_t n);

@@ -30,10 +30,15 @@
     X(batches, NULL, "batches", "batches", "Batches sealed.")                  \
     X(connections, NULL, "connections", "connections",                        \
       "Client connections accepted.")                                          \
+    X(receipt_pauses, NULL, "receipt_pauses", "receipt_pauses",               \
+      "Times a connection was not read because 1 MiB of its receipts "       \
+      "waited unread.")                                                        \
     X(clients_refused, NULL, "clients_refused", NULL,                         \
       "Client connections closed at accept.")                                  \
     X(clients_refused_peer, NULL, "clients_refused_peer", NULL,               \
       "Of clients_refused: the peer was not allowed.")                         \
+    X(clients_refused_uid, NULL, "clients_refused_uid", NULL,                 \
+      "Of clients_refused: the uid had max_clients_per_uid connections.")     \
     X(batch_bytes_raw, "batch", "bytes_uncompressed",                         \
       "batch_uncompressed_bytes", "RecordBatch bytes before compression.")     \
     X(batch_bytes_wire, "batch", "bytes_wire", "batch_wire_bytes",            \

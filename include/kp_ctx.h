@@ -12,6 +12,8 @@
  *   ready lists     kp_produce (one kp_sender per broker)
  *   clients         kp_clients (kp_client, kp_listener)
  *   control, notify kp_control, kp_systemd
+ *   http            kp_http (routes here render kp_stats, kp_health)
+ *   alerts, /readyz kp_health
  *
  * Tests build their own loop (ev_loop_new) and context.
  */
@@ -23,12 +25,14 @@
 #include "kp_broker.h"
 #include "kp_client.h"
 #include "kp_counters.h"
+#include "kp_health.h"
 #include "kp_idemp.h"
 #include "kp_produce.h"
 
 struct kp_conf;
 struct kp_control;
 struct kp_deadletter;
+struct kp_http;
 struct kp_listener;
 struct kp_metadata;
 struct kp_router;
@@ -58,18 +62,24 @@ struct kp_ctx {
     size_t listener_cnt;
     struct kp_control *control; /* owned, may be NULL */
     struct kp_systemd *systemd; /* owned, NULL outside systemd */
+    struct kp_http *http;       /* owned, NULL without http.listen */
+    struct kp_health health;
 
     ev_prepare prepare; /* send requests, reap clients, end the drain */
     ev_timer sweep;     /* delivery timeouts, once a second */
     ev_timer stop_timer;
+    ev_timer drain_tick; /* wakes the loop while draining */
     ev_signal sig_term, sig_int, sig_hup;
+    bool started; /* listeners bound and serving */
     bool stopping;
+    int64_t stop_ms; /* loop time the drain began */
     int exit_code;
 };
 
 struct kp_ctx *kp_ctx_create(struct ev_loop *loop, struct kp_conf *conf);
 void kp_ctx_destroy(struct kp_ctx *ctx);
-/* Binds listeners and the control socket, starts watchers. */
+/* Binds listeners, the control socket and http.listen, starts watchers;
+ * KP_ERROR (logged) is a start-up error. */
 int kp_ctx_start(struct kp_ctx *ctx);
 /* Begins the drain of SIGTERM/SIGINT. */
 void kp_ctx_shutdown(struct kp_ctx *ctx);

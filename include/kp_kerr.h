@@ -17,6 +17,8 @@ enum kp_kerr_action {
     KP_ACT_RETRY_REFRESH, /* metadata is stale: refresh, then retry */
     KP_ACT_RETRY_NEW_PID, /* producer id/sequence state must be reset */
     KP_ACT_SPLIT,         /* batch too large: halves, down to one message */
+    KP_ACT_ISOLATE,       /* the broker refused some records on their own:
+                             fail only those, resend the rest */
     KP_ACT_FAIL,          /* no retry can fix it */
     KP_ACT__COUNT
 };
@@ -52,7 +54,7 @@ enum kp_kerr_action {
     X(TOPIC_AUTHORIZATION_FAILED, 29, FAIL, AUTHORIZATION)                     \
     X(GROUP_AUTHORIZATION_FAILED, 30, FAIL, AUTHORIZATION)                     \
     X(CLUSTER_AUTHORIZATION_FAILED, 31, FAIL, AUTHORIZATION)                   \
-    X(INVALID_TIMESTAMP, 32, FAIL, BAD_TIMESTAMP)                              \
+    X(INVALID_TIMESTAMP, 32, ISOLATE, BAD_TIMESTAMP)                              \
     X(UNSUPPORTED_SASL_MECHANISM, 33, FAIL, AUTHENTICATION)                    \
     X(ILLEGAL_SASL_STATE, 34, FAIL, AUTHENTICATION)                            \
     X(UNSUPPORTED_VERSION, 35, FAIL, UNSUPPORTED_VERSION)                      \
@@ -88,7 +90,7 @@ enum kp_kerr_action {
     X(STALE_BROKER_EPOCH, 77, FAIL, BROKER_ERROR)                              \
     X(OFFSET_NOT_AVAILABLE, 78, FAIL, BROKER_ERROR)                            \
     X(PREFERRED_LEADER_NOT_AVAILABLE, 80, FAIL, BROKER_ERROR)                  \
-    X(INVALID_RECORD, 87, FAIL, INVALID_RECORD)                                \
+    X(INVALID_RECORD, 87, ISOLATE, INVALID_RECORD)                                \
     X(UNSTABLE_OFFSET_COMMIT, 88, FAIL, BROKER_ERROR)                          \
     X(THROTTLING_QUOTA_EXCEEDED, 89, RETRY, BROKER_ERROR)                      \
     X(PRODUCER_FENCED, 90, FAIL, BROKER_ERROR)                                 \

@@ -29,9 +29,12 @@ struct kp_listener {
     ev_timer pause; /* accept paused after EMFILE/ENFILE */
 };
 
-/* Binds a UNIX socket at path with the given mode; returns fd or -1
- * (logged). A stale socket file is replaced, a live one is an error. */
-int kp_listener_bind_unix(const char *path, unsigned mode);
+/* Binds a UNIX socket at path with the given mode and (when not NULL)
+ * owner and group, names or numbers, set without a window in which the
+ * path could be swapped; returns fd or -1 (logged). A stale socket file
+ * is replaced, a live one is an error. */
+int kp_listener_bind_unix(const char *path, unsigned mode, const char *owner,
+                          const char *group);
 
 /*
  * Socket activation: takes over the fds systemd passed (LISTEN_PID,

@@ -60,10 +60,10 @@ struct kp_metadata {
     struct kp_broker_hooks broker_hooks; /* given to every broker */
 
     bool inflight;
+    size_t asked; /* topics the request in flight asks about */
     bool again; /* another refresh was asked while one was in flight */
     bool have;  /* at least one successful response */
     int64_t last_ms;
-    int64_t unreachable_warned_ms; /* "no broker reachable", rate */
     ev_timer timer;                /* periodic refresh and retry backoff */
 
     /* stats */

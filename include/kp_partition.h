@@ -32,6 +32,12 @@ struct kp_sender;
 
 TAILQ_HEAD(kp_batch_q, kp_batch);
 
+/* Message bytes and messages held: a topic's share of the daemon's. */
+struct kp_account {
+    int64_t bytes;
+    int64_t msgs;
+};
+
 /* How partitions reach the layers above them (wired by kp_router). */
 struct kp_part_hooks {
     /* p's sendability may have changed (sealed, requeued, backoff over,
@@ -40,9 +46,9 @@ struct kp_part_hooks {
     /* A batch stamped with (pid, epoch) will never be appended: that
      * producer id's sequences now have a gap. */
     void (*seq_gap)(void *arg, int64_t pid, int16_t epoch, const char *why);
-    /* Buffered bytes went up or down (backpressure), or messages were
-     * settled (flush barriers). */
-    void (*accounted)(void *arg);
+    /* Buffered bytes of a topic (acct) went up or down (backpressure,
+     * per-topic limits), or messages were settled (flush barriers). */
+    void (*accounted)(void *arg, struct kp_account *acct);
     /* Why messages waiting for `leader` (-1: none known, or no metadata)
      * were not delivered by their delivery timeout: the connection layer
      * may know better than KP_REASON_DELIVERY_TIMEOUT (a leader that
@@ -74,9 +80,10 @@ struct kp_part_env {
     uint64_t queued_msgs;
 };
 
-/* Adds to the accounting and tells the hooks. */
-void kp_part_env_account(struct kp_part_env *env, int64_t bytes,
-                         int64_t msgs);
+/* Adds to the daemon's and the topic's (acct) accounting and tells the
+ * hooks. */
+void kp_part_env_account(struct kp_part_env *env, struct kp_account *acct,
+                         int64_t bytes, int64_t msgs);
 
 struct kp_partition {
     struct kp_part_env *env; /* borrowed */
@@ -84,6 +91,7 @@ struct kp_partition {
     const char *topic_name;  /* borrowed from the topic */
     size_t topic_name_len;
     uint64_t *failed_by; /* borrowed: the topic's failures by reason */
+    struct kp_account *acct; /* borrowed: the topic's accounting */
     int32_t id;
     int32_t leader; /* broker node id, -1 = unknown */
 
@@ -114,18 +122,19 @@ struct kp_partition {
 void kp_partition_init(struct kp_partition *p, struct kp_part_env *env,
                        struct kp_topic *t, const char *topic_name,
                        size_t topic_name_len, uint64_t *failed_by,
-                       int32_t id);
+                       struct kp_account *acct, int32_t id);
 /* Frees what the partition still holds without settling it (shutdown
  * after the drain, or tests). */
 void kp_partition_deinit(struct kp_partition *p);
 
 /* Appends one accepted message (its routing done) to the open batch,
- * opened under conf/pc if needed; seals when full. The message's counting
+ * opened under conf/pc if needed; seals when full. seq: its number on its
+ * connection (kept when the tally wants receipts). The message's counting
  * (received, tally, generation) is the caller's. */
 void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
                          const struct kp_producer_conf *pc,
                          const struct kp_msg *m, int64_t ts,
-                         struct kp_tally *tally, uint32_t gen,
+                         struct kp_tally *tally, uint32_t gen, uint64_t seq,
                          const struct kp_header *extra, size_t extra_cnt);
 /* Seals the open batch (if any) and queues it for sending. */
 void kp_partition_seal(struct kp_partition *p);
@@ -160,6 +169,13 @@ void kp_partition_unanswered(struct kp_partition *p, struct kp_batch *b);
  * e.g. zstd below Produce v7). */
 void kp_partition_drop_head(struct kp_partition *p, enum kp_reason why,
                             const char *detail);
+/* The broker refused the records at indices bad[] on their own
+ * (INVALID_RECORD, INVALID_TIMESTAMP): those fail (why, detail), the
+ * others go again in b's place; other writers' messages are not lost
+ * with one bad record. */
+void kp_partition_exclude(struct kp_partition *p, struct kp_batch *b,
+                          const int32_t *bad, int32_t bad_cnt,
+                          enum kp_reason why, const char *detail);
 /* MESSAGE_TOO_LARGE: replaced by its two halves in its place. */
 void kp_partition_split(struct kp_partition *p, struct kp_batch *b);
 /* Fails every message of b; detail (the broker's words) may be NULL. */

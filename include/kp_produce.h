@@ -25,6 +25,7 @@ struct kp_idemp;
 struct kp_metadata;
 struct kp_partition;
 struct kp_router;
+struct kp_topic;
 
 TAILQ_HEAD(kp_partition_q, kp_partition);
 
@@ -64,6 +65,8 @@ void kp_produce_on_room(struct kp_produce *pr, struct kp_broker *b);
 
 /* A partition's sendability may have changed. */
 void kp_produce_on_changed(struct kp_produce *pr, struct kp_partition *p);
+/* A topic is forgotten: its partitions leave every ready list. */
+void kp_produce_forget(struct kp_produce *pr, struct kp_topic *t);
 /* Builds and sends requests for every dirty sender (prepare phase). */
 void kp_produce_flush(struct kp_produce *pr);
 /* From now on a batch whose request fails unanswered is failed as

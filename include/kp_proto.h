@@ -190,6 +190,8 @@ struct kp_produce_presp {
     char *error_message;      /* owned; v8+ ErrorMessage, or NULL */
     int32_t record_error_index; /* v8+: first RecordErrors entry */
     char *record_error;       /* owned; its message, or NULL */
+    int32_t *record_errors;   /* owned: every RecordErrors BatchIndex */
+    int32_t record_error_cnt;
 };
 struct kp_produce_tresp {
     char *name; /* owned */

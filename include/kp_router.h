@@ -10,6 +10,7 @@
  *                            ├─ changed(p)    the sender (kp_produce)
  *                            ├─ seq_gap()     idempotence (kp_idemp)
  *                            ├─ new_topic(t)  metadata (kp_metadata)
+ *                            ├─ forget_topic  the sender drops its partitions
  *                            ├─ backpressure  the clients (pause/resume)
  *                            └─ settled()     flush barriers (kp_control)
  */
@@ -35,6 +36,8 @@ struct kp_router_hooks {
     enum kp_reason (*stuck)(void *arg, int32_t leader, const char **detail);
     void (*seq_gap)(void *arg, int64_t pid, int16_t epoch, const char *why);
     void (*new_topic)(void *arg, struct kp_topic *t);
+    /* t is about to be freed: nothing may keep its partitions. */
+    void (*forget_topic)(void *arg, struct kp_topic *t);
     void (*backpressure)(void *arg, bool on);
     void (*settled)(void *arg);
 };
@@ -49,6 +52,8 @@ struct kp_router {
     struct kp_batch_stats bstats;
     struct kp_topic_table topics;
     bool seal_now; /* draining: every batch goes out at once */
+    uint64_t topic_epoch; /* bumped when a topic is forgotten: cached
+                             topic pointers (clients') are then stale */
 
     bool backpressure;
     int64_t backpressure_since_ms;
@@ -70,7 +75,9 @@ void kp_router_set_deadletter(struct kp_router *r, struct kp_deadletter *dl);
 /* A reload: new settings for new batches; buffer_bytes may have changed. */
 void kp_router_reconf(struct kp_router *r, struct kp_conf *conf);
 
-/* The topic of that name, created (and announced to new_topic) if new. */
+/* The topic of that name, created (and announced to new_topic) if new;
+ * NULL when max_topics are kept already (the line is rejected,
+ * too_many_topics). */
 struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
                                  size_t len);
 /* Routes one parsed message; see kp_topic_route. */
@@ -84,7 +91,8 @@ enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
 void kp_router_seal_all(struct kp_router *r);
 /* From now on every batch is sealed at once (SIGTERM's drain). */
 void kp_router_drain(struct kp_router *r);
-/* Delivery timeouts, once a second. */
+/* Delivery timeouts and topics without metadata, once a second; idle
+ * topics are forgotten. */
 void kp_router_expire(struct kp_router *r, int64_t now_ms,
                       const char *idemp_detail);
 /* Shutdown deadline: fails what is held and queued (not in flight). */
@@ -98,6 +106,14 @@ void kp_router_poke_all(struct kp_router *r);
 void kp_router_flush_begin(struct kp_router *r, struct kp_barrier *b);
 bool kp_router_flushed(const struct kp_router *r, const struct kp_barrier *b);
 void kp_router_flush_end(struct kp_router *r, struct kp_barrier *b);
+
+/* The topics the next Metadata request asks about (names borrowed, into
+ * names[], room for topics.cnt); returns how many. */
+size_t kp_router_md_topics(struct kp_router *r, const char **names,
+                           int64_t now_ms);
+/* Milliseconds until an unknown topic is due to be asked about again
+ * (-1: none is waiting). */
+int64_t kp_router_md_wait_ms(struct kp_router *r, int64_t now_ms);
 
 /* Applies one topic's Metadata entry (kp_topic_on_metadata); false when
  * the topic is not (or no longer) known. */

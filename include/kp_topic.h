@@ -4,15 +4,22 @@
  * that wait while its metadata is fetched. sarama's topicProducer.
  *
  *   UNKNOWN ──metadata ok──▶ READY ──partition count grows──▶ READY
- *      │  (messages wait in `pending`)
- *      └── topic does not exist: keep asking with backoff; pending
- *          messages fail after delivery_timeout_ms
+ *      │  (messages wait in `pending`)           ▲
+ *      │ no usable metadata for                  │ metadata ok
+ *      ▼ metadata_max_wait_ms                    │
+ *   MISSING: what was held fails (unknown_topic), new lines fail at once;
+ *            asked again with a growing backoff
+ *
+ * Held messages also fail at their delivery timeout, whichever is first.
+ * Topics that stay unknown are asked about less and less often, and a
+ * topic with nothing held and no line for topic_idle_ms is forgotten.
  */
 #ifndef KP_TOPIC_H
 #define KP_TOPIC_H
 
 #include "kp_buf.h"
 #include "kp_line.h"
+#include "kp_partition.h"
 #include "kp_reason.h"
 #include "kp_tally.h"
 
@@ -23,6 +30,7 @@ struct kp_conf;
 enum kp_topic_state {
     KP_TOPIC_UNKNOWN, /* waiting for metadata */
     KP_TOPIC_READY,
+    KP_TOPIC_MISSING, /* no metadata after metadata_max_wait_ms */
     KP_TOPIC__COUNT
 };
 extern const char *const kp_topic_state_names[KP_TOPIC__COUNT];
@@ -32,7 +40,12 @@ struct kp_topic {
     size_t name_len;
     uint32_t hash;
     enum kp_topic_state state;
-    int16_t md_error; /* last metadata error for this topic */
+    int16_t md_error;     /* last metadata error for this topic */
+    int64_t unknown_since_ms; /* monotonic: when it (re)entered UNKNOWN */
+    int64_t md_next_ms;   /* monotonic: when to ask about it again */
+    int md_backoff_ms;    /* grows while Metadata does not know it */
+    bool md_warned;       /* the "unknown topic" warning was given */
+    int64_t last_line_ms; /* loop time of its last line (idle topics) */
 
     struct kp_partition **parts; /* owned array of owned partitions (their
                                     addresses never move: timers, lists) */
@@ -52,6 +65,7 @@ struct kp_topic {
     size_t pending_bytes;
     int64_t pending_since_ms;
     uint64_t failed_by[KP_REASON__COUNT]; /* failed messages by reason */
+    struct kp_account acct; /* what it holds, in partitions and pending */
 };
 
 struct kp_topic_table {
@@ -78,10 +92,10 @@ void kp_topic_foreach(struct kp_topic_table *tt,
                       void (*fn)(struct kp_topic *, void *), void *arg);
 
 /*
- * Routes one parsed message read at `ts` (ms). Returns KP_REASON_NONE
- * (accepted: counted as received, in tally->pending and the current flush
- * generation), or why it is rejected (explicit partition out of range, too
- * long for the topic).
+ * Routes one parsed message read at `ts` (ms), numbered tally->seq on its
+ * connection. Returns KP_REASON_NONE (accepted: counted as received, in
+ * tally->pending and the current flush generation), or why it is rejected
+ * (explicit partition out of range, too long for the topic).
  */
 enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
                               const struct kp_msg *m, int64_t ts,
@@ -105,5 +119,13 @@ void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
                      int64_t now_ms, const char *idemp_detail);
 /* Messages the topic holds: waiting for metadata, and in its partitions. */
 uint64_t kp_topic_queued(const struct kp_topic *t);
+/* Whether the next Metadata request should ask about t (known topics
+ * always; unknown ones when their backoff allows). */
+bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms);
+/* Whether t may be forgotten: nothing held, no line for idle_ms. */
+bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
+                   int64_t idle_ms);
+/* Removes t from the table and frees it (it holds nothing). */
+void kp_topic_forget(struct kp_topic_table *tt, struct kp_topic *t);
 
 #endif

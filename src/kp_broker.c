@@ -401,7 +401,7 @@ static void kp_broker_on_resolved(struct kp_dns_result *res, void *arg)
 
     b->dns_q = NULL;
     if (res->status != KP_DNS_OK) {
-        snprintf(why, sizeof(why), "resolve %s: %s", res->host, res->err);
+        snprintf(why, sizeof(why), "resolve: %s", res->err);
         kp_broker_fail(b, KP_BFAULT_RESOLVE, KP_LOG_WARNING, why);
         return;
     }
@@ -427,17 +427,19 @@ void kp_broker_connect(struct kp_broker *b)
                        b->dial_port, kp_broker_on_resolved, b);
 }
 
-/* Appends "addr: why" to the causes of this round of addresses. */
+/* Appends the cause of this address's failure to this round's: "why
+ * (addr)" for the first, "; why (addr)" for the next ones. */
 static void kp_broker_dial_err(struct kp_broker *b, const char *why)
 {
     size_t len = strlen(b->dial_errs);
     if (len + 8 < sizeof(b->dial_errs)) {
-        snprintf(b->dial_errs + len, sizeof(b->dial_errs) - len, "%s%s: %s",
-                 len ? "; " : "", b->addr, why);
+        snprintf(b->dial_errs + len, sizeof(b->dial_errs) - len, "%s%s (%s)",
+                 len ? "; " : "", why, b->addr);
     }
 }
 
-/* Every address failed (or socket() did): back off, re-resolve next. */
+/* Every address failed (or socket() did): back off, re-resolve next.
+ * "connect: Connection refused (127.0.0.1:9092)". */
 static void kp_broker_dial_failed(struct kp_broker *b)
 {
     char why[384];
@@ -805,6 +807,11 @@ static void kp_broker_on_throttle(struct ev_loop *loop, ev_timer *w,
     struct kp_broker *b = w->data;
     (void)loop;
     (void)revents;
+    /* The loop's clock and ours round differently: a timer that fires
+     * within a millisecond of the end has ended the throttle. */
+    if (b->throttle_until_ms - kp_mono_ms() <= 1) {
+        b->throttle_until_ms = 0;
+    }
     kp_broker_write(b); /* requests queued meanwhile */
     b->hooks->room(b->arg, b);
 }
@@ -1024,7 +1031,8 @@ static void kp_broker_garbage(struct kp_broker *b, int32_t size,
     const char *hint = b->proven ? NULL : kp_tls_sniff_plaintext_reply(p, len);
 
     if (hint) {
-        snprintf(why, sizeof(why), "%s (response size field %d)", hint, size);
+        snprintf(why, sizeof(why), "%s (invalid response size %d)", hint,
+                 size);
     } else {
         snprintf(why, sizeof(why), "invalid response size %d", size);
     }

@@ -1,12 +1,14 @@
 /*
- * kp_client.c - client connections: framing lines out of the bytes they
- * write, handing each message to the router, and answering a half-close
- * with `delivered=N failed=F rejected=R` once all its messages are settled.
+ * kp_client.c - client connections: framing messages out of the bytes they
+ * write (kp_frame), handing each to the router, writing receipts back, and
+ * answering a half-close with `delivered=N failed=F rejected=R` once all
+ * its messages are settled.
  */
 #include "kp_client.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +31,8 @@ static struct kp_ratelimit kp_client_reject_rl;
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents);
 static void kp_client_on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void kp_client_on_idle(void *owner);
+static void kp_client_on_output(void *owner);
+static void kp_client_flush(struct kp_client *c);
 
 /* ---- the set ---- */
 
@@ -64,6 +68,8 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
     cs->n = n;
     TAILQ_INIT(&cs->open);
     TAILQ_INIT(&cs->closed);
+    TAILQ_INIT(&cs->writable);
+    kp_uidmap_init(&cs->per_uid);
     kp_line_scratch_init(&cs->scratch);
     kp_clients_reconf(cs);
 }
@@ -71,14 +77,29 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
 static void kp_client_destroy(struct kp_client *c)
 {
     free(c->carry);
+    free(c->extra);
     kp_tally_put(c->tally);
     free(c);
+}
+
+/* One write per connection for everything appended since the last call
+ * (a prepare phase, or a test standing in for one). */
+void kp_clients_flush(struct kp_clients *cs)
+{
+    struct kp_client *c;
+
+    while ((c = TAILQ_FIRST(&cs->writable)) != NULL) {
+        TAILQ_REMOVE(&cs->writable, c, out_link);
+        c->queued = false;
+        kp_client_flush(c); /* may close it */
+    }
 }
 
 void kp_clients_reap(struct kp_clients *cs)
 {
     struct kp_client *c;
 
+    kp_clients_flush(cs);
     while ((c = TAILQ_FIRST(&cs->closed)) != NULL) {
         TAILQ_REMOVE(&cs->closed, c, link);
         kp_client_destroy(c);
@@ -89,6 +110,9 @@ void kp_clients_close_all(struct kp_clients *cs)
 {
     struct kp_client *c;
 
+    /* What the last fates told (receipts, summaries) goes out if the
+     * sockets take it now; nothing waits any more. */
+    kp_clients_flush(cs);
     while ((c = TAILQ_FIRST(&cs->open)) != NULL) {
         kp_client_close(c);
     }
@@ -99,6 +123,7 @@ void kp_clients_deinit(struct kp_clients *cs)
     kp_clients_close_all(cs);
     kp_clients_reap(cs);
     kp_line_scratch_deinit(&cs->scratch);
+    kp_uidmap_deinit(&cs->per_uid);
     free(cs->rbuf);
 }
 
@@ -115,25 +140,39 @@ static void kp_client_set_state(struct kp_client *c,
                  kp_client_state_names[state]);
     }
     c->state = state;
-    if (state != KP_CLIENT_READING || c->paused) {
+    if (state != KP_CLIENT_READING || c->paused || c->blocked) {
         ev_io_stop(loop, &c->rio);
     } else {
         ev_io_start(loop, &c->rio);
     }
-    if (state != KP_CLIENT_REPLYING) {
+    if (state == KP_CLIENT_CLOSED) {
         ev_io_stop(loop, &c->wio);
     }
 }
 
-static void kp_client_peer_headers(struct kp_client *c)
+/* Headers for every record: the listener's static ones, then the peer's
+ * credentials (peer_headers). */
+static void kp_client_extra_headers(struct kp_client *c)
 {
     static const char *const names[3] = {"peer.uid", "peer.gid", "peer.pid"};
     long vals[3] = {(long)c->peer_uid, (long)c->peer_gid, (long)c->peer_pid};
+    const struct kp_listener_conf *lc = c->lc;
+    size_t cnt = lc->header_cnt + (lc->peer_headers ? 3 : 0);
 
-    for (int i = 0; i < 3; i++) {
+    if (cnt == 0) {
+        return;
+    }
+    c->extra = kp_calloc(cnt, sizeof(*c->extra));
+    for (size_t i = 0; i < lc->header_cnt; i++) {
+        const struct kp_static_header *h = &lc->headers[i];
+        c->extra[c->extra_cnt++] = (struct kp_header){
+            (const uint8_t *)h->name, strlen(h->name),
+            (const uint8_t *)h->value, strlen(h->value)};
+    }
+    for (int i = 0; lc->peer_headers && i < 3; i++) {
         int n = snprintf(c->peer_vals[i], sizeof(c->peer_vals[i]), "%ld",
                          vals[i]);
-        c->peer_hdrs[i] = (struct kp_header){
+        c->extra[c->extra_cnt++] = (struct kp_header){
             (const uint8_t *)names[i], strlen(names[i]),
             (const uint8_t *)c->peer_vals[i], (size_t)n};
     }
@@ -156,17 +195,22 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
     c->id = ++cs->next_id;
     cs->n->connections++;
     c->tally = kp_tally_create(kp_client_on_idle, c);
+    if (lc->receipts == KP_RECEIPTS_EACH) {
+        kp_tally_want_receipts(c->tally, kp_client_on_output);
+    }
+    kp_framer_init(&c->framer, lc->framing);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
         c->peer_pid = cred.pid;
         c->peer_uid = cred.uid;
         c->peer_gid = cred.gid;
     }
-    kp_client_peer_headers(c);
+    kp_client_extra_headers(c);
     ev_io_init(&c->rio, kp_client_on_read, fd, EV_READ);
     ev_io_init(&c->wio, kp_client_on_write, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
     TAILQ_INSERT_TAIL(&cs->open, c, link);
     cs->cnt++;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, 1);
     c->paused = cs->paused;
     kp_client_set_state(c, KP_CLIENT_READING);
     kp_debug("client %llu: connected (uid %ld gid %ld pid %ld)",
@@ -186,9 +230,14 @@ void kp_client_close(struct kp_client *c)
     close(c->fd);
     c->fd = -1;
     kp_tally_detach(c->tally);
+    if (c->queued) {
+        TAILQ_REMOVE(&cs->writable, c, out_link);
+        c->queued = false;
+    }
     TAILQ_REMOVE(&cs->open, c, link);
     TAILQ_INSERT_TAIL(&cs->closed, c, link);
     cs->cnt--;
+    kp_uidmap_add(&cs->per_uid, c->peer_uid, -1);
 }
 
 static void kp_client_pause(struct kp_client *c, bool on)
@@ -227,51 +276,58 @@ static void kp_client_escape(char *out, size_t cap, const uint8_t *p,
     snprintf(out + j, cap - j, "%s", n > KP_CLIENT_LOG_BYTES ? "..." : "");
 }
 
+/* A message that cannot be used: counted, told (receipt), logged at a
+ * limited rate with up to `shown` of its `len` bytes. */
 static void kp_client_reject(struct kp_client *c, enum kp_reason why,
-                             const uint8_t *line, size_t len)
+                             const uint8_t *msg, size_t len, size_t shown)
 {
     struct kp_counters *n = c->set->n;
-    char shown[KP_CLIENT_LOG_BYTES * 4 + 8];
+    char text[KP_CLIENT_LOG_BYTES * 4 + 8];
 
     n->rejected++;
     n->rejected_by[why]++;
     c->tally->rejected++;
+    kp_tally_receipt(c->tally, KP_FATE_REJECTED, c->tally->seq, why);
     if (kp_log_get_level() >= KP_LOG_WARNING) {
-        kp_client_escape(shown, sizeof(shown), line, len);
+        kp_client_escape(text, sizeof(text), msg, shown);
         kp_log_rl(&kp_client_reject_rl, KP_LOG_WARNING,
-                  "client %llu (pid %ld uid %ld): line rejected (%s, %zu "
+                  "client %llu (pid %ld uid %ld): %s rejected (%s, %zu "
                   "bytes): %s",
                   (unsigned long long)c->id, (long)c->peer_pid,
-                  (long)c->peer_uid, kp_reason_names[why], len, shown);
+                  (long)c->peer_uid,
+                  c->lc->framing == KP_FRAMING_LINE ? "line" : "frame",
+                  kp_reason_names[why], len, text);
     }
 }
 
+/* The topic, from the one-entry cache when the last line had the same
+ * one (and no topic was forgotten since); NULL: max_topics reached. */
 static struct kp_topic *kp_client_topic(struct kp_client *c, const char *name,
                                         size_t len)
 {
+    struct kp_router *r = c->set->router;
     struct kp_topic *t = c->last_topic;
 
-    if (t && t->name_len == len && memcmp(t->name, name, len) == 0) {
+    if (t && c->last_topic_epoch == r->topic_epoch && t->name_len == len &&
+        memcmp(t->name, name, len) == 0) {
         return t;
     }
-    t = kp_router_topic(c->set->router, name, len);
+    t = kp_router_topic(r, name, len);
     c->last_topic = t;
+    c->last_topic_epoch = r->topic_epoch;
     return t;
 }
 
-/* Parses and routes one line; returns why it is rejected, or NONE. */
-static enum kp_reason kp_client_route(struct kp_client *c,
-                                      const uint8_t *line, size_t len)
+/* Parses and routes one message; returns why it is rejected, or NONE. */
+static enum kp_reason kp_client_route(struct kp_client *c, const uint8_t *msg,
+                                      size_t len)
 {
     struct kp_clients *cs = c->set;
     const struct kp_listener_conf *lc = c->lc;
     struct kp_msg m;
 
-    if (len > cs->max_line) {
-        return KP_REASON_TOO_LONG;
-    }
     enum kp_reason why = kp_line_parse(lc->format, lc->separator, lc->topic,
-                                       line, len, &cs->scratch, &m);
+                                       msg, len, &cs->scratch, &m);
     if (why != KP_REASON_NONE) {
         return why;
     }
@@ -281,24 +337,13 @@ static enum kp_reason kp_client_route(struct kp_client *c,
         return KP_REASON_TOPIC_DENIED;
     }
     struct kp_topic *t = kp_client_topic(c, m.topic, m.topic_len);
+    if (!t) {
+        return KP_REASON_TOO_MANY_TOPICS;
+    }
     int64_t ts = m.timestamp >= 0 ? m.timestamp
                                   : (int64_t)(ev_now(cs->loop) * 1000);
-    return kp_router_route(cs->router, t, &m, ts, c->tally,
-                           lc->peer_headers ? c->peer_hdrs : NULL,
-                           lc->peer_headers ? 3 : 0);
-}
-
-/* One complete line (without its '\n'). */
-static void kp_client_line(struct kp_client *c, const uint8_t *line,
-                           size_t len)
-{
-    if (len == 0) {
-        return; /* empty lines are skipped */
-    }
-    enum kp_reason why = kp_client_route(c, line, len);
-    if (why != KP_REASON_NONE) {
-        kp_client_reject(c, why, line, len);
-    }
+    return kp_router_route(cs->router, t, &m, ts, c->tally, c->extra,
+                           c->extra_cnt);
 }
 
 static void kp_client_keep_carry(struct kp_client *c, const uint8_t *p,
@@ -324,47 +369,43 @@ static void kp_client_keep_carry(struct kp_client *c, const uint8_t *p,
 }
 
 /*
- * Frames data[0..len) into lines. With `final` (EOF) a last line without
- * '\n' is a message; otherwise it is carried to the next read. A partial
- * line longer than message_max_bytes is rejected once and the rest of it
- * skipped up to the next '\n'.
+ * Frames data[0..len) into messages, each numbered on the connection
+ * (tally->seq, rejected ones included). With `final` (EOF) a last line
+ * without '\n' is a message and a partial frame is rejected; otherwise
+ * the partial message is carried to the next read.
  */
 static void kp_client_frame(struct kp_client *c, const uint8_t *data,
                             size_t len, bool final)
 {
-    const uint8_t *p = data, *end = data + len, *nl;
+    size_t off = 0, msg_len, shown;
+    const uint8_t *msg;
+    enum kp_frame_kind k;
+    enum kp_reason why;
 
-    if (c->discarding) {
-        nl = memchr(p, '\n', len);
-        if (!nl) {
-            kp_client_keep_carry(c, NULL, 0);
-            return;
+    while ((k = kp_frame_next(&c->framer, c->set->max_line, data, len, &off,
+                              final, &msg, &msg_len, &shown)) !=
+           KP_FRAME_NONE) {
+        c->tally->seq++;
+        if (k == KP_FRAME_MSG) {
+            why = kp_client_route(c, msg, msg_len);
+        } else {
+            why = k == KP_FRAME_TOO_LONG ? KP_REASON_TOO_LONG
+                                         : KP_REASON_BAD_FORMAT;
         }
-        p = nl + 1;
-        c->discarding = false;
+        if (why != KP_REASON_NONE) {
+            kp_client_reject(c, why, msg, msg_len, shown);
+        }
     }
-    while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-        kp_client_line(c, p, (size_t)(nl - p));
-        p = nl + 1;
-    }
-    size_t rest = (size_t)(end - p);
-    if (rest > c->set->max_line) {
-        kp_client_reject(c, KP_REASON_TOO_LONG, p, rest);
-        c->discarding = !final;
-        rest = 0;
-    } else if (final && rest) {
-        kp_client_line(c, p, rest);
-        rest = 0;
-    }
-    kp_client_keep_carry(c, p, rest);
+    kp_client_keep_carry(c, data + off, len - off);
 }
 
 static void kp_client_eof(struct kp_client *c)
 {
-    if (c->carry_len && !c->discarding) {
-        kp_client_frame(c, c->carry, c->carry_len, true);
+    if (c->carry_len) {
+        size_t len = c->carry_len;
+        c->carry_len = 0;
+        kp_client_frame(c, c->carry, len, true);
     }
-    c->carry_len = 0;
     kp_client_set_state(c, KP_CLIENT_DRAINING);
     kp_client_on_idle(c);
 }
@@ -384,9 +425,10 @@ static ssize_t kp_client_read_result(struct kp_client *c, ssize_t n)
 }
 
 /*
- * A long partial line grows in place at the end of the client's carry, so
- * a line trickled in small writes is not copied again on every read; only
- * the new bytes are searched for its end.
+ * A long partial message grows in place at the end of the client's carry,
+ * so a message trickled in small writes is not copied again on every
+ * read; it is framed once it is complete (only the new bytes are searched
+ * for a line's end).
  */
 static ssize_t kp_client_read_long(struct kp_client *c)
 {
@@ -401,9 +443,10 @@ static ssize_t kp_client_read_long(struct kp_client *c)
     if (n <= 0) {
         return n;
     }
-    bool end = memchr(c->carry + c->carry_len, '\n', (size_t)n) != NULL;
+    size_t fresh = c->carry_len;
     c->carry_len += (size_t)n;
-    if (end || c->carry_len > c->set->max_line) {
+    if (kp_frame_ready(&c->framer, c->set->max_line, c->carry, c->carry_len,
+                       fresh)) {
         size_t len = c->carry_len;
         c->carry_len = 0;
         kp_client_frame(c, c->carry, len, false);
@@ -419,7 +462,7 @@ static ssize_t kp_client_read_once(struct kp_client *c)
     struct kp_clients *cs = c->set;
     size_t carry = c->carry_len;
 
-    if (carry >= KP_CLIENT_READ_BUDGET && !c->discarding) {
+    if (carry >= KP_CLIENT_READ_BUDGET) {
         return kp_client_read_long(c);
     }
     if (carry) {
@@ -438,85 +481,187 @@ static ssize_t kp_client_read_once(struct kp_client *c)
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_client *c = w->data;
-    (void)loop;
     (void)revents;
 
     ssize_t n = kp_client_read_once(c);
+    c->last_read_ms = (int64_t)(ev_now(loop) * 1000);
     if (n == 0 || n == KP_ERROR) {
-        /* EOF, or the peer vanished: complete lines and the partial last
-         * one are still messages. */
+        /* EOF, or the peer vanished: complete messages and the partial
+         * last line are still messages. */
         kp_client_eof(c);
     }
 }
 
-static void kp_client_drain_now(struct kp_client *c)
+/* Output (receipts, summary) not written yet. */
+static size_t kp_client_unwritten(const struct kp_client *c)
 {
-    if (c->state != KP_CLIENT_READING) {
-        return;
-    }
-    while (kp_client_read_once(c) > 0) {
-    }
-    kp_client_eof(c);
+    return c->tally->out.len - c->out_off;
 }
 
-void kp_clients_drain(struct kp_clients *cs)
+/* Whether a reading client has been quiet since `since_ms` (loop time):
+ * nothing read for quiet_ms, nothing waiting to be read, nothing
+ * unsettled, no receipt left to write. Closing it then loses nothing it
+ * wrote, and it was told every fate. */
+static bool kp_client_idle(const struct kp_client *c, int64_t now_ms,
+                           int64_t since_ms, int64_t quiet_ms)
+{
+    int avail = 0;
+
+    return c->state == KP_CLIENT_READING && c->tally->pending == 0 &&
+           kp_client_unwritten(c) == 0 &&
+           now_ms - KP_MAX(c->last_read_ms, since_ms) >= quiet_ms &&
+           ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0;
+}
+
+bool kp_clients_close_idle(struct kp_clients *cs, int64_t since_ms,
+                           int64_t quiet_ms)
 {
     struct kp_client *c, *next;
+    int64_t now = (int64_t)(ev_now(cs->loop) * 1000);
 
-    cs->paused = false;
     for (c = TAILQ_FIRST(&cs->open); c; c = next) {
         next = TAILQ_NEXT(c, link);
-        c->paused = false;
-        kp_client_drain_now(c);
+        if (kp_client_idle(c, now, since_ms, quiet_ms)) {
+            /* No summary: it did not half-close, and is told nothing
+             * that is not true. A partial line it left was never
+             * received. */
+            kp_client_close(c);
+        }
     }
+    return cs->cnt == 0;
 }
 
-static int kp_client_write_reply(struct kp_client *c)
+/* ---- output: receipts and the summary ---- */
+
+/* Writes what the tally's output holds. KP_OK when all of it is written,
+ * KP_AGAIN when the socket is full, KP_ERROR when the peer is gone. */
+static int kp_client_write_out(struct kp_client *c)
 {
-    while (c->reply_off < c->reply_len) {
-        ssize_t n = send(c->fd, c->reply + c->reply_off,
-                         c->reply_len - c->reply_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                return KP_AGAIN;
-            }
-            return KP_ERROR; /* closed both ways: it loses nothing */
+    struct kp_buf *out = &c->tally->out;
+
+    while (c->out_off < out->len) {
+        ssize_t n = send(c->fd, out->data + c->out_off,
+                         out->len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
         }
-        c->reply_off += (size_t)n;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (c->out_off >= out->len / 2) {
+                /* written half: drop it, so the buffer does not creep */
+                kp_buf_consume(out, c->out_off);
+                c->out_off = 0;
+            }
+            return KP_AGAIN;
+        }
+        if (n < 0) {
+            kp_debug("client %llu: write: %s", (unsigned long long)c->id,
+                     strerror(errno));
+            return KP_ERROR;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = 0;
+    out->len = 0;
+    if (out->cap > 65536 && c->tally->pending == 0) {
+        /* An idle connection keeps no large buffer; a busy one keeps it,
+         * or each batch's receipts would fault in fresh pages. */
+        kp_buf_deinit(out);
     }
     return KP_OK;
 }
 
-static void kp_client_on_write(struct ev_loop *loop, ev_io *w, int revents)
+/* A write failed: nobody reads this connection's output any more. Its
+ * messages go on (a writer that closed both ways loses nothing). */
+static void kp_client_go_deaf(struct kp_client *c)
 {
-    struct kp_client *c = w->data;
-    (void)loop;
-    (void)revents;
-
-    if (kp_client_write_reply(c) != KP_AGAIN) {
+    c->deaf = true;
+    c->out_off = 0;
+    kp_buf_deinit(&c->tally->out);
+    if (c->state != KP_CLIENT_READING) {
         kp_client_close(c);
     }
 }
 
-/* The tally has nothing pending: a draining client answers its summary. */
+/* Writes the output; arms EV_WRITE only after a short write; reads again
+ * once the unread backlog halved; closes after the summary. */
+static void kp_client_flush(struct kp_client *c)
+{
+    int rc = kp_client_write_out(c);
+
+    if (rc == KP_AGAIN) {
+        ev_io_start(c->set->loop, &c->wio);
+    } else {
+        ev_io_stop(c->set->loop, &c->wio);
+    }
+    if (rc == KP_ERROR) {
+        kp_client_go_deaf(c);
+        return;
+    }
+    if (c->blocked && kp_client_unwritten(c) <= KP_CLIENT_OUT_MAX / 2) {
+        kp_debug("client %llu: receipts read, reading again",
+                 (unsigned long long)c->id);
+        c->blocked = false;
+        kp_client_set_state(c, c->state);
+    }
+    if (rc == KP_OK && c->state == KP_CLIENT_REPLYING) {
+        kp_client_close(c);
+    }
+}
+
+static void kp_client_on_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    kp_client_flush(w->data);
+}
+
+/*
+ * Output was appended (receipts, summary): written from the prepare phase,
+ * once for everything appended meanwhile, unless EV_WRITE already waits.
+ * A writer that leaves KP_CLIENT_OUT_MAX unread is not read any more.
+ */
+static void kp_client_on_output(void *owner)
+{
+    struct kp_client *c = owner;
+
+    if (c->deaf) {
+        c->tally->out.len = 0;
+        return;
+    }
+    if (!c->queued && !ev_is_active(&c->wio)) {
+        TAILQ_INSERT_TAIL(&c->set->writable, c, out_link);
+        c->queued = true;
+    }
+    if (!c->blocked && kp_client_unwritten(c) >= KP_CLIENT_OUT_MAX) {
+        kp_debug("client %llu: %zu bytes of receipts unread, not reading",
+                 (unsigned long long)c->id, kp_client_unwritten(c));
+        c->set->n->receipt_pauses++;
+        c->blocked = true;
+        kp_client_set_state(c, c->state);
+    }
+}
+
+/* The tally has nothing pending: a draining client answers its summary
+ * after its receipts, then closes. */
 static void kp_client_on_idle(void *owner)
 {
     struct kp_client *c = owner;
     struct kp_tally *t = c->tally;
+    char line[96];
 
     if (c->state != KP_CLIENT_DRAINING || t->pending != 0) {
         return;
     }
-    c->reply_len = (size_t)snprintf(
-        c->reply, sizeof(c->reply), "delivered=%llu failed=%llu rejected=%llu\n",
-        (unsigned long long)t->delivered, (unsigned long long)t->failed,
-        (unsigned long long)t->rejected);
-    c->reply_off = 0;
-    kp_client_set_state(c, KP_CLIENT_REPLYING);
-    int rc = kp_client_write_reply(c);
-    if (rc == KP_AGAIN) {
-        ev_io_start(c->set->loop, &c->wio);
-    } else {
+    if (c->deaf) {
         kp_client_close(c);
+        return;
     }
+    int n = snprintf(line, sizeof(line),
+                     "delivered=%llu failed=%llu rejected=%llu\n",
+                     (unsigned long long)t->delivered,
+                     (unsigned long long)t->failed,
+                     (unsigned long long)t->rejected);
+    kp_buf_put_bytes(&t->out, line, (size_t)n);
+    kp_client_set_state(c, KP_CLIENT_REPLYING);
+    kp_client_on_output(c);
 }

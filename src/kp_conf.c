@@ -406,11 +406,7 @@ struct kp_conf *kp_conf_get(struct kp_conf *c)
 /* Drops one reference; the last frees c and everything it owns. NULL: no-op. */
 void kp_conf_put(struct kp_conf *c)
 {
-    if (!c) {
-        return;
-    }
-    kp_assert(c->refs > 0);
-    if (--c->refs > 0) {
+    if (!c || !kp_unref(&c->refs)) {
         return;
     }
     for (size_t i = 0; c->broker_addrs && i < c->broker_cnt; i++) {

@@ -11,6 +11,28 @@
 /* ------------------------------------------------------------------ */
 /* Maps of strings: -X gives them whole as "NAME=VALUE,NAME2=VALUE2"     */
 
+/* Whether two arrays of `size`-byte elements (the field of o, with its
+ * count) are equal element by element. */
+static bool kp_array_equal(const struct kp_opt *o, const void *a,
+                           const void *b, size_t size,
+                           bool (*eq)(const struct kp_opt *, const void *,
+                                      const void *))
+{
+    const char *va = *KP_CFIELD(a, o, const char *);
+    const char *vb = *KP_CFIELD(b, o, const char *);
+    size_t n = *KP_CCOUNT(a, o);
+
+    if (n != *KP_CCOUNT(b, o)) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!eq(o, va + i * size, vb + i * size)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static json_t *kp_split_map(const char *s, const char *key,
                             struct kp_conf_errors *errs)
 {
@@ -100,24 +122,19 @@ static json_t *kp_headers_to_json(const struct kp_opt *o, const void *base)
     return obj;
 }
 
+static bool kp_header_equal(const struct kp_opt *o, const void *x,
+                            const void *y)
+{
+    const struct kp_static_header *a = x, *b = y;
+    (void)o;
+    return strcmp(a->name, b->name) == 0 && strcmp(a->value, b->value) == 0;
+}
+
 static bool kp_headers_equal(const struct kp_opt *o, const void *a,
                              const void *b)
 {
-    const struct kp_static_header *ha =
-        *KP_CFIELD(a, o, struct kp_static_header *);
-    const struct kp_static_header *hb =
-        *KP_CFIELD(b, o, struct kp_static_header *);
-    size_t n = *KP_CCOUNT(a, o);
-    if (n != *KP_CCOUNT(b, o)) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(ha[i].name, hb[i].name) != 0 ||
-            strcmp(ha[i].value, hb[i].value) != 0) {
-            return false;
-        }
-    }
-    return true;
+    return kp_array_equal(o, a, b, sizeof(struct kp_static_header),
+                          kp_header_equal);
 }
 
 const struct kp_opt_ops kp_ops_headers = {
@@ -202,23 +219,20 @@ static json_t *kp_addrmap_to_json(const struct kp_opt *o, const void *base)
     return obj;
 }
 
+static bool kp_addr_equal(const struct kp_opt *o, const void *x,
+                          const void *y)
+{
+    const struct kp_addr_map *a = x, *b = y;
+    (void)o;
+    return strcmp(a->from, b->from) == 0 &&
+           strcmp(a->to.host, b->to.host) == 0 && a->to.port == b->to.port;
+}
+
 static bool kp_addrmap_equal(const struct kp_opt *o, const void *a,
                              const void *b)
 {
-    const struct kp_addr_map *ma = *KP_CFIELD(a, o, struct kp_addr_map *);
-    const struct kp_addr_map *mb = *KP_CFIELD(b, o, struct kp_addr_map *);
-    size_t n = *KP_CCOUNT(a, o);
-    if (n != *KP_CCOUNT(b, o)) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(ma[i].from, mb[i].from) != 0 ||
-            strcmp(ma[i].to.host, mb[i].to.host) != 0 ||
-            ma[i].to.port != mb[i].to.port) {
-            return false;
-        }
-    }
-    return true;
+    return kp_array_equal(o, a, b, sizeof(struct kp_addr_map),
+                          kp_addr_equal);
 }
 
 const struct kp_opt_ops kp_ops_addrmap = {
@@ -386,22 +400,19 @@ static json_t *kp_topics_to_json(const struct kp_opt *o, const void *base)
     return obj;
 }
 
+static bool kp_topic_equal(const struct kp_opt *o, const void *x,
+                           const void *y)
+{
+    const struct kp_topic_conf *a = x, *b = y;
+    return strcmp(a->name, b->name) == 0 &&
+           kp_table_equal(o->sub, &a->producer, &b->producer);
+}
+
 static bool kp_topics_equal(const struct kp_opt *o, const void *a,
                             const void *b)
 {
-    const struct kp_topic_conf *ta = *KP_CFIELD(a, o, struct kp_topic_conf *);
-    const struct kp_topic_conf *tb = *KP_CFIELD(b, o, struct kp_topic_conf *);
-    size_t n = *KP_CCOUNT(a, o);
-    if (n != *KP_CCOUNT(b, o)) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(ta[i].name, tb[i].name) != 0 ||
-            !kp_table_equal(o->sub, &ta[i].producer, &tb[i].producer)) {
-            return false;
-        }
-    }
-    return true;
+    return kp_array_equal(o, a, b, sizeof(struct kp_topic_conf),
+                          kp_topic_equal);
 }
 
 /* ".NAME.KEY": NAME may contain dots, producer keys never do. */
@@ -514,23 +525,17 @@ static json_t *kp_listeners_to_json(const struct kp_opt *o, const void *base)
     return a;
 }
 
+static bool kp_listener_equal(const struct kp_opt *o, const void *x,
+                              const void *y)
+{
+    return kp_table_equal(o->sub, x, y);
+}
+
 static bool kp_listeners_equal(const struct kp_opt *o, const void *a,
                                const void *b)
 {
-    const struct kp_listener_conf *la =
-        *KP_CFIELD(a, o, struct kp_listener_conf *);
-    const struct kp_listener_conf *lb =
-        *KP_CFIELD(b, o, struct kp_listener_conf *);
-    size_t n = *KP_CCOUNT(a, o);
-    if (n != *KP_CCOUNT(b, o)) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!kp_table_equal(o->sub, &la[i], &lb[i])) {
-            return false;
-        }
-    }
-    return true;
+    return kp_array_equal(o, a, b, sizeof(struct kp_listener_conf),
+                          kp_listener_equal);
 }
 
 /* "[N]" or ".N" then ".KEY"; sets *idx; KP_ERROR when not that shape. */

@@ -21,6 +21,13 @@
 #include "kp_log.h"
 #include "kp_tally.h"
 
+/* Bounds (DESIGN 19): connections at once, and replies waiting for a
+ * reader that does not read — past that, its commands wait unread. */
+#define KP_CONTROL_MAX_CONNS 64
+#define KP_CONTROL_MAX_OUT (1024 * 1024)
+
+static struct kp_ratelimit kp_control_rl;
+
 struct kp_ctl_conn {
     TAILQ_ENTRY(kp_ctl_conn) link;
     struct kp_control *ctl; /* borrowed */
@@ -44,6 +51,7 @@ struct kp_control {
     ev_io io;
     ev_timer pause; /* accepting paused after EMFILE */
     TAILQ_HEAD(, kp_ctl_conn) conns; /* owned */
+    unsigned conn_cnt;
 };
 
 static void kp_control_on_pause(struct ev_loop *loop, ev_timer *w,
@@ -65,8 +73,25 @@ static void kp_control_conn_close(struct kp_ctl_conn *cc)
     ev_io_stop(loop, &cc->wio);
     close(cc->fd);
     TAILQ_REMOVE(&cc->ctl->conns, cc, link);
+    cc->ctl->conn_cnt--;
     kp_buf_deinit(&cc->out);
     free(cc);
+}
+
+static void kp_control_process(struct kp_ctl_conn *cc);
+
+/* Reads commands only while its replies are taken: a client that sends
+ * `metrics` in a loop without reading holds at most about
+ * KP_CONTROL_MAX_OUT of output. */
+static void kp_control_arm_read(struct kp_ctl_conn *cc)
+{
+    struct ev_loop *loop = cc->ctl->loop;
+
+    if (!cc->eof && cc->out.len <= KP_CONTROL_MAX_OUT) {
+        ev_io_start(loop, &cc->rio);
+    } else {
+        ev_io_stop(loop, &cc->rio);
+    }
 }
 
 /* Writes what it can; returns KP_ERROR if the connection was closed. */
@@ -87,17 +112,20 @@ static int kp_control_flush_out(struct kp_ctl_conn *cc)
         }
         off += (size_t)n;
     }
-    memmove(cc->out.data, cc->out.data + off, cc->out.len - off);
-    cc->out.len -= off;
+    kp_buf_consume(&cc->out, off);
     if (cc->out.len) {
         ev_io_start(loop, &cc->wio);
     } else {
         ev_io_stop(loop, &cc->wio);
+        if (cc->out.cap > 64 * 1024) {
+            kp_buf_deinit(&cc->out); /* a big reply is not kept around */
+        }
         if (cc->eof && !cc->flush_wait) {
             kp_control_conn_close(cc);
             return KP_ERROR;
         }
     }
+    kp_control_arm_read(cc);
     return KP_OK;
 }
 
@@ -161,7 +189,12 @@ static void kp_control_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_ctl_conn *cc = w->data;
     (void)loop;
-    (void)revents;
+
+    if (revents & EV_CUSTOM) {
+        kp_control_process(cc); /* a flush completed */
+        kp_control_flush_out(cc);
+        return;
+    }
 
     ssize_t n = read(cc->fd, cc->in + cc->in_len,
                      sizeof(cc->in) - 1 - cc->in_len);
@@ -175,9 +208,17 @@ static void kp_control_on_read(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     cc->in_len += (size_t)n;
+    kp_control_process(cc);
+    kp_control_flush_out(cc);
+}
+
+/* Runs the complete commands read so far, one at a time: a pending flush
+ * holds the later ones, and so does output nobody reads. */
+static void kp_control_process(struct kp_ctl_conn *cc)
+{
     char *start = cc->in, *nl;
-    /* One command at a time: a pending flush holds the later ones. */
-    while (!cc->flush_wait &&
+
+    while (!cc->flush_wait && cc->out.len <= KP_CONTROL_MAX_OUT &&
            (nl = memchr(start, '\n', cc->in_len - (size_t)(start - cc->in)))) {
         *nl = '\0';
         kp_control_command(cc, start);
@@ -189,14 +230,18 @@ static void kp_control_on_read(struct ev_loop *loop, ev_io *w, int revents)
         kp_control_reply(cc, "error: command too long\n");
         cc->in_len = 0;
     }
-    kp_control_flush_out(cc);
 }
 
 static void kp_control_on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
+    struct kp_ctl_conn *cc = w->data;
     (void)loop;
     (void)revents;
-    kp_control_flush_out(w->data);
+    if (kp_control_flush_out(cc) == KP_OK && cc->in_len &&
+        cc->out.len <= KP_CONTROL_MAX_OUT) {
+        kp_control_process(cc); /* commands that waited for the reader */
+        kp_control_flush_out(cc);
+    }
 }
 
 static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -215,7 +260,15 @@ static void kp_control_on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
         return;
     }
+    if (ctl->conn_cnt >= KP_CONTROL_MAX_CONNS) {
+        kp_log_rl(&kp_control_rl, KP_LOG_WARNING,
+                  "control %s: %d connections already; refused", ctl->path,
+                  KP_CONTROL_MAX_CONNS);
+        close(fd);
+        return;
+    }
     struct kp_ctl_conn *cc = kp_calloc(1, sizeof(*cc));
+    ctl->conn_cnt++;
     cc->ctl = ctl;
     cc->fd = fd;
     kp_buf_init(&cc->out, 1024);
@@ -235,7 +288,7 @@ struct kp_control *kp_control_open(struct ev_loop *loop,
     int fd = kp_activation_claim(act, path);
     bool activated = fd >= 0;
     if (fd < 0) {
-        fd = kp_listener_bind_unix(path, 0660);
+        fd = kp_listener_bind_unix(path, 0660, NULL, NULL);
     }
     if (fd < 0) {
         return NULL;
@@ -278,7 +331,9 @@ void kp_control_check_flush(struct kp_control *ctl)
         next = TAILQ_NEXT(cc, link);
         if (cc->flush_wait && ctl->ops->flushed(ctl->arg, &cc->flush)) {
             kp_control_flush_reply(cc);
-            kp_control_flush_out(cc);
+            /* Commands sent behind the flush run from the loop, not from
+             * inside the settle path that called us. */
+            ev_feed_event(ctl->loop, &cc->rio, EV_CUSTOM);
         }
     }
 }

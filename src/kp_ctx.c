@@ -12,6 +12,7 @@
 #include "kp_control.h"
 #include "kp_deadletter.h"
 #include "kp_dns.h"
+#include "kp_http.h"
 #include "kp_listener.h"
 #include "kp_log.h"
 #include "kp_metadata.h"
@@ -20,12 +21,26 @@
 #include "kp_systemd.h"
 #include "kp_tls.h"
 
+/* At shutdown, a writer that keeps its connection open but has sent
+ * nothing for this long is let go (without a summary) once all it wrote
+ * is settled; one still writing is read on to its EOF. */
+#define KP_CTX_QUIET_MS 500
+
 static void kp_ctx_on_prepare(struct ev_loop *loop, ev_prepare *w,
                               int revents);
 static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents);
 static void kp_ctx_on_signal(struct ev_loop *loop, ev_signal *w, int revents);
 static void kp_ctx_on_stop_timer(struct ev_loop *loop, ev_timer *w,
                                  int revents);
+
+/* Only wakes the loop during the drain: the prepare phase does the work. */
+static void kp_ctx_on_drain_tick(struct ev_loop *loop, ev_timer *w,
+                                 int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+}
 
 /* ---- hooks: the router (topics, partitions) ---- */
 
@@ -47,6 +62,12 @@ static void kp_ctx_on_new_topic(void *arg, struct kp_topic *t)
     struct kp_ctx *ctx = arg;
     (void)t;
     kp_metadata_refresh(ctx->md, "new topic");
+}
+
+static void kp_ctx_on_forget_topic(void *arg, struct kp_topic *t)
+{
+    struct kp_ctx *ctx = arg;
+    kp_produce_forget(&ctx->produce, t);
 }
 
 static void kp_ctx_on_backpressure(void *arg, bool on)
@@ -78,6 +99,7 @@ static const struct kp_router_hooks kp_ctx_router_hooks = {
     .stuck = kp_ctx_on_stuck,
     .seq_gap = kp_ctx_on_seq_gap,
     .new_topic = kp_ctx_on_new_topic,
+    .forget_topic = kp_ctx_on_forget_topic,
     .backpressure = kp_ctx_on_backpressure,
     .settled = kp_ctx_on_settled,
 };
@@ -146,6 +168,15 @@ static void kp_ctx_stats_src(struct kp_ctx *ctx, struct kp_stats_src *s)
     };
 }
 
+static void kp_ctx_health_src(struct kp_ctx *ctx, struct kp_health_src *s)
+{
+    *s = (struct kp_health_src){
+        .conf = ctx->conf, .router = ctx->router, .md = ctx->md,
+        .idemp = &ctx->idemp, .started = ctx->started,
+        .stopping = ctx->stopping,
+    };
+}
+
 static void kp_ctx_stats(void *arg, struct kp_buf *out)
 {
     struct kp_stats_src s;
@@ -192,6 +223,62 @@ static const struct kp_control_ops kp_ctx_control_ops = {
     .reload = kp_ctx_control_reload,
 };
 
+/* ---- hooks: HTTP (the routes of kp_http) ---- */
+
+/* OpenMetrics, or converted to the Prometheus text format. */
+static int kp_ctx_http_metrics(void *arg, struct kp_buf *body,
+                               const char **content_type, bool openmetrics)
+{
+    struct kp_buf om;
+    (void)content_type;
+
+    if (openmetrics) {
+        kp_ctx_metrics(arg, body);
+        return 200;
+    }
+    kp_buf_init(&om, 64 * 1024);
+    kp_ctx_metrics(arg, &om);
+    kp_http_om_to_prometheus(om.data, om.len, body);
+    kp_buf_deinit(&om);
+    return 200;
+}
+
+static int kp_ctx_http_stats(void *arg, struct kp_buf *body,
+                             const char **content_type, bool openmetrics)
+{
+    (void)content_type;
+    (void)openmetrics;
+    kp_ctx_stats(arg, body);
+    return 200;
+}
+
+/* 200 "ok", or 503 with the reason (SPEC "HTTP"). */
+static int kp_ctx_http_readyz(void *arg, struct kp_buf *body,
+                              const char **content_type, bool openmetrics)
+{
+    struct kp_health_src hs;
+    char why[512];
+    (void)content_type;
+    (void)openmetrics;
+
+    kp_ctx_health_src(arg, &hs);
+    if (!kp_health_not_ready(&hs, why, sizeof(why))) {
+        kp_buf_put_bytes(body, "ok\n", 3);
+        return 200;
+    }
+    kp_buf_put_bytes(body, "not ready: ", 11);
+    kp_buf_put_bytes(body, why, strlen(why));
+    kp_buf_put_bytes(body, "\n", 1);
+    return 503;
+}
+
+static const struct kp_http_routes kp_ctx_http_routes = {
+    .metrics = kp_ctx_http_metrics,
+    .stats = kp_ctx_http_stats,
+    .healthz = NULL, /* kp_http's own: 200 while the loop runs */
+    .readyz = kp_ctx_http_readyz,
+};
+
 static void kp_ctx_status(void *arg, char *buf, size_t cap)
 {
     struct kp_ctx *ctx = arg;
@@ -214,6 +301,7 @@ static void kp_ctx_init_watchers(struct kp_ctx *ctx)
     ev_prepare_init(&ctx->prepare, kp_ctx_on_prepare);
     ev_timer_init(&ctx->sweep, kp_ctx_on_sweep, 1., 1.);
     ev_timer_init(&ctx->stop_timer, kp_ctx_on_stop_timer, 0., 0.);
+    ev_timer_init(&ctx->drain_tick, kp_ctx_on_drain_tick, 0., 0.);
     ev_signal_init(&ctx->sig_term, kp_ctx_on_signal, SIGTERM);
     ev_signal_init(&ctx->sig_int, kp_ctx_on_signal, SIGINT);
     ev_signal_init(&ctx->sig_hup, kp_ctx_on_signal, SIGHUP);
@@ -230,6 +318,7 @@ struct kp_ctx *kp_ctx_create(struct ev_loop *loop, struct kp_conf *conf)
     ctx->conf = conf;
     ctx->boot_conf = kp_conf_get(conf);
     ctx->start_ms = kp_mono_ms();
+    kp_health_init(&ctx->health, ctx->start_ms);
     ctx->router = kp_router_create(loop, conf, &ctx->n, NULL,
                                    &kp_ctx_router_hooks, ctx);
     kp_produce_init(&ctx->produce, &ctx->conf, NULL, &ctx->idemp, &ctx->n);
@@ -245,9 +334,11 @@ struct kp_ctx *kp_ctx_create(struct ev_loop *loop, struct kp_conf *conf)
 
 void kp_ctx_destroy(struct kp_ctx *ctx)
 {
+    kp_http_close(ctx->http);
     ev_prepare_stop(ctx->loop, &ctx->prepare);
     ev_timer_stop(ctx->loop, &ctx->sweep);
     ev_timer_stop(ctx->loop, &ctx->stop_timer);
+    ev_timer_stop(ctx->loop, &ctx->drain_tick);
     ev_signal_stop(ctx->loop, &ctx->sig_term);
     ev_signal_stop(ctx->loop, &ctx->sig_int);
     ev_signal_stop(ctx->loop, &ctx->sig_hup);
@@ -346,6 +437,26 @@ static int kp_ctx_start_net(struct kp_ctx *ctx)
     return KP_OK;
 }
 
+/* http.listen, after the listeners: a bind error is a start-up error. */
+static int kp_ctx_open_http(struct kp_ctx *ctx)
+{
+    const char *listen = ctx->boot_conf->http.listen;
+    char err[256];
+
+    if (!listen) {
+        return KP_OK;
+    }
+    ctx->http = kp_http_open(ctx->loop, listen, &kp_ctx_http_routes, ctx,
+                             err, sizeof(err));
+    if (!ctx->http) {
+        kp_err("%s", err);
+        return KP_ERROR;
+    }
+    kp_info("http: listening on port %d (http.listen %s)",
+            kp_http_port(ctx->http), listen);
+    return KP_OK;
+}
+
 int kp_ctx_start(struct kp_ctx *ctx)
 {
     struct kp_activation act = {0};
@@ -353,7 +464,6 @@ int kp_ctx_start(struct kp_ctx *ctx)
     if (kp_ctx_start_net(ctx) != KP_OK) {
         return KP_ERROR;
     }
-
     kp_activation_init(&act);
     int rc = kp_ctx_open_sockets(ctx, &act);
     kp_activation_done(&act);
@@ -367,9 +477,13 @@ int kp_ctx_start(struct kp_ctx *ctx)
         }
         kp_router_set_deadletter(ctx->router, ctx->dl);
     }
+    if (kp_ctx_open_http(ctx) != KP_OK) {
+        return KP_ERROR;
+    }
     for (size_t i = 0; i < ctx->listener_cnt; i++) {
         kp_listener_start(ctx->listeners[i]);
     }
+    ctx->started = true;
     ev_prepare_start(ctx->loop, &ctx->prepare);
     ev_timer_start(ctx->loop, &ctx->sweep);
     if (ev_is_default_loop(ctx->loop)) {
@@ -386,19 +500,26 @@ int kp_ctx_start(struct kp_ctx *ctx)
 static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct kp_ctx *ctx = w->data;
+    struct kp_health_src hs;
+    int64_t now = kp_mono_ms();
     (void)loop;
     (void)revents;
 
-    kp_router_expire(ctx->router, kp_mono_ms(),
+    kp_router_expire(ctx->router, now,
                      ctx->idemp.state == KP_IDEMP_UNSUPPORTED
                          ? "brokers lack InitProducerId"
                          : NULL);
+    kp_ctx_health_src(ctx, &hs);
+    kp_health_check(&ctx->health, &hs, now);
 }
 
-/* Everything read is settled and every summary written. */
-static bool kp_ctx_drained(const struct kp_ctx *ctx)
+/* Everything read is settled and every summary written; clients that
+ * keep their connection open with nothing more to send are let go. */
+static bool kp_ctx_drained(struct kp_ctx *ctx)
 {
-    return ctx->router->env.queued_msgs == 0 && ctx->clients.cnt == 0;
+    return ctx->router->env.queued_msgs == 0 &&
+           kp_clients_close_idle(&ctx->clients, ctx->stop_ms,
+                                 KP_CTX_QUIET_MS);
 }
 
 static void kp_ctx_on_prepare(struct ev_loop *loop, ev_prepare *w,
@@ -421,18 +542,22 @@ void kp_ctx_shutdown(struct kp_ctx *ctx)
         return;
     }
     ctx->stopping = true;
+    ctx->stop_ms = (int64_t)(ev_now(ctx->loop) * 1000);
     kp_systemd_notify("STOPPING=1");
     kp_info("shutdown: draining (up to %d ms)",
             ctx->conf->shutdown_timeout_ms);
     for (size_t i = 0; i < ctx->listener_cnt; i++) {
         kp_listener_stop(ctx->listeners[i]);
     }
-    /* Read what clients already wrote, whatever the buffer says. */
-    kp_clients_drain(&ctx->clients);
+    /* Clients are read on, to their EOF (or the deadline): what they
+     * write meanwhile is delivered too, and their summaries are true. */
     kp_router_drain(ctx->router);
     ev_timer_set(&ctx->stop_timer, ctx->conf->shutdown_timeout_ms / 1000.0,
                  0.);
     ev_timer_start(ctx->loop, &ctx->stop_timer);
+    /* wakes the loop so that quiet writers are noticed */
+    ev_timer_set(&ctx->drain_tick, 0.1, 0.1);
+    ev_timer_start(ctx->loop, &ctx->drain_tick);
 }
 
 /* The deadline: what is left fails (dead letter first), exit status 3. */

@@ -457,138 +457,180 @@ static void kp_jheaders_emit(json_t *h, struct kp_line_scratch *scratch)
  * which are reset per call: the result is valid until the next call with
  * the same scratch. Returns KP_REASON_NONE or the reason the line is rejected.
  */
+/* The fields of one json line, gathered before anything is copied. */
+struct kp_jline {
+    struct kp_jfield key, value;
+    json_t *topic;   /* borrowed from the document; NULL = absent */
+    json_t *headers; /* borrowed; NULL = absent */
+    size_t header_cnt, header_need;
+    int32_t partition;
+    int64_t timestamp;
+};
+
+/* An integer field: partition (out of range: bad_partition) or
+ * timestamp (out of range: bad_json). */
+static enum kp_reason kp_jline_int(json_t *v, int64_t max, bool partition,
+                                   int64_t *out)
+{
+    int64_t i64;
+
+    switch (kp_jint_get(v, max, &i64)) {
+    case KP_JINT_ABSENT:
+        return KP_REASON_NONE;
+    case KP_JINT_OK:
+        *out = i64;
+        return KP_REASON_NONE;
+    case KP_JINT_RANGE:
+        return partition ? KP_REASON_BAD_PARTITION : KP_REASON_BAD_JSON;
+    case KP_JINT_TYPE:
+    default:
+        return KP_REASON_BAD_JSON;
+    }
+}
+
+/* One member of the object into *jl; unknown members are bad_json. */
+static enum kp_reason kp_jline_member(struct kp_jline *jl, const char *k,
+                                      size_t kl, json_t *v)
+{
+    int64_t i64 = -1;
+    enum kp_reason rej;
+
+    if (kp_jkey_is(k, kl, "topic")) {
+        jl->topic = json_is_string(v) ? v : NULL;
+        return json_is_null(v) || json_is_string(v) ? KP_REASON_NONE
+                                                    : KP_REASON_BAD_JSON;
+    }
+    if (kp_jkey_is(k, kl, "value")) {
+        return kp_jfield_set(&jl->value, v, false, true);
+    }
+    if (kp_jkey_is(k, kl, "value_base64")) {
+        return kp_jfield_set(&jl->value, v, true, false);
+    }
+    if (kp_jkey_is(k, kl, "key")) {
+        return kp_jfield_set(&jl->key, v, false, false);
+    }
+    if (kp_jkey_is(k, kl, "key_base64")) {
+        return kp_jfield_set(&jl->key, v, true, false);
+    }
+    if (kp_jkey_is(k, kl, "partition")) {
+        rej = kp_jline_int(v, INT32_MAX, true, &i64);
+        jl->partition = i64 >= 0 ? (int32_t)i64 : jl->partition;
+        return rej;
+    }
+    if (kp_jkey_is(k, kl, "timestamp")) {
+        rej = kp_jline_int(v, INT64_MAX, false, &i64);
+        jl->timestamp = i64 >= 0 ? i64 : jl->timestamp;
+        return rej;
+    }
+    if (kp_jkey_is(k, kl, "headers")) {
+        jl->headers = v;
+        return kp_jheaders_check(v, &jl->header_cnt, &jl->header_need);
+    }
+    /* error, failed_at: what the dead letter adds; replays ignore them */
+    return kp_jkey_is(k, kl, "error") || kp_jkey_is(k, kl, "failed_at")
+               ? KP_REASON_NONE
+               : KP_REASON_BAD_JSON;
+}
+
+static enum kp_reason kp_jline_gather(json_t *doc, struct kp_jline *jl)
+{
+    enum kp_reason rej = KP_REASON_NONE;
+
+    for (void *it = json_object_iter(doc); it && rej == KP_REASON_NONE;
+         it = json_object_iter_next(doc, it)) {
+        rej = kp_jline_member(jl, json_object_iter_key(it),
+                              json_object_iter_key_len(it),
+                              json_object_iter_value(it));
+    }
+    return rej;
+}
+
+/* The topic: the line's (valid, and the listener's if it fixes one), or
+ * the listener's. */
+static enum kp_reason kp_jline_topic(const struct kp_jline *jl,
+                                     const char *fixed_topic)
+{
+    if (!jl->topic) {
+        return fixed_topic ? KP_REASON_NONE : KP_REASON_BAD_FORMAT;
+    }
+    const char *t = json_string_value(jl->topic);
+    size_t tl = json_string_length(jl->topic);
+    if (!kp_topic_name_valid(t, tl)) {
+        return KP_REASON_BAD_TOPIC;
+    }
+    if (fixed_topic &&
+        (strlen(fixed_topic) != tl || memcmp(fixed_topic, t, tl) != 0)) {
+        return KP_REASON_BAD_JSON;
+    }
+    return KP_REASON_NONE;
+}
+
+/* Copies the gathered fields into scratch, *m pointing at them. */
+static enum kp_reason kp_jline_emit(const struct kp_jline *jl,
+                                    const char *fixed_topic,
+                                    struct kp_line_scratch *scratch,
+                                    struct kp_msg *m)
+{
+    size_t tlen = jl->topic ? json_string_length(jl->topic)
+                            : strlen(fixed_topic);
+
+    /* Every byte is reserved up front so that no append reallocates and
+     * moves what earlier appends pointed at; + 1: data must not be NULL,
+     * or an empty value would read as null. */
+    kp_buf_reset(&scratch->bytes);
+    kp_buf_reserve(&scratch->bytes, tlen + jl->key.need + jl->value.need +
+                                        jl->header_need + 1);
+    if (jl->header_cnt > scratch->header_cap) {
+        scratch->headers = kp_realloc(scratch->headers,
+                                      jl->header_cnt *
+                                          sizeof(*scratch->headers));
+        scratch->header_cap = jl->header_cnt;
+    }
+    /* Even the listener's topic is copied: m borrows from scratch alone. */
+    m->topic_len = tlen;
+    m->topic = (const char *)kp_scratch_put(
+        &scratch->bytes,
+        jl->topic ? json_string_value(jl->topic) : fixed_topic, tlen);
+    m->partition = jl->partition;
+    m->timestamp = jl->timestamp;
+    enum kp_reason rej =
+        kp_jfield_emit(&jl->key, &scratch->bytes, &m->key, &m->key_len);
+    if (rej == KP_REASON_NONE) {
+        rej = kp_jfield_emit(&jl->value, &scratch->bytes, &m->value,
+                             &m->value_len);
+    }
+    if (rej == KP_REASON_NONE && jl->header_cnt) {
+        kp_jheaders_emit(jl->headers, scratch);
+        m->headers = scratch->headers;
+        m->header_cnt = jl->header_cnt;
+    }
+    return rej;
+}
+
 enum kp_reason kp_line_parse_json(const char *fixed_topic, const uint8_t *line,
                                   size_t len, struct kp_line_scratch *scratch,
                                   struct kp_msg *m)
 {
-    struct kp_jfield key = {KP_JF_NULL, NULL, 0};
-    struct kp_jfield value = {KP_JF_NULL, NULL, 0};
-    json_t *topic = NULL, *headers = NULL;
-    size_t header_cnt = 0, header_need = 0;
-    enum kp_reason rej = KP_REASON_NONE;
+    struct kp_jline jl = {.key = {KP_JF_NULL, NULL, 0},
+                          .value = {KP_JF_NULL, NULL, 0},
+                          .partition = -1,
+                          .timestamp = -1};
     json_error_t jerr;
-    json_t *doc;
-    int64_t i64;
-    size_t tlen;
+    enum kp_reason rej;
 
     kp_msg_clear(m);
-    doc = json_loadb((const char *)line, len,
-                     JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    json_t *doc = json_loadb((const char *)line, len,
+                             JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!doc) {
         return KP_REASON_BAD_JSON;
     }
-    if (!json_is_object(doc)) {
-        rej = KP_REASON_BAD_JSON;
-        goto out;
-    }
-
-    for (void *it = json_object_iter(doc); it && rej == KP_REASON_NONE;
-         it = json_object_iter_next(doc, it)) {
-        const char *k = json_object_iter_key(it);
-        size_t kl = json_object_iter_key_len(it);
-        json_t *v = json_object_iter_value(it);
-
-        if (kp_jkey_is(k, kl, "topic")) {
-            if (!json_is_null(v) && !json_is_string(v)) {
-                rej = KP_REASON_BAD_JSON;
-            }
-            topic = json_is_string(v) ? v : NULL;
-        } else if (kp_jkey_is(k, kl, "value")) {
-            rej = kp_jfield_set(&value, v, false, true);
-        } else if (kp_jkey_is(k, kl, "value_base64")) {
-            rej = kp_jfield_set(&value, v, true, false);
-        } else if (kp_jkey_is(k, kl, "key")) {
-            rej = kp_jfield_set(&key, v, false, false);
-        } else if (kp_jkey_is(k, kl, "key_base64")) {
-            rej = kp_jfield_set(&key, v, true, false);
-        } else if (kp_jkey_is(k, kl, "partition")) {
-            switch (kp_jint_get(v, INT32_MAX, &i64)) {
-            case KP_JINT_ABSENT:
-                break;
-            case KP_JINT_OK:
-                m->partition = (int32_t)i64;
-                break;
-            case KP_JINT_RANGE:
-                rej = KP_REASON_BAD_PARTITION;
-                break;
-            case KP_JINT_TYPE:
-                rej = KP_REASON_BAD_JSON;
-                break;
-            }
-        } else if (kp_jkey_is(k, kl, "timestamp")) {
-            switch (kp_jint_get(v, INT64_MAX, &i64)) {
-            case KP_JINT_ABSENT:
-                break;
-            case KP_JINT_OK:
-                m->timestamp = i64;
-                break;
-            case KP_JINT_RANGE:
-            case KP_JINT_TYPE:
-                rej = KP_REASON_BAD_JSON;
-                break;
-            }
-        } else if (kp_jkey_is(k, kl, "headers")) {
-            headers = v;
-            rej = kp_jheaders_check(v, &header_cnt, &header_need);
-        } else if (kp_jkey_is(k, kl, "error") ||
-                   kp_jkey_is(k, kl, "failed_at")) {
-            continue;
-        } else {
-            rej = KP_REASON_BAD_JSON;
-        }
-    }
-    if (rej != KP_REASON_NONE) {
-        goto out;
-    }
-
-    if (topic) {
-        const char *t = json_string_value(topic);
-        size_t tl = json_string_length(topic);
-
-        if (!kp_topic_name_valid(t, tl)) {
-            rej = KP_REASON_BAD_TOPIC;
-            goto out;
-        }
-        if (fixed_topic &&
-            (strlen(fixed_topic) != tl || memcmp(fixed_topic, t, tl) != 0)) {
-            rej = KP_REASON_BAD_JSON;
-            goto out;
-        }
-    } else if (!fixed_topic) {
-        rej = KP_REASON_BAD_FORMAT;
-        goto out;
-    }
-
-    /*
-     * Reserve every byte up front so that no append reallocates and moves
-     * what earlier appends pointed at.
-     */
-    tlen = topic ? json_string_length(topic) : strlen(fixed_topic);
-    kp_buf_reset(&scratch->bytes);
-    /* + 1: data must not be NULL, or an empty value would read as null. */
-    kp_buf_reserve(&scratch->bytes,
-                   tlen + key.need + value.need + header_need + 1);
-    if (header_cnt > scratch->header_cap) {
-        scratch->headers = kp_realloc(scratch->headers,
-                                      header_cnt * sizeof(*scratch->headers));
-        scratch->header_cap = header_cnt;
-    }
-
-    /* Even the listener's topic is copied: m borrows from scratch alone. */
-    m->topic_len = tlen;
-    m->topic = (const char *)kp_scratch_put(
-        &scratch->bytes, topic ? json_string_value(topic) : fixed_topic, tlen);
-    rej = kp_jfield_emit(&key, &scratch->bytes, &m->key, &m->key_len);
+    rej = json_is_object(doc) ? kp_jline_gather(doc, &jl) : KP_REASON_BAD_JSON;
     if (rej == KP_REASON_NONE) {
-        rej = kp_jfield_emit(&value, &scratch->bytes, &m->value, &m->value_len);
+        rej = kp_jline_topic(&jl, fixed_topic);
     }
-    if (rej == KP_REASON_NONE && header_cnt) {
-        kp_jheaders_emit(headers, scratch);
-        m->headers = scratch->headers;
-        m->header_cnt = header_cnt;
+    if (rej == KP_REASON_NONE) {
+        rej = kp_jline_emit(&jl, fixed_topic, scratch, m);
     }
-
-out:
     json_decref(doc);
     return rej;
 }

@@ -7,6 +7,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,55 +27,134 @@ static void kp_listener_on_accept(struct ev_loop *loop, ev_io *w, int revents);
 static void kp_listener_on_pause(struct ev_loop *loop, ev_timer *w,
                                  int revents);
 
-/* Whether something accepts connections at path (a live socket). */
+/* Whether something accepts connections at path (a live socket). The
+ * probe never blocks: a live peer with a full backlog answers EAGAIN,
+ * which is live too. */
 static bool kp_listener_live(const struct sockaddr_un *sa)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     bool live;
 
     if (fd < 0) {
         return false;
     }
     live = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ||
-           errno == EAGAIN;
+           errno == EAGAIN || errno == EINPROGRESS;
     close(fd);
     return live;
 }
 
-int kp_listener_bind_unix(const char *path, unsigned mode)
+/* A user or group given by name or number; -1 when not set. */
+static int kp_listener_id(const char *s, bool group, long *out)
+{
+    char *end;
+
+    *out = -1;
+    if (!s) {
+        return KP_OK;
+    }
+    long v = strtol(s, &end, 10);
+    if (*s && !*end && v >= 0) {
+        *out = v;
+        return KP_OK;
+    }
+    if (group) {
+        struct group *g = getgrnam(s);
+        *out = g ? (long)g->gr_gid : -1;
+    } else {
+        struct passwd *pw = getpwnam(s);
+        *out = pw ? (long)pw->pw_uid : -1;
+    }
+    return *out >= 0 ? KP_OK : KP_ERROR;
+}
+
+/* The stale socket file at path is removed; anything else there (another
+ * kind of file, a live listener) is an error. */
+static int kp_listener_clear(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0) {
+        return KP_OK;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        kp_err("listener %s: exists and is not a socket", path);
+        return KP_ERROR;
+    }
+    if (kp_listener_live(sa)) {
+        kp_err("listener %s: another process is listening there", path);
+        return KP_ERROR;
+    }
+    unlink(path); /* stale socket file */
+    return KP_OK;
+}
+
+/*
+ * Binds fd at path with its mode set at creation (umask around bind) and
+ * its owner set without following links: the socket is made in a private
+ * directory beside path, given its owner there, and renamed into place, so
+ * no window exists in which a swapped-in path could be chmod'ed or
+ * chown'ed. When the private path would not fit sun_path, it is bound in
+ * place and lchown'ed (which never follows a link).
+ */
+static int kp_listener_bind_at(int fd, const char *path, unsigned mode,
+                               long uid, long gid)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
-    int fd;
+    char dir[sizeof(sa.sun_path)];
+    const char *slash = strrchr(path, '/');
+    int n = snprintf(dir, sizeof(dir), "%.*s.kproxyd-XXXXXX",
+                     slash ? (int)(slash - path + 1) : 0, path);
+    bool private_dir = n + 3 < (int)sizeof(sa.sun_path) && mkdtemp(dir);
+
+    snprintf(sa.sun_path, sizeof(sa.sun_path), private_dir ? "%s/s" : "%s",
+             private_dir ? dir : path);
+    mode_t old = umask(0777 & ~(mode_t)mode);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc == 0 && (uid >= 0 || gid >= 0)) {
+        rc = lchown(sa.sun_path, (uid_t)uid, (gid_t)gid);
+    }
+    if (rc == 0 && private_dir) {
+        rc = rename(sa.sun_path, path);
+    }
+    int err = errno;
+    if (private_dir) {
+        unlink(sa.sun_path);
+        rmdir(dir);
+    }
+    errno = err;
+    return rc;
+}
+
+int kp_listener_bind_unix(const char *path, unsigned mode, const char *owner,
+                          const char *group)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    long uid, gid;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
         kp_err("listener %s: path too long", path);
         return -1;
     }
     strcpy(sa.sun_path, path);
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            kp_err("listener %s: exists and is not a socket", path);
-            return -1;
-        }
-        if (kp_listener_live(&sa)) {
-            kp_err("listener %s: another process is listening there", path);
-            return -1;
-        }
-        unlink(path); /* stale socket file */
+    if (kp_listener_id(owner, false, &uid) != KP_OK ||
+        kp_listener_id(group, true, &gid) != KP_OK) {
+        kp_err("listener %s: unknown owner or group", path);
+        return -1;
     }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (kp_listener_clear(path, &sa) != KP_OK) {
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         kp_err("listener %s: socket: %s", path, strerror(errno));
         return -1;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    if (kp_listener_bind_at(fd, path, mode, uid, gid) < 0) {
         kp_err("listener %s: bind: %s", path, strerror(errno));
         close(fd);
         return -1;
-    }
-    if (chmod(path, mode) < 0) {
-        kp_warn("listener %s: chmod %o: %s", path, mode, strerror(errno));
     }
     if (listen(fd, 1024) < 0) {
         kp_err("listener %s: listen: %s", path, strerror(errno));
@@ -153,7 +235,8 @@ struct kp_listener *kp_listener_open(struct ev_loop *loop,
     int fd = kp_activation_claim(act, lc->path);
     bool activated = fd >= 0;
     if (!activated) {
-        fd = kp_listener_bind_unix(lc->path, lc->mode);
+        fd = kp_listener_bind_unix(lc->path, lc->mode, lc->owner,
+                                   lc->group);
     }
     if (fd < 0) {
         return NULL;
@@ -198,9 +281,6 @@ void kp_listener_close(struct kp_listener *l)
 static bool kp_listener_id_allowed(const uint32_t *ids, size_t cnt,
                                    uint32_t id)
 {
-    if (!ids) {
-        return true;
-    }
     for (size_t i = 0; i < cnt; i++) {
         if (ids[i] == id) {
             return true;
@@ -209,23 +289,41 @@ static bool kp_listener_id_allowed(const uint32_t *ids, size_t cnt,
     return false;
 }
 
-/* Checks SO_PEERCRED against allow_uids/allow_gids (both must pass). */
-static bool kp_listener_peer_allowed(struct kp_listener *l, int fd)
+/* Whether the peer's primary or any supplementary group (SO_PEERGROUPS,
+ * Linux 4.13+) is in allow_gids. */
+static bool kp_listener_gid_allowed(const struct kp_listener_conf *lc,
+                                    int fd, gid_t primary)
 {
-    const struct kp_listener_conf *lc = l->conf;
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
+    gid_t groups[256];
+    socklen_t len = sizeof(groups);
 
-    if (!lc->allow_uids && !lc->allow_gids) {
+    if (kp_listener_id_allowed(lc->allow_gids, lc->allow_gid_cnt, primary)) {
         return true;
     }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+        return false; /* more than 256 groups, or an old kernel */
+    }
+    for (size_t i = 0; i < len / sizeof(gid_t); i++) {
+        if (kp_listener_id_allowed(lc->allow_gids, lc->allow_gid_cnt,
+                                   groups[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Checks SO_PEERCRED against allow_uids/allow_gids (both must pass). */
+static bool kp_listener_peer_allowed(struct kp_listener *l, int fd,
+                                     const struct ucred *cred)
+{
+    const struct kp_listener_conf *lc = l->conf;
+
+    if (lc->allow_uids &&
+        !kp_listener_id_allowed(lc->allow_uids, lc->allow_uid_cnt,
+                                cred->uid)) {
         return false;
     }
-    return kp_listener_id_allowed(lc->allow_uids, lc->allow_uid_cnt,
-                                  cred.uid) &&
-           kp_listener_id_allowed(lc->allow_gids, lc->allow_gid_cnt,
-                                  cred.gid);
+    return !lc->allow_gids || kp_listener_gid_allowed(lc, fd, cred->gid);
 }
 
 /* Pauses accepting for a while: out of descriptors or memory. */
@@ -243,11 +341,21 @@ static void kp_listener_pause(struct kp_listener *l)
 static const char *kp_listener_refusal(struct kp_listener *l, int fd)
 {
     const struct kp_clients *cs = l->clients;
+    const struct kp_conf *c = *cs->conf;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
 
-    if (cs->cnt >= (uint32_t)(*cs->conf)->max_clients) {
+    if (cs->cnt >= (uint32_t)c->max_clients) {
         return "max_clients reached";
     }
-    if (!kp_listener_peer_allowed(l, fd)) {
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        return "no peer credentials";
+    }
+    if (kp_uidmap_get(&cs->per_uid, cred.uid) >=
+        (uint32_t)c->max_clients_per_uid) {
+        return "max_clients_per_uid reached";
+    }
+    if (!kp_listener_peer_allowed(l, fd, &cred)) {
         cs->n->clients_refused_peer++;
         return "peer not allowed";
     }
@@ -275,6 +383,9 @@ static void kp_listener_on_accept(struct ev_loop *loop, ev_io *w, int revents)
             kp_log_rl(&kp_listener_rl, KP_LOG_WARNING,
                       "listener %s: connection refused (%s)", l->conf->path,
                       why);
+            if (strcmp(why, "max_clients_per_uid reached") == 0) {
+                l->clients->n->clients_refused_uid++;
+            }
             close(fd);
             continue;
         }

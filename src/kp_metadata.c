@@ -21,7 +21,6 @@
 #define KP_MD_RETRY_MS 250    /* when a topic or leader is still missing */
 #define KP_MD_REFUSED_MS 1000 /* after an answer not believed */
 #define KP_MD_HOST_MAX 253    /* a DNS name's longest text form */
-#define KP_MD_UNREACHABLE_EVERY_MS 30000
 
 static struct kp_ratelimit kp_md_rl;        /* answers and entries refused */
 static struct kp_ratelimit kp_md_broker_rl; /* brokers joining, leaving */
@@ -156,60 +155,19 @@ static bool kp_metadata_down(enum kp_broker_state s)
     return s == KP_BROKER_INIT || s == KP_BROKER_BACKOFF;
 }
 
-/* Every broker kproxyd would ask (the real ones once known, else the
- * bootstrap list) has failed its last attempt: one warning naming each
- * cause, soon after start and then every 30 s while it lasts. */
-static void kp_metadata_check_unreachable(struct kp_metadata *md)
-{
-    char text[2048];
-    size_t len = 0, cnt = 0;
-    int64_t now = kp_mono_ms();
-
-    if (md->unreachable_warned_ms &&
-        now - md->unreachable_warned_ms < KP_MD_UNREACHABLE_EVERY_MS) {
-        return;
-    }
-    for (size_t i = 0; i < md->broker_cnt; i++) {
-        const struct kp_broker *b = md->brokers[i];
-        if ((b->node_id < 0) != !md->have || (md->have && b->retired)) {
-            continue;
-        }
-        if (b->state != KP_BROKER_BACKOFF) {
-            return; /* up, trying, or never tried */
-        }
-        if (len + 16 < sizeof(text)) {
-            len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s: %s",
-                                    cnt ? "; " : "", kp_broker_name(b),
-                                    b->last_error);
-        }
-        cnt++;
-    }
-    if (!cnt) {
-        return;
-    }
-    md->unreachable_warned_ms = now;
-    kp_warn("no %s reachable (%zu tried): %s",
-            md->have ? "broker" : "bootstrap broker", cnt, text);
-}
-
 static void kp_metadata_on_broker_state(void *arg, struct kp_broker *b,
                                         enum kp_broker_state from)
 {
     struct kp_metadata *md = arg;
 
-    if (b->state == KP_BROKER_UP) {
-        md->unreachable_warned_ms = 0;
-        if (!md->inflight && (md->again || !md->have)) {
-            kp_metadata_send(md);
-        }
+    if (b->state == KP_BROKER_UP && !md->inflight &&
+        (md->again || !md->have)) {
+        kp_metadata_send(md);
     }
     if (kp_metadata_down(b->state) && !kp_metadata_down(from) &&
         (from == KP_BROKER_UP || b->node_id >= 0) && !b->retired) {
         b->reconnects++;
         kp_metadata_refresh(md, "broker connection lost");
-    }
-    if (b->state == KP_BROKER_BACKOFF) {
-        kp_metadata_check_unreachable(md);
     }
     md->hooks->broker_state(md->arg, b, from);
 }
@@ -326,12 +284,6 @@ void kp_metadata_refresh(struct kp_metadata *md, const char *why)
     kp_metadata_schedule(md, md->last_ms + KP_MD_MIN_GAP_MS - kp_mono_ms());
 }
 
-static void kp_metadata_collect(struct kp_topic *t, void *arg)
-{
-    const char ***names = arg;
-    *(*names)++ = t->name;
-}
-
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
                                     struct kp_request *r, enum kp_req_status st,
                                     const uint8_t *body, size_t len);
@@ -352,19 +304,18 @@ static void kp_metadata_send(struct kp_metadata *md)
         return;
     }
     const char **names = kp_malloc((tt->cnt + 1) * sizeof(*names));
-    const char **end = names;
-    kp_topic_foreach(tt, kp_metadata_collect, &end);
+    md->asked = kp_router_md_topics(md->router, names, kp_mono_ms());
     int16_t ver = kp_broker_version(b, KP_API_METADATA);
     struct kp_request *r = kp_broker_request_start(b, KP_API_METADATA, ver);
     kp_proto_enc_metadata(&r->req, ver, r->corr_id, c->client_id, names,
-                          (size_t)(end - names), c->auto_create_topics);
+                          md->asked, c->auto_create_topics);
     free(names);
     md->inflight = true;
     md->again = false;
     md->last_ms = kp_mono_ms();
     md->n->metadata_refreshes++;
-    kp_debug("metadata request to broker %d (v%d, %u topics)", b->node_id, ver,
-             tt->cnt);
+    kp_debug("metadata request to broker %d (v%d, %zu of %u topics)",
+             b->node_id, ver, md->asked, tt->cnt);
     kp_broker_request_send(b, r, kp_metadata_on_response, md);
 }
 
@@ -628,8 +579,9 @@ static bool kp_metadata_apply(struct kp_metadata *md,
     for (int32_t i = 0; i < mr->topic_cnt; i++) {
         complete = kp_metadata_topic(md, &mr->topics[i]) && complete;
     }
-    if (mr->topic_cnt < (int32_t)md->router->topics.cnt) {
-        complete = false; /* a topic was added while this was in flight */
+    if (mr->topic_cnt < (int32_t)md->asked ||
+        md->asked < md->router->topics.cnt) {
+        complete = false; /* a topic was added or left out (backoff) */
     }
     bool has_real =
         md->broker_cnt && md->brokers[md->broker_cnt - 1]->node_id >= 0;
@@ -664,6 +616,14 @@ static bool kp_metadata_believable(struct kp_metadata *md,
     return false;
 }
 
+/* When to ask again after an incomplete answer: soon for a missing
+ * leader, later for topics that stay unknown (their own backoff). */
+static int64_t kp_metadata_retry_ms(struct kp_metadata *md)
+{
+    int64_t wait = kp_router_md_wait_ms(md->router, kp_mono_ms());
+    return KP_MAX(wait, KP_MD_RETRY_MS);
+}
+
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
                                     struct kp_request *r, enum kp_req_status st,
                                     const uint8_t *body, size_t len)
@@ -696,7 +656,7 @@ static void kp_metadata_on_response(void *arg, struct kp_broker *b,
     if (md->again) {
         kp_metadata_schedule(md, KP_MD_MIN_GAP_MS);
     } else if (!complete) {
-        kp_metadata_schedule(md, KP_MD_RETRY_MS);
+        kp_metadata_schedule(md, kp_metadata_retry_ms(md));
     } else {
         kp_metadata_schedule(md, (*md->conf)->metadata_refresh_ms);
     }

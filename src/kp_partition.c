@@ -18,12 +18,14 @@ static struct kp_ratelimit kp_partition_fail_rl;
 static void kp_partition_on_backoff(struct ev_loop *loop, ev_timer *w,
                                     int revents);
 
-void kp_part_env_account(struct kp_part_env *env, int64_t bytes,
-                         int64_t msgs)
+void kp_part_env_account(struct kp_part_env *env, struct kp_account *acct,
+                         int64_t bytes, int64_t msgs)
 {
     env->buffered_bytes += bytes;
     env->queued_msgs = (uint64_t)((int64_t)env->queued_msgs + msgs);
-    env->hooks->accounted(env->arg);
+    acct->bytes += bytes;
+    acct->msgs += msgs;
+    env->hooks->accounted(env->arg, acct);
 }
 
 static void kp_partition_changed(struct kp_partition *p)
@@ -34,7 +36,7 @@ static void kp_partition_changed(struct kp_partition *p)
 void kp_partition_init(struct kp_partition *p, struct kp_part_env *env,
                        struct kp_topic *t, const char *topic_name,
                        size_t topic_name_len, uint64_t *failed_by,
-                       int32_t id)
+                       struct kp_account *acct, int32_t id)
 {
     memset(p, 0, sizeof(*p));
     p->env = env;
@@ -42,6 +44,7 @@ void kp_partition_init(struct kp_partition *p, struct kp_part_env *env,
     p->topic_name = topic_name;
     p->topic_name_len = topic_name_len;
     p->failed_by = failed_by;
+    p->acct = acct;
     p->id = id;
     p->leader = -1;
     p->inflight_node = -1;
@@ -100,7 +103,7 @@ static size_t kp_partition_estimate(const struct kp_msg *m,
 void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
                          const struct kp_producer_conf *pc,
                          const struct kp_msg *m, int64_t ts,
-                         struct kp_tally *tally, uint32_t gen,
+                         struct kp_tally *tally, uint32_t gen, uint64_t seq,
                          const struct kp_header *extra, size_t extra_cnt)
 {
     struct kp_batch *b = kp_partition_open_batch(p, conf, pc);
@@ -111,9 +114,9 @@ void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
         b = kp_partition_open_batch(p, conf, pc);
     }
     size_t n = kp_batch_append(b, m, ts, extra, extra_cnt);
-    kp_runs_add(&b->runs, tally, gen, 1);
+    kp_runs_add(&b->runs, tally, gen, seq);
     p->queued_msgs++;
-    kp_part_env_account(p->env, (int64_t)n, 1);
+    kp_part_env_account(p->env, p->acct, (int64_t)n, 1);
     if (kp_batch_full(b)) {
         kp_partition_seal(p);
     }
@@ -148,7 +151,8 @@ void kp_partition_seal(struct kp_partition *p)
     p->sealed_cnt++;
     size_t before = b->msg_bytes;
     kp_batch_seal(b, p->env->cz);
-    kp_part_env_account(p->env, (int64_t)(b->msg_bytes - before), 0);
+    kp_part_env_account(p->env, p->acct, (int64_t)(b->msg_bytes - before),
+                        0);
     kp_partition_count_sealed(p, b);
     b->order = p->sealed_cnt << 32;
     b->id = ++p->next_batch_id;
@@ -295,8 +299,10 @@ static void kp_partition_record_failure(struct kp_partition *p,
 
 /*
  * Settles a batch that is in no queue: recorded first (dead letter and
- * counters), then the writers' tallies and flush generations are told,
- * then it is freed. The order is the durability rule of DESIGN 18.
+ * counters), then the writers' tallies and flush generations are told
+ * (receipts: `ok` with the offsets of the attempt that succeeded, or
+ * `failed` once the dead letter holds the lines), then it is freed. The
+ * order is the durability rule of DESIGN 18.
  */
 static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
                                 enum kp_reason why, const char *detail)
@@ -310,15 +316,13 @@ static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
     } else {
         kp_partition_record_failure(p, b, why, detail);
     }
-    for (uint32_t i = 0; i < b->runs.cnt; i++) {
-        const struct kp_run *r = &b->runs.v[i];
-        kp_gens_settle(env->gens, r->gen, r->count, ok);
-        kp_tally_settle(r->tally, r->count, ok);
-    }
+    /* Receipts: record i of the batch is at base_offset + i. */
+    kp_runs_settle(&b->runs, env->gens, ok ? KP_FATE_OK : KP_FATE_FAILED,
+                   why, p->id, b->base_offset);
     p->queued_msgs -= (uint32_t)b->count;
     int64_t bytes = (int64_t)b->msg_bytes, msgs = b->count;
     kp_batch_destroy(b);
-    kp_part_env_account(env, -bytes, -msgs);
+    kp_part_env_account(env, p->acct, -bytes, -msgs);
 }
 
 void kp_partition_delivered(struct kp_partition *p, struct kp_batch *b,
@@ -413,44 +417,82 @@ void kp_partition_retry(struct kp_partition *p, struct kp_batch *b,
     kp_partition_changed(p);
 }
 
-/* Re-encodes the next n records of src (read through r) into a new sealed
- * batch with src's place in the send order. */
-static struct kp_batch *kp_partition_half(struct kp_partition *p,
-                                          struct kp_batch *src,
-                                          struct kp_rd *r, int32_t n)
+/* Appends src's record v (its index: v->offset_delta) to b, with its
+ * headers decoded into *hdrs (grown as needed). */
+static void kp_partition_copy_record(struct kp_partition *p,
+                                     const struct kp_batch *src,
+                                     struct kp_record_view *v,
+                                     struct kp_batch *b,
+                                     struct kp_header **hdrs, int32_t *cap)
 {
-    struct kp_batch *b = kp_batch_create(p->env->pool, p, src->conf,
-                                         src->pconf, src->created_ms);
+    bool pinned = kp_batch_pinned(src, (int32_t)v->offset_delta);
+    int32_t hc = 0;
+
+    if (v->header_cnt > *cap) {
+        *cap = v->header_cnt;
+        *hdrs = kp_realloc(*hdrs, (size_t)*cap * sizeof(**hdrs));
+    }
+    while (hc < v->header_cnt &&
+           kp_record_header_next(v, &(*hdrs)[hc]) == KP_OK) {
+        hc++;
+    }
+    struct kp_msg m = {.key = v->key, .key_len = v->key_len,
+                       .value = v->value, .value_len = v->value_len,
+                       .partition = pinned ? p->id : -1,
+                       .headers = *hdrs, .header_cnt = (size_t)hc};
+    kp_batch_append(b, &m, src->base_ts + v->ts_delta, NULL, 0);
+}
+
+/*
+ * Re-encodes src's records into two new sealed batches: record i goes to
+ * out[side[i]], with its writer's run, in order. Both keep src's place in
+ * the send order and its attempts; src itself is left for the caller.
+ */
+static void kp_partition_divide(struct kp_partition *p, struct kp_batch *src,
+                                 const uint8_t *side, struct kp_batch *out[2])
+{
+    struct kp_rd r;
     struct kp_record_view v;
     struct kp_header *hdrs = NULL;
-    int32_t hdr_cap = 0;
+    int32_t cap = 0;
 
-    for (int32_t i = 0; i < n && kp_record_next(r, &v) == KP_OK; i++) {
-        /* offset_delta is the record's index in src */
-        bool pinned = kp_batch_pinned(src, (int32_t)v.offset_delta);
-        int32_t hc = 0;
-        if (v.header_cnt > hdr_cap) {
-            hdr_cap = v.header_cnt;
-            hdrs = kp_realloc(hdrs, (size_t)hdr_cap * sizeof(*hdrs));
-        }
-        while (hc < v.header_cnt &&
-               kp_record_header_next(&v, &hdrs[hc]) == KP_OK) {
-            hc++;
-        }
-        struct kp_msg m = {.key = v.key, .key_len = v.key_len,
-                           .value = v.value, .value_len = v.value_len,
-                           .partition = pinned ? p->id : -1,
-                           .headers = hdrs, .header_cnt = (size_t)hc};
-        kp_batch_append(b, &m, src->base_ts + v.ts_delta, NULL, 0);
+    for (int k = 0; k < 2; k++) {
+        out[k] = kp_batch_create(p->env->pool, p, src->conf, src->pconf,
+                                 src->created_ms);
+        out[k]->attempts = src->attempts;
+        out[k]->unconfirmed = src->unconfirmed;
+        out[k]->split_depth = src->split_depth + 1;
+        out[k]->order = src->order;
+        out[k]->id = ++p->next_batch_id;
+    }
+    kp_rd_init(&r, kp_batch_recs(src), kp_batch_recs_len(src));
+    for (int32_t i = 0; i < src->count && kp_record_next(&r, &v) == KP_OK;
+         i++) {
+        struct kp_batch *b = out[side[i] ? 1 : 0];
+        kp_partition_copy_record(p, src, &v, b, &hdrs, &cap);
+        kp_runs_take(&b->runs, &src->runs, 1);
     }
     free(hdrs);
-    kp_runs_take(&b->runs, &src->runs, (uint32_t)b->count);
-    b->attempts = src->attempts;
-    b->split_depth = src->split_depth + 1;
-    b->order = src->order;
-    b->id = ++p->next_batch_id;
-    kp_batch_seal(b, p->env->cz);
-    return b;
+    for (int k = 0; k < 2; k++) {
+        if (out[k]->count > 0) {
+            kp_batch_seal(out[k], p->env->cz);
+        }
+    }
+}
+
+/* src is replaced by `parts` (sealed, or empty and then freed): the
+ * accounting follows, and its sequences, never appended, leave a gap. */
+static void kp_partition_replace(struct kp_partition *p, struct kp_batch *src,
+                                 struct kp_batch *parts[2], const char *why)
+{
+    int64_t bytes = -(int64_t)src->msg_bytes;
+
+    for (int k = 0; k < 2; k++) {
+        bytes += (int64_t)parts[k]->msg_bytes;
+    }
+    kp_part_env_account(p->env, p->acct, bytes, 0);
+    kp_partition_gap(p, src, why);
+    kp_batch_destroy(src);
 }
 
 void kp_partition_unanswered(struct kp_partition *p, struct kp_batch *b)
@@ -461,30 +503,24 @@ void kp_partition_unanswered(struct kp_partition *p, struct kp_batch *b)
 
 void kp_partition_split(struct kp_partition *p, struct kp_batch *b)
 {
-    struct kp_rd r;
-    int32_t first = b->count / 2;
+    struct kp_batch *half[2];
+    uint8_t *side = kp_calloc((size_t)b->count, 1);
 
     kp_partition_landed(p, b);
     kp_info("%s [%d]: batch of %d messages too large, splitting",
             p->topic_name, p->id, b->count);
-    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
-    struct kp_batch *b1 = kp_partition_half(p, b, &r, first);
-    struct kp_batch *b2 = kp_partition_half(p, b, &r, b->count - first);
-    /* b1 keeps the place of b, b2 the middle of b's range of `order`. */
+    memset(side + b->count / 2, 1, (size_t)(b->count - b->count / 2));
+    kp_partition_divide(p, b, side, half);
+    free(side);
+    /* half[0] keeps the place of b, half[1] the middle of b's range of
+     * `order`. */
     if (b->split_depth < 31) {
-        b2->order = b->order + (UINT64_C(1) << (31 - b->split_depth));
+        half[1]->order = b->order + (UINT64_C(1) << (31 - b->split_depth));
     }
-    kp_part_env_account(p->env,
-                        (int64_t)(b1->msg_bytes + b2->msg_bytes) -
-                            (int64_t)b->msg_bytes,
-                        0);
-    /* Its sequences were never appended: the batches after it would meet
-     * a gap, so sequences restart under a new id. */
-    kp_partition_gap(p, b, "batch split");
-    kp_batch_destroy(b);
-    /* b2 first: each goes before the first batch never sent. */
-    kp_partition_requeue(p, b2);
-    kp_partition_requeue(p, b1);
+    kp_partition_replace(p, b, half, "batch split");
+    /* half[1] first: each goes before the first batch never sent. */
+    kp_partition_requeue(p, half[1]);
+    kp_partition_requeue(p, half[0]);
     p->env->n->retries += 2;
     kp_partition_changed(p);
 }
@@ -494,6 +530,41 @@ enum kp_reason kp_part_env_stuck(const struct kp_part_env *env,
 {
     return env->hooks->stuck ? env->hooks->stuck(env->arg, leader, detail)
                              : KP_REASON_DELIVERY_TIMEOUT;
+}
+
+void kp_partition_exclude(struct kp_partition *p, struct kp_batch *b,
+                          const int32_t *bad, int32_t bad_cnt,
+                          enum kp_reason why, const char *detail)
+{
+    struct kp_batch *part[2];
+    uint8_t *side = kp_calloc((size_t)b->count, 1);
+
+    kp_partition_landed(p, b);
+    for (int32_t i = 0; i < bad_cnt; i++) {
+        if (bad[i] >= 0 && bad[i] < b->count) {
+            side[bad[i]] = 1;
+        }
+    }
+    kp_partition_divide(p, b, side, part);
+    free(side);
+    kp_partition_replace(p, b, part, "records refused");
+    kp_log_rl(&kp_partition_fail_rl, KP_LOG_WARNING,
+              "%s [%d]: the broker refused %d of %d record(s) (%s); the "
+              "others are sent again",
+              p->topic_name, p->id, part[1]->count,
+              part[0]->count + part[1]->count, kp_reason_names[why]);
+    if (part[1]->count) {
+        kp_partition_settle(p, part[1], why, detail);
+    } else {
+        kp_batch_destroy(part[1]);
+    }
+    if (part[0]->count) {
+        kp_partition_requeue(p, part[0]);
+        p->env->n->retries++;
+    } else {
+        kp_batch_destroy(part[0]);
+    }
+    kp_partition_changed(p);
 }
 
 void kp_partition_expire(struct kp_partition *p, int64_t now_ms,

@@ -106,6 +106,14 @@ void kp_produce_on_changed(struct kp_produce *pr, struct kp_partition *p)
     kp_produce_kick(pr, s);
 }
 
+void kp_produce_forget(struct kp_produce *pr, struct kp_topic *t)
+{
+    (void)pr;
+    for (int32_t i = 0; i < t->part_cnt; i++) {
+        kp_sender_unready(t->parts[i]);
+    }
+}
+
 void kp_produce_adopt(struct kp_produce *pr, struct kp_broker *b)
 {
     struct kp_sender *s = kp_calloc(1, sizeof(*s));
@@ -181,10 +189,29 @@ static void kp_produce_log_presp(const struct kp_broker *b,
               rec ? ps->record_error : "-");
 }
 
+/*
+ * Records the broker refused on their own: with the indices it gave
+ * (Produce v8+ RecordErrors) only those fail; without them the batch is
+ * halved until each bad record is alone.
+ */
+static void kp_produce_isolate(struct kp_partition *p, struct kp_batch *bt,
+                               int16_t err,
+                               const struct kp_produce_presp *ps)
+{
+    if (ps && ps->record_error_cnt > 0) {
+        kp_partition_exclude(p, bt, ps->record_errors, ps->record_error_cnt,
+                             kp_kerr_reason(err),
+                             ps->record_error ? ps->record_error
+                                              : kp_kerr_name(err));
+    } else {
+        kp_partition_split(p, bt);
+    }
+}
+
 /* The fate of one batch of a Produce answer: err's action. */
 static void kp_produce_settle(struct kp_produce *pr, struct kp_broker *b,
                               struct kp_batch *bt, int16_t err,
-                              int64_t base_offset)
+                              const struct kp_produce_presp *ps)
 {
     struct kp_partition *p = bt->part;
     enum kp_kerr_action act = kp_kerr_action(err);
@@ -192,7 +219,7 @@ static void kp_produce_settle(struct kp_produce *pr, struct kp_broker *b,
     if (err != KP_KERR_NONE) {
         kp_sender_count_error(b->sender, err);
     }
-    if (act == KP_ACT_SPLIT && bt->count <= 1) {
+    if ((act == KP_ACT_SPLIT || act == KP_ACT_ISOLATE) && bt->count <= 1) {
         act = KP_ACT_FAIL; /* one message cannot be split */
     }
     if (act != KP_ACT_DELIVERED && act != KP_ACT_FAIL &&
@@ -203,7 +230,7 @@ static void kp_produce_settle(struct kp_produce *pr, struct kp_broker *b,
     }
     switch (act) {
     case KP_ACT_DELIVERED:
-        kp_partition_delivered(p, bt, base_offset);
+        kp_partition_delivered(p, bt, ps ? ps->base_offset : -1);
         break;
     case KP_ACT_RETRY_REFRESH:
         kp_metadata_refresh(pr->md, kp_kerr_name(err));
@@ -220,6 +247,9 @@ static void kp_produce_settle(struct kp_produce *pr, struct kp_broker *b,
         break;
     case KP_ACT_SPLIT:
         kp_partition_split(p, bt);
+        break;
+    case KP_ACT_ISOLATE:
+        kp_produce_isolate(p, bt, err, ps);
         break;
     case KP_ACT_FAIL:
     case KP_ACT__COUNT:
@@ -258,8 +288,7 @@ static void kp_produce_answered(struct kp_produce *pr, struct kp_broker *b,
             kp_produce_log_presp(b, bt, ps);
         }
         kp_produce_settle(pr, b, bt,
-                          ps ? ps->error : KP_KERR_PARTITION_MISSING,
-                          ps ? ps->base_offset : -1);
+                          ps ? ps->error : KP_KERR_PARTITION_MISSING, ps);
     }
 }
 

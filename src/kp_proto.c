@@ -740,6 +740,7 @@ void kp_proto_produce_resp_free(struct kp_produce_resp *r)
         for (int32_t j = 0; t->parts && j < t->part_cnt; j++) {
             free(t->parts[j].error_message);
             free(t->parts[j].record_error);
+            free(t->parts[j].record_errors);
         }
         free(t->name);
         free(t->parts);
@@ -758,10 +759,14 @@ static void kp_dec_produce_part(struct kp_rd *r, int16_t v, bool flex,
     pp->log_start_offset = v >= 5 ? kp_rd_i64(r) : -1; /* LogStartOffset */
     if (v >= 8) {
         int32_t n = kp_get_array(r, flex, 5); /* RecordErrors */
+        /* n is bounded by the bytes present (5 per entry at least) */
+        pp->record_errors = n > 0 ? kp_malloc((size_t)n * sizeof(int32_t))
+                                  : NULL;
         for (int32_t i = 0; i < n && !r->err; i++) {
             int32_t idx = kp_rd_i32(r); /* BatchIndex */
             char *msg = kp_get_strdup(r, flex, true); /* BatchIndexErrorMessage */
             kp_skip_tags(r, flex);      /* TaggedFields */
+            pp->record_errors[pp->record_error_cnt++] = idx;
             if (i == 0 && !r->err) {
                 /* The first record's error is the one worth logging. */
                 pp->record_error_index = idx;
@@ -777,7 +782,8 @@ static void kp_dec_produce_part(struct kp_rd *r, int16_t v, bool flex,
 
 /*
  * Decodes a Produce response body (v3..v9) into out (whose previous
- * contents are not freed). Per-record errors (v8+) are skipped. Returns
+ * contents are not freed). Per-record errors (v8+): every BatchIndex, and
+ * the first one's message. Returns
  * KP_OK, or KP_ERROR when malformed, out then empty. Free with
  * kp_proto_produce_resp_free().
  */

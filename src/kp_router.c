@@ -9,6 +9,8 @@
 #include "kp_conf.h"
 #include "kp_log.h"
 
+static struct kp_ratelimit kp_router_topics_rl;
+
 static void kp_router_on_changed(void *arg, struct kp_partition *p)
 {
     struct kp_router *r = arg;
@@ -42,9 +44,10 @@ static void kp_router_set_backpressure(struct kp_router *r, bool on)
 
 /* Backpressure at buffer_bytes, released once a tenth is free again
  * (hysteresis); settled messages may complete flush barriers. */
-static void kp_router_on_accounted(void *arg)
+static void kp_router_on_accounted(void *arg, struct kp_account *acct)
 {
     struct kp_router *r = arg;
+    (void)acct;
     int64_t limit = r->conf->buffer_bytes;
 
     if (!r->backpressure && r->env.buffered_bytes >= limit) {
@@ -122,7 +125,7 @@ void kp_router_reconf(struct kp_router *r, struct kp_conf *conf)
     r->conf = conf;
     r->pool.limit = conf->buffer_bytes / 4;
     kp_topic_table_reconf(&r->topics, conf);
-    kp_router_on_accounted(r); /* buffer_bytes may have changed */
+    kp_router_on_accounted(r, NULL); /* buffer_bytes may have changed */
 }
 
 struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
@@ -131,10 +134,27 @@ struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
     struct kp_topic *t = kp_topic_lookup(&r->topics, name, len);
 
     if (!t) {
+        if (r->topics.cnt >= (uint32_t)r->conf->max_topics) {
+            kp_log_rl(&kp_router_topics_rl, KP_LOG_WARNING,
+                      "max_topics (%d) reached: a line for a new topic "
+                      "%.*s is rejected (too_many_topics)",
+                      r->conf->max_topics, (int)KP_MIN(len, 64), name);
+            return NULL;
+        }
         t = kp_topic_create(&r->topics, name, len);
         r->hooks->new_topic(r->arg, t);
     }
     return t;
+}
+
+/* A timestamp a writer gave that the broker would refuse (Kafka 4 refuses
+ * CreateTime more than an hour ahead by default): rejected at read, so it
+ * cannot fail the other messages of its batch. */
+static bool kp_router_bad_timestamp(const struct kp_router *r,
+                                    const struct kp_msg *m)
+{
+    return m->timestamp >= 0 &&
+           m->timestamp - kp_wall_ms() > r->conf->max_timestamp_skew_ms;
 }
 
 enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
@@ -143,6 +163,9 @@ enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
                                const struct kp_header *extra,
                                size_t extra_cnt)
 {
+    if (kp_router_bad_timestamp(r, m)) {
+        return KP_REASON_BAD_TIMESTAMP;
+    }
     return kp_topic_route(&r->topics, t, m, ts, tally, extra, extra_cnt);
 }
 
@@ -177,11 +200,62 @@ static void kp_router_expire_topic(struct kp_topic *t, void *arg)
     kp_topic_expire(e->tt, t, e->now_ms, e->idemp_detail);
 }
 
+/* Forgets the topics with nothing held and no line for topic_idle_ms
+ * (memory, Metadata requests, metrics series); cached pointers to them
+ * go stale with the epoch. */
+static void kp_router_forget_idle(struct kp_router *r)
+{
+    struct kp_topic_table *tt = &r->topics;
+    int64_t now = (int64_t)(ev_now(r->env.loop) * 1000);
+    uint32_t i = 0;
+
+    while (i < tt->cap) {
+        struct kp_topic *t = tt->slots[i];
+        if (!t || !kp_topic_idle(t, now, r->conf->topic_idle_ms)) {
+            i++;
+            continue;
+        }
+        r->hooks->forget_topic(r->arg, t);
+        kp_topic_forget(tt, t); /* slot i may now hold another topic */
+        r->topic_epoch++;
+    }
+}
+
 void kp_router_expire(struct kp_router *r, int64_t now_ms,
                       const char *idemp_detail)
 {
     struct kp_router_expiry e = {&r->topics, now_ms, idemp_detail};
     kp_topic_foreach(&r->topics, kp_router_expire_topic, &e);
+    kp_router_forget_idle(r);
+}
+
+size_t kp_router_md_topics(struct kp_router *r, const char **names,
+                           int64_t now_ms)
+{
+    struct kp_topic_table *tt = &r->topics;
+    size_t n = 0;
+
+    for (uint32_t i = 0; i < tt->cap; i++) {
+        if (tt->slots[i] && kp_topic_md_due(tt->slots[i], now_ms)) {
+            names[n++] = tt->slots[i]->name;
+        }
+    }
+    return n;
+}
+
+int64_t kp_router_md_wait_ms(struct kp_router *r, int64_t now_ms)
+{
+    struct kp_topic_table *tt = &r->topics;
+    int64_t wait = -1;
+
+    for (uint32_t i = 0; i < tt->cap; i++) {
+        const struct kp_topic *t = tt->slots[i];
+        if (t && t->state != KP_TOPIC_READY) {
+            int64_t w = KP_MAX(t->md_next_ms - now_ms, 0);
+            wait = wait < 0 ? w : KP_MIN(wait, w);
+        }
+    }
+    return wait;
 }
 
 struct kp_router_abandonment {

@@ -28,6 +28,7 @@
 #include "kp_kerr.h"
 #include "kp_log.h"
 #include "kp_metadata.h"
+#include "kp_procstats.h"
 #include "kp_produce.h"
 #include "kp_router.h"
 
@@ -36,7 +37,10 @@
  * grows). */
 enum kp_gauge_kind { KP_G_INT, KP_G_BOOL, KP_G_MS, KP_G_MS_TOTAL };
 
-/* X(field, json name (NULL: metric only), metric family, unit, kind, help) */
+/* X(field, json name (NULL: metric only), metric family (NULL: JSON only),
+ * unit, kind, help). Uptime is JSON only: the metrics have the standard
+ * process_start_time_seconds (kp_procstats) instead, which also shows a
+ * restart. */
 #define KP_GAUGE_LIST(X)                                                       \
     X(queued_messages, "queued_messages", "queued_messages", NULL, KP_G_INT,  \
       "Messages read, not yet delivered or failed.")                           \
@@ -53,8 +57,7 @@ enum kp_gauge_kind { KP_G_INT, KP_G_BOOL, KP_G_MS, KP_G_MS_TOTAL };
       "1 while reading from clients is paused.")                               \
     X(backpressure_ms, "backpressure_ms", "backpressure_seconds", "seconds",  \
       KP_G_MS_TOTAL, "Time reading from clients was paused.")                  \
-    X(uptime_ms, "uptime_ms", "uptime_seconds", "seconds", KP_G_MS,           \
-      "Time since start.")
+    X(uptime_ms, "uptime_ms", NULL, "seconds", KP_G_MS, "Time since start.")
 
 struct kp_gauges {
 #define KP_GAUGE_FIELD(f, j, m, u, k, h) int64_t f;
@@ -518,6 +521,19 @@ static const char *kp_om_unit(const char *name)
     return name && strstr(name, "_bytes") ? "bytes" : NULL;
 }
 
+/* One gauge of KP_GAUGE_LIST (milliseconds shown as seconds). */
+static void kp_om_gauge(struct kp_buf *out, const char *m, const char *u,
+                        enum kp_gauge_kind k, const char *h, int64_t v)
+{
+    kp_om_family(out, m, k == KP_G_MS_TOTAL ? "counter" : "gauge", u, h);
+    if (k == KP_G_MS || k == KP_G_MS_TOTAL) {
+        kp_stats_printf(out, "kproxyd_%s%s %.3f\n", m,
+                        k == KP_G_MS_TOTAL ? "_total" : "", (double)v / 1e3);
+    } else {
+        kp_stats_printf(out, "kproxyd_%s %lld\n", m, (long long)v);
+    }
+}
+
 static void kp_om_scalars(const struct kp_counters *n,
                           const struct kp_gauges *g, struct kp_buf *out)
 {
@@ -530,15 +546,8 @@ static void kp_om_scalars(const struct kp_counters *n,
     KP_COUNTER_LIST(KP_OM_COUNTER)
 #undef KP_OM_COUNTER
 #define KP_OM_GAUGE(f, j, m, u, k, h)                                          \
-    kp_om_family(out, (m), (k) == KP_G_MS_TOTAL ? "counter" : "gauge", (u),    \
-                 (h));                                                         \
-    if ((k) == KP_G_MS || (k) == KP_G_MS_TOTAL) {                              \
-        kp_stats_printf(out, "kproxyd_%s%s %.3f\n", (const char *)(m),         \
-                        (k) == KP_G_MS_TOTAL ? "_total" : "",                  \
-                        (double)g->f / 1e3);                                   \
-    } else {                                                                   \
-        kp_stats_printf(out, "kproxyd_%s %lld\n", (const char *)(m),           \
-                        (long long)g->f);                                      \
+    if (m) {                                                                   \
+        kp_om_gauge(out, (m), (u), (k), (h), g->f);                            \
     }
     KP_GAUGE_LIST(KP_OM_GAUGE)
 #undef KP_OM_GAUGE
@@ -597,11 +606,15 @@ static void kp_om_labelled(const struct kp_stats_src *s, struct kp_buf *out)
     kp_stats_printf(out,
                     "kproxyd_connections_refused_total{reason=\"peer\"} "
                     "%llu\n"
+                    "kproxyd_connections_refused_total{reason=\"uid\"} "
+                    "%llu\n"
                     "kproxyd_connections_refused_total{reason=\"other\"} "
                     "%llu\n",
                     (unsigned long long)n->clients_refused_peer,
+                    (unsigned long long)n->clients_refused_uid,
                     (unsigned long long)(n->clients_refused -
-                                         n->clients_refused_peer));
+                                         n->clients_refused_peer -
+                                         n->clients_refused_uid));
     kp_om_family(out, "config_reloads", "counter", NULL,
                  "Configuration reloads, by result.");
     kp_stats_printf(out,
@@ -800,17 +813,46 @@ static void kp_om_topic_held(struct kp_topic *t, void *arg)
     kp_stats_printf(w->out, "\"} %u\n", t->pending_cnt);
 }
 
+/* Per-topic sums of the partition series (there whether or not
+ * partition_metrics is on): w->family 0 delivered, 1 queued. */
+static void kp_om_topic_sums(struct kp_topic *t, void *arg)
+{
+    struct kp_om_walk *w = arg;
+    uint64_t v = w->family == 0 ? 0 : kp_topic_queued(t);
+
+    for (int32_t i = 0; w->family == 0 && i < t->part_cnt; i++) {
+        v += t->parts[i]->delivered;
+    }
+    kp_stats_printf(w->out, "kproxyd_topic_%s{topic=\"",
+                    w->family == 0 ? "delivered_messages_total"
+                                   : "queued_messages");
+    kp_stats_lval(w->out, t->name);
+    kp_stats_printf(w->out, "\"} %llu\n", (unsigned long long)v);
+}
+
 static void kp_om_topics(const struct kp_stats_src *s, struct kp_buf *out)
 {
     struct kp_topic_table *tt = (struct kp_topic_table *)&s->router->topics;
     struct kp_om_walk w = {out, 0};
 
+    /* partition_metrics: false drops these (topics x partitions series) */
 #define KP_OM_PART_FAMILY(fam_, type_, help_, value_)                          \
     kp_om_family(out, fam_, type_, NULL, help_);                               \
     kp_topic_foreach(tt, kp_om_topic_parts, &w);                               \
     w.family++;
-    KP_OM_PART_LIST(KP_OM_PART_FAMILY)
+    if (s->conf->partition_metrics) {
+        KP_OM_PART_LIST(KP_OM_PART_FAMILY)
+    }
 #undef KP_OM_PART_FAMILY
+    kp_om_family(out, "topic_delivered_messages", "counter", NULL,
+                 "Messages acknowledged by Kafka, by topic.");
+    w.family = 0;
+    kp_topic_foreach(tt, kp_om_topic_sums, &w);
+    kp_om_family(out, "topic_queued_messages", "gauge", NULL,
+                 "Messages read and not yet settled, by topic (held for "
+                 "metadata included).");
+    w.family = 1;
+    kp_topic_foreach(tt, kp_om_topic_sums, &w);
     kp_om_family(out, "topic_failed_messages", "counter", NULL,
                  "Failed messages by topic and reason.");
     kp_topic_foreach(tt, kp_om_topic, &w);
@@ -832,5 +874,6 @@ void kp_stats_metrics(const struct kp_stats_src *s, struct kp_buf *out)
     kp_om_batches(s, out);
     kp_om_brokers(s->md, out);
     kp_om_topics(s, out);
+    kp_procstats_render(true, out);
     kp_stats_printf(out, "# EOF\n");
 }

@@ -412,11 +412,7 @@ struct kp_tls_ctx *kp_tls_ctx_get(struct kp_tls_ctx *c)
 /* Drops a reference; the last one frees the context. NULL is ignored. */
 void kp_tls_ctx_put(struct kp_tls_ctx *c)
 {
-    if (!c) {
-        return;
-    }
-    kp_assert(c->refs > 0);
-    if (--c->refs > 0) {
+    if (!c || !kp_unref(&c->refs)) {
         return;
     }
     SSL_CTX_free(c->ssl_ctx);

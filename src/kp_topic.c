@@ -16,8 +16,17 @@
 #include "kp_partitioner.h"
 #include "kp_record.h"
 
-const char *const kp_topic_state_names[KP_TOPIC__COUNT] = {"unknown",
-                                                            "ready"};
+const char *const kp_topic_state_names[KP_TOPIC__COUNT] = {
+    "unknown", "ready", "missing"};
+
+/* Asking again about a topic Metadata does not know: from this, doubling
+ * up to the cap, so thousands of unknown topics do not keep a large
+ * request going out several times a second. */
+#define KP_TOPIC_MD_BACKOFF_MIN_MS 250
+#define KP_TOPIC_MD_BACKOFF_MAX_MS 30000
+
+static struct kp_ratelimit kp_topic_fail_rl;
+static struct kp_ratelimit kp_topic_warn_rl;
 
 static uint32_t kp_topic_hash(const char *s, size_t n)
 {
@@ -98,6 +107,47 @@ static void kp_topic_insert(struct kp_topic_table *tt, struct kp_topic *t)
     tt->cnt++;
 }
 
+/* Backward-shift deletion: the entries after t's slot in its probe run
+ * move back, so no lookup stops at a hole before finding its topic. */
+static void kp_topic_remove(struct kp_topic_table *tt, struct kp_topic *t)
+{
+    uint32_t mask = tt->cap - 1;
+    uint32_t i = t->hash & mask;
+
+    while (tt->slots[i] != t) {
+        i = (i + 1) & mask;
+    }
+    for (uint32_t j = (i + 1) & mask; tt->slots[j]; j = (j + 1) & mask) {
+        uint32_t home = tt->slots[j]->hash & mask;
+        /* j's entry may fill the hole at i unless its home lies in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            tt->slots[i] = tt->slots[j];
+            i = j;
+        }
+    }
+    tt->slots[i] = NULL;
+    tt->cnt--;
+}
+
+void kp_topic_forget(struct kp_topic_table *tt, struct kp_topic *t)
+{
+    kp_assert(t->acct.msgs == 0 && t->pending_cnt == 0);
+    kp_debug("topic %s: idle, forgotten", t->name);
+    kp_topic_remove(tt, t);
+    kp_topic_destroy(t);
+}
+
+bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
+                   int64_t idle_ms)
+{
+    return t->acct.msgs == 0 && now_loop_ms - t->last_line_ms >= idle_ms;
+}
+
+bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms)
+{
+    return t->state == KP_TOPIC_READY || now_ms >= t->md_next_ms;
+}
+
 struct kp_topic *kp_topic_create(struct kp_topic_table *tt, const char *name,
                                  size_t len)
 {
@@ -106,6 +156,8 @@ struct kp_topic *kp_topic_create(struct kp_topic_table *tt, const char *name,
     t->name_len = len;
     t->hash = kp_topic_hash(name, len);
     t->state = KP_TOPIC_UNKNOWN;
+    t->unknown_since_ms = kp_mono_ms();
+    t->last_line_ms = (int64_t)(ev_now(tt->env->loop) * 1000);
     t->sticky = -1;
     t->rr = kp_random(UINT32_MAX);
     t->pconf = kp_conf_producer(tt->conf, t->name);
@@ -175,8 +227,9 @@ static void kp_topic_hold(struct kp_topic_table *tt, struct kp_topic *t,
     size_t n = kp_record_append(&t->pending, 0, ts, m, extra, extra_cnt);
     t->pending_parts[t->pending_cnt++] = m->partition;
     t->pending_bytes += n;
-    kp_runs_add(&t->pending_runs, tally, tt->env->gens->current, 1);
-    kp_part_env_account(tt->env, (int64_t)n, 1);
+    kp_runs_add(&t->pending_runs, tally, tt->env->gens->current,
+                tally->seq);
+    kp_part_env_account(tt->env, &t->acct, (int64_t)n, 1);
 }
 
 static int32_t kp_topic_pick(struct kp_topic *t, const struct kp_msg *m)
@@ -201,46 +254,49 @@ enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
     if (m->key_len + m->value_len > (size_t)t->pconf->message_max_bytes) {
         return KP_REASON_TOO_LONG;
     }
-    if (t->state == KP_TOPIC_READY) {
-        if (m->partition >= t->part_cnt) {
-            return KP_REASON_BAD_PARTITION;
-        }
-        kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf,
-                            t->pconf, m, ts, tally, env->gens->current,
-                            extra, extra_cnt);
-    } else {
-        kp_topic_hold(tt, t, m, ts, tally, extra, extra_cnt);
+    if (t->state == KP_TOPIC_READY && m->partition >= t->part_cnt) {
+        return KP_REASON_BAD_PARTITION;
     }
+    t->last_line_ms = (int64_t)(ev_now(env->loop) * 1000);
     tally->pending++;
     kp_gens_add(env->gens, env->gens->current, 1);
     env->n->received++;
+    if (t->state == KP_TOPIC_READY) {
+        kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf,
+                            t->pconf, m, ts, tally, env->gens->current,
+                            tally->seq, extra, extra_cnt);
+    } else {
+        kp_topic_hold(tt, t, m, ts, tally, extra, extra_cnt);
+        if (t->state == KP_TOPIC_MISSING) {
+            /* no metadata after metadata_max_wait_ms: fails at once */
+            kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC,
+                               "the cluster does not know this topic");
+        }
+    }
     return KP_REASON_NONE;
 }
 
 /* Settles the `n` held messages of the front run(s): failed, or (a
- * partition the topic turned out not to have) rejected after all. */
+ * partition the topic turned out not to have) rejected after all; their
+ * receipts say why. */
 static void kp_topic_settle_held(struct kp_topic_table *tt,
                                  struct kp_runs *runs, uint32_t n,
-                                 bool rejected)
+                                 bool rejected, enum kp_reason why)
 {
     struct kp_part_env *env = tt->env;
     struct kp_runs one = {0};
 
     kp_runs_take(&one, runs, n);
-    for (uint32_t i = 0; i < one.cnt; i++) {
-        struct kp_run *r = &one.v[i];
-        kp_gens_settle(env->gens, r->gen, r->count, false);
-        if (rejected) {
-            /* as if rejected when read: not received, counted by reason */
-            env->n->received -= r->count;
-            env->n->rejected += r->count;
-            env->n->rejected_by[KP_REASON_BAD_PARTITION] += r->count;
-            kp_tally_unaccept(r->tally, r->count);
-        } else {
-            env->n->failed += r->count;
-            kp_tally_settle(r->tally, r->count, false);
-        }
+    if (rejected) {
+        /* as if rejected when read: not received, counted by reason */
+        env->n->received -= n;
+        env->n->rejected += n;
+        env->n->rejected_by[why] += n;
+    } else {
+        env->n->failed += n;
     }
+    kp_runs_settle(&one, env->gens,
+                   rejected ? KP_FATE_REJECTED : KP_FATE_FAILED, why, -1, -1);
     kp_runs_deinit(&one);
 }
 
@@ -252,8 +308,8 @@ static void kp_topic_clear_pending(struct kp_topic_table *tt,
     kp_buf_reset(&t->pending);
     t->pending_bytes = 0;
     t->pending_cnt = 0;
-    kp_assert(t->pending_runs.cnt == 0);
-    kp_part_env_account(tt->env, -bytes, -msgs);
+    kp_assert(kp_runs_count(&t->pending_runs) == 0);
+    kp_part_env_account(tt->env, &t->acct, -bytes, -msgs);
 }
 
 /* A held record's message, its headers decoded into *hdrs (grown). */
@@ -279,6 +335,10 @@ static void kp_topic_held_msg(const struct kp_topic *t,
     m->header_cnt = (size_t)KP_MAX(v->header_cnt, 0);
 }
 
+/* Held lines rejected once the partition count is known (as kp_client
+ * logs the lines it rejects when reading). */
+static struct kp_ratelimit kp_topic_reject_rl;
+
 /* Routes the held messages, in the order they were read. */
 static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
 {
@@ -295,18 +355,22 @@ static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
         if (m.partition >= t->part_cnt) {
             /* The same fate as when the partition count is known at read
              * time: the line is rejected (SPEC), not sent. */
-            kp_topic_settle_held(tt, &t->pending_runs, 1, true);
+            kp_log_rl(&kp_topic_reject_rl, KP_LOG_WARNING,
+                      "topic %s: held line rejected (bad_partition): "
+                      "partition %d, the topic has %d", t->name,
+                      m.partition, t->part_cnt);
+            kp_topic_settle_held(tt, &t->pending_runs, 1, true,
+                                 KP_REASON_BAD_PARTITION);
             continue;
         }
-        const struct kp_run *run = &t->pending_runs.v[0];
-        struct kp_tally *tally = kp_tally_get(run->tally);
+        struct kp_tally *tally;
+        uint32_t gen;
+        uint64_t seq;
+        kp_runs_first(&t->pending_runs, &tally, &gen, &seq);
         kp_partition_append(t->parts[kp_topic_pick(t, &m)], tt->conf,
-                            t->pconf, &m, v.ts_delta, tally, run->gen, NULL,
+                            t->pconf, &m, v.ts_delta, tally, gen, seq, NULL,
                             0);
-        struct kp_runs drop = {0};
-        kp_runs_take(&drop, &t->pending_runs, 1);
-        kp_runs_deinit(&drop);
-        kp_tally_put(tally);
+        kp_runs_drop_first(&t->pending_runs);
     }
     kp_assert(i == t->pending_cnt);
     free(hdrs);
@@ -320,9 +384,36 @@ static void kp_topic_grow(struct kp_topic_table *tt, struct kp_topic *t,
     for (int32_t i = t->part_cnt; i < cnt; i++) {
         t->parts[i] = kp_malloc(sizeof(struct kp_partition));
         kp_partition_init(t->parts[i], tt->env, t, t->name, t->name_len,
-                          t->failed_by, i);
+                          t->failed_by, &t->acct, i);
     }
     t->part_cnt = cnt;
+}
+
+/*
+ * Metadata has no usable entry for t. Leaders stay as they are: a
+ * transient topic error must not strand batches. An unknown topic is
+ * asked about again with a growing backoff, and the first answer that
+ * says it does not exist while it holds messages is a warning at once.
+ */
+static void kp_topic_md_failed(struct kp_topic *t, int16_t err)
+{
+    kp_debug("topic %s: metadata error %s", t->name, kp_kerr_name(err));
+    if (t->state == KP_TOPIC_READY) {
+        return;
+    }
+    t->md_backoff_ms = KP_MIN(KP_MAX(t->md_backoff_ms * 2,
+                                     KP_TOPIC_MD_BACKOFF_MIN_MS),
+                              KP_TOPIC_MD_BACKOFF_MAX_MS);
+    t->md_next_ms = kp_mono_ms() + t->md_backoff_ms;
+    if (!t->md_warned && t->pending_cnt &&
+        err == KP_KERR_UNKNOWN_TOPIC_OR_PARTITION) {
+        t->md_warned = true;
+        kp_log_rl(&kp_topic_warn_rl, KP_LOG_WARNING,
+                  "topic %s: the cluster does not know it (%s); %u "
+                  "message(s) wait for it, up to metadata_max_wait_ms: "
+                  "check the topic name, or create the topic",
+                  t->name, kp_kerr_name(err), t->pending_cnt);
+    }
 }
 
 void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
@@ -331,12 +422,11 @@ void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
 {
     t->md_error = err;
     if (err != KP_KERR_NONE || part_cnt <= 0) {
-        /* Leaders stay as they are: a transient topic error must not strand
-         * batches; a missing topic keeps its messages waiting until the
-         * delivery timeout. */
-        kp_debug("topic %s: metadata error %s", t->name, kp_kerr_name(err));
+        kp_topic_md_failed(t, err);
         return;
     }
+    t->md_backoff_ms = 0;
+    t->md_warned = false;
     if (part_cnt > t->part_cnt) {
         if (t->part_cnt) {
             kp_info("topic %s: partitions %d -> %d", t->name, t->part_cnt,
@@ -347,7 +437,7 @@ void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
     for (int32_t i = 0; i < part_cnt; i++) {
         kp_partition_set_leader(t->parts[i], leaders[i]);
     }
-    if (t->state == KP_TOPIC_UNKNOWN) {
+    if (t->state != KP_TOPIC_READY) {
         t->state = KP_TOPIC_READY;
         kp_info("topic %s: %d partitions", t->name, t->part_cnt);
         kp_topic_replay(tt, t);
@@ -367,34 +457,65 @@ void kp_topic_fail_held(struct kp_topic_table *tt, struct kp_topic *t,
     }
     snprintf(error, sizeof(error), "%s%s%s", kp_reason_names[why],
              detail ? ": " : "", detail ? detail : "");
-    kp_err("topic %s: %u message(s) failed: %s", t->name, t->pending_cnt,
-           error);
+    kp_log_rl(&kp_topic_fail_rl, KP_LOG_ERROR,
+              "topic %s: %u message(s) failed: %s", t->name, t->pending_cnt,
+              error);
     /* Recorded before anyone is told (DESIGN 18). */
     kp_deadletter_records(tt->env->dl, t->name, t->pending.data,
                           t->pending.len, 0, t->pending_parts, error);
     t->failed_by[why] += t->pending_cnt;
-    kp_topic_settle_held(tt, &t->pending_runs, t->pending_cnt, false);
+    kp_topic_settle_held(tt, &t->pending_runs, t->pending_cnt, false, why);
     kp_topic_clear_pending(tt, t);
+}
+
+/* Why held messages fail now, or NULL: held past their delivery timeout,
+ * or the topic had no usable metadata for metadata_max_wait_ms (then it
+ * turns MISSING). */
+static const char *kp_topic_held_expired(struct kp_topic_table *tt,
+                                         struct kp_topic *t, int64_t now_ms)
+{
+    if (t->state == KP_TOPIC_UNKNOWN &&
+        now_ms - t->unknown_since_ms >= tt->conf->metadata_max_wait_ms) {
+        kp_log_rl(&kp_topic_warn_rl, KP_LOG_WARNING,
+                  "topic %s: no metadata after %d ms (%s): its messages "
+                  "fail as unknown_topic until the cluster knows it; check "
+                  "the topic name, or create the topic",
+                  t->name, tt->conf->metadata_max_wait_ms,
+                  t->md_error ? kp_kerr_name(t->md_error)
+                              : "no broker answered");
+        t->state = KP_TOPIC_MISSING;
+        return "no metadata for topic";
+    }
+    if (t->pending_cnt &&
+        now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
+        return "no metadata for topic before the delivery timeout";
+    }
+    return NULL;
 }
 
 void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
                      int64_t now_ms, const char *idemp_detail)
 {
-    if (t->state == KP_TOPIC_UNKNOWN && t->pending_cnt &&
+    /* No broker could authenticate: that, not the topic, is why its
+     * messages wait (metadata_max_wait_ms does not make it missing); they
+     * fail as such at their delivery timeout. */
+    const char *auth = NULL;
+    if (t->state != KP_TOPIC_READY && !t->md_error &&
+        kp_part_env_stuck(tt->env, -1, &auth) != KP_REASON_AUTHENTICATION) {
+        auth = NULL;
+    }
+    const char *why = t->state != KP_TOPIC_READY && !auth
+                          ? kp_topic_held_expired(tt, t, now_ms)
+                          : NULL;
+    if (auth && t->pending_cnt &&
         now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
-        char why[96];
-        const char *detail = NULL;
-        /* No broker could authenticate: that, not the topic, is why. */
-        if (!t->md_error &&
-            kp_part_env_stuck(tt->env, -1, &detail) ==
-                KP_REASON_AUTHENTICATION) {
-            kp_topic_fail_held(tt, t, KP_REASON_AUTHENTICATION, detail);
-        } else {
-            snprintf(why, sizeof(why), "no metadata for topic (%s)",
-                     t->md_error ? kp_kerr_name(t->md_error)
-                                 : "no broker answered");
-            kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC, why);
-        }
+        kp_topic_fail_held(tt, t, KP_REASON_AUTHENTICATION, auth);
+    } else if (why && t->pending_cnt) {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "%s (%s)", why,
+                 t->md_error ? kp_kerr_name(t->md_error)
+                             : "no broker answered");
+        kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC, detail);
     }
     for (int32_t i = 0; i < t->part_cnt; i++) {
         kp_partition_expire(t->parts[i], now_ms, idemp_detail);

@@ -4,8 +4,8 @@
 set -e
 PKGS="gcc make pkg-config libev-dev libzstd-dev liblz4-dev libjansson-dev
 zlib1g-dev libsnappy-dev libmicrohttpd-dev libc-ares-dev libssl-dev check
-librdkafka-dev python3 kcat socat tshark python3-prometheus-client
-python3-confluent-kafka openssl systemd-container"
+librdkafka-dev python3 kcat socat curl tshark python3-prometheus-client
+python3-confluent-kafka openssl systemd-container strace stunnel4 golang-go"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |

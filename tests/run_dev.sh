@@ -1,16 +1,20 @@
 #!/bin/sh
-# run_dev.sh BINARY - `make run`: a mock Kafka cluster (build/tools/kp_mock,
-# topic `orders` with 3 partitions) in the background and kproxyd in the
-# foreground against it with conf/kproxyd.dev.json (sockets in ./run/).
-# Ctrl-C stops both.
+# run_dev.sh BINARY [KPROXYD-ARGS...] - `make run`: a mock Kafka cluster
+# (build/tools/kp_mock, topic `orders` with 3 partitions) in the background
+# and kproxyd in the foreground against it with conf/kproxyd.dev.json and
+# KPROXYD-ARGS (`make run RUN_ARGS="-X log_level=debug"`). Sockets, the
+# dead letter file and `bootstrap` (the mock's address, for kcat) go to
+# ./run/, or to $KP_RUN_DIR (tests/it/test_readme.py). Ctrl-C stops both.
 set -eu
 
-BINARY=${1:?usage: run_dev.sh BINARY}
+BINARY=${1:?usage: run_dev.sh BINARY [KPROXYD-ARGS...]}
+shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case $BINARY in /*) ;; *) BINARY=$(pwd)/$BINARY ;; esac
 cd "$ROOT"
 TOOLS=$ROOT/build/tools
 CONF=conf/kproxyd.dev.json
-RUN=run
+RUN=${KP_RUN_DIR:-run}
 
 for f in "$BINARY" "$TOOLS/kp_mock" "$TOOLS/kp_consume"; do
     [ -x "$f" ] || {
@@ -58,25 +62,29 @@ until grep -q '^READY$' "$RUN/mock.out" 2>/dev/null; do
     sleep 0.1
 done
 BOOTSTRAP=$(sed -n 's/^BOOTSTRAP //p' "$RUN/mock.out")
+echo "$BOOTSTRAP" >"$RUN/bootstrap"
 
+# The commands below are the README's "Quick start" (test_readme.py checks
+# that they are the same).
 cat <<EOF
 ==> mock Kafka cluster: $BOOTSTRAP (topic "orders", 3 partitions)
-==> starting kproxyd: $BINARY -c $CONF -X brokers=$BOOTSTRAP
+==> starting kproxyd: $BINARY -c $CONF -X brokers=$BOOTSTRAP (sockets in $RUN/)
 
+In another terminal, in $(pwd):
 Send a line (the reply is the fate of every line sent):
     echo 'orders hello' | socat -t 10 - UNIX-CONNECT:$RUN/kproxyd.sock
-    echo 'orders hello' | nc -U -N $RUN/kproxyd.sock
 Read it back:
-    kcat -b $BOOTSTRAP -t orders -C -e
-    $TOOLS/kp_consume -b $BOOTSTRAP -t orders
+    kcat -C -b \$(cat $RUN/bootstrap) -t orders -e -q
 Control socket:
-    echo stats | socat - UNIX-CONNECT:$RUN/control.sock
+    echo stats | socat -t 10 - UNIX-CONNECT:$RUN/control.sock
 Ctrl-C stops kproxyd and the mock cluster.
 
 EOF
 
 set +e
-"$BINARY" -c "$CONF" -X "brokers=$BOOTSTRAP"
+"$BINARY" -c "$CONF" -X "brokers=$BOOTSTRAP" \
+    -X "listeners[0].path=$RUN/kproxyd.sock" -X "control=$RUN/control.sock" \
+    -X "dead_letter=$RUN/dead_letter.jsonl" "$@"
 rc=$?
 set -e
 exit "$rc"

@@ -1,69 +1,103 @@
 #!/usr/bin/env python3
-"""bench.py - `make bench`: kproxyd beside librdkafka on the same mock cluster.
+"""bench.py - `make bench`: kproxyd beside librdkafka, one row per shape
+of traffic, on the same mock cluster.
 
     python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools
-        [--messages 1000000] [--size 100] [--codec none,lz4] [--acks 1,all]
-        [--clients 1] [--repeat 3] [--rate 10000] [--latency-seconds 3]
-        [--seed 1] [--linger-ms 5] [--json FILE]
+        [--rows 100B,w100,...|all] [--side both|kproxyd|librdkafka]
+        [--messages 1000000] [--repeat 3] [--rate 10000]
+        [--latency-seconds 3] [--linger-ms 5] [--seed 1] [--profile]
+        [--json FILE]
 
-What is measured (every process runs alone, one after the other: the machine
-this is written for has two cores, and the mock cluster needs one of them):
+Rows (ROWS below; --rows picks some, `--list` prints them). Every row is a
+shape of the same job: lines `bench <payload>` of S bytes of log-like text
+produced to topic `bench` on a mock cluster (kp_mock, 3 brokers, 6
+partitions unless the row says otherwise), linger_ms 5, no compression,
+acks=1 without idempotence, one writer, unless the row changes one of
+these. A row's message count is --messages times its `scale` (so the 1 KB
+and 10 KB rows move a few hundred MB, not 10 GB).
 
-* Input: one file of N lines `bench <payload>` (kproxyd's `topic,value`
-  format), payload S bytes of log-like text (timestamp, level, counters,
-  words) drawn from --seed, so compression has realistic work to do. It is
-  cached under build/bench/.
+For each row and each of --repeat runs, both sides run one after the other
+(the order alternates between runs, so drift hits both alike), each on a
+fresh mock cluster:
 
-* Throughput, for each configuration (--codec x --acks, see pairs()):
-  - kproxyd: a fresh mock cluster (kp_mock, 3 brokers, topic `bench` with 6
-    partitions) and a fresh kproxyd. One warm-up line is sent and confirmed
-    first (metadata, connections, producer id). The clock runs from the
-    first byte written to kproxyd's socket until the last half-close
-    summary `delivered=N failed=F rejected=R` arrives; with --clients K the
-    file is split at line boundaries across K connections written
-    concurrently. CPU is utime+stime from /proc/PID/stat read before and
-    after the timed part; peak RSS is VmHWM from /proc/PID/status read just
-    before SIGTERM. kproxyd must then exit 0.
-  - librdkafka: a fresh mock cluster and rdk_bench (tests/bench/rdk_bench.c)
-    producing the same payloads from the same file with the same settings
-    (linger.ms, acks, idempotence, compression; librdkafka's defaults
-    otherwise), also after one warm-up message; it reports its own elapsed
-    time, getrusage CPU of the timed part, and ru_maxrss.
-  msgs/s = N / elapsed, MB/s = N*S / elapsed / 1e6 (payload bytes).
+* kproxyd: a fresh daemon; one warm-up line is sent and confirmed first
+  (metadata, connections, producer id) except in the cold row. The writer
+  is kp_writers (tests/bench/kp_writers.c): it opens the row's N
+  connections first, then writes each its share of the input file at once
+  from one epoll loop, half-closes each and reads every summary; the clock
+  runs from its first write to the last summary. kproxyd's CPU is read
+  from /proc/PID/task/*/schedstat (ns) just before the writer is let go and
+  just after its result arrives; its peak RSS is VmHWM just before
+  SIGTERM, after which it must exit 0. The writer's own CPU (getrusage) is
+  reported apart.
+* librdkafka: rdk_bench (tests/bench/rdk_bench.c) produces the same
+  payloads from the same file with the same settings, after one warm-up
+  message (cold row: none, and the clock starts before rd_kafka_new); its
+  clock stops at the last delivery report. CPU is its getrusage over the
+  timed part (every librdkafka thread), RSS its VmHWM (ru_maxrss would
+  carry this Python process's size over fork and exec).
+* The mock: CPU of all its threads over the same window (schedstat), and
+  "busy": its busiest thread's CPU / the window. librdkafka's mock cluster
+  serves every broker from one thread, so busy near 100% means the mock,
+  not the client, sets the pace; the throughput target is then not judged
+  (verdict MOCK).
+* Counts: the writer's summaries (or rdk_bench's delivery reports) must
+  say every message delivered, none failed or rejected; and the mock's
+  high watermarks, summed over the topic's partitions (rdk_bench -W:
+  ListOffsets), must equal the messages sent plus the warm-up - so a
+  message lost or appended twice (a retried batch) fails the run.
 
-* Memory: kproxyd with buffer_bytes = 32 MB (acks=1, no compression): its
-  peak RSS (VmHWM).
+Latency row (`latency`): --rate msgs/s for --latency-seconds, acks=all with
+idempotence. kp_writers -r writes a burst of rate/1000 lines every
+millisecond, each burst on its own pre-connected connection that it then
+half-closes; a line's latency is write -> the summary line (exact for the
+burst's last acknowledged line, an upper bound for the others). rdk_bench
+-r produces at the same rate and burst shape: produce -> delivery report.
 
-* Latency at --rate msgs/s for --latency-seconds, with the defaults
-  acks=all + idempotence. Method (kproxyd has no per-message ack a client
-  can see other than the half-close summary): every millisecond a burst of
-  rate/1000 lines is written in one write() to its own connection (taken
-  from a pool connected beforehand, so connect/accept are not timed), which
-  is then half-closed; the latency of every line of the burst is the time
-  from that write until the summary line arrives, i.e. until kproxyd knows
-  the last of them is acknowledged. That is exact for the burst's
-  last-acknowledged line and an upper bound for the others. Percentiles are
-  over lines (each burst weighs its line count). librdkafka is measured at
-  the same rate and burst shape by rdk_bench -r: produce() -> delivery
-  report, per message, reports served at once by a thread blocked in
-  rd_kafka_poll().
+Table (medians of --repeat): msgs/s, MB/s (payload), CPU s per million
+messages and per GB of payload, peak RSS, the mock's CPU and busy share,
+the writer's CPU per million; then the ratios kproxyd/librdkafka and the
+issue's targets as PASS/MISS (a miss does not fail the run):
+  - every row: CPU per message <= 0.5x librdkafka's;
+  - every row: msgs/s >= 2x librdkafka's where the mock is not the limit
+    (1,000 writers: >= 1.5x);
+  - 100 writers: CPU per message within 1.3x of the one-writer 100 B row;
+  - cold: msgs/s within 15% of the warm 100 B row, peak RSS <= 48 MB at
+    the default buffer_bytes;
+  - latency: p99 no worse than librdkafka's.
+The load average is printed at the start and at the end: the machine is
+shared, so the ratios matter more than the absolute figures.
 
-Each measurement is repeated --repeat times; the table shows medians. The
-targets are printed as PASS/MISS; a miss does not fail the run. The exit
-status is 1 if a message was lost (delivered != sent, or failed/rejected
-!= 0) or a process failed (start-up, crash, non-zero exit), 2 on a usage
-error, 0 otherwise. Every process is started in its own process group and
-killed on the way out, whatever happened.
+--profile (`make bench PROFILE=1`): after a row's measured runs, one more
+kproxyd run (not in the medians) under `perf record -e cpu-clock
+--call-graph dwarf` attached to the daemon's pid after the warm-up: time by
+DSO, kernel time by entry (syscall, page fault), time by kproxyd function
+(with the libc and kernel work it calls), the hottest code, and kproxyd's
+functions by inclusive time are printed and kept in
+build/bench/profile/ROW.txt with the perf.data beside. Where perf cannot
+record, valgrind --tool=callgrind runs the daemon instead (instruction
+counts, start-up included; far slower).
+
+TLS rows (`tls`, disabled until kproxyd's `security` is wired): the mock's
+brokers speak plaintext, so start_tls_terminators() puts one stunnel
+(server mode, a throwaway certificate from tests/it/certs.py) in front of
+each broker and returns the map advertised address -> terminator; kproxyd
+gets `security` (ssl, the CA) and `address_map`, rdk_bench gets --ssl-ca
+and --map (resolve_cb). `--rows tls --side librdkafka` runs its librdkafka
+half today.
+
+Exit status: 0 whatever the targets say; 1 when a message was lost or
+duplicated, or a process failed (the logs of that run are kept in
+/tmp/kpbench.*); 2 on bad arguments. Every process runs in its own process
+group and is killed on the way out, whatever happened.
 """
 
 import argparse
-import collections
-import ctypes
-import gc
 import json
 import os
 import platform
 import random
+import resource
 import selectors
 import shutil
 import signal
@@ -72,21 +106,73 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "it"))
+
 TOPIC = "bench"
-PARTITIONS = 6
 BROKERS = 3
-MEM_BUFFER = 32 * 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# Targets from issue 7.
-TARGET_THR_NONE = 2.0
-TARGET_THR_LZ4 = 1.5
-TARGET_CPU = 0.5
-TARGET_RSS_MB = 32.0
-TARGET_LAT_SLACK_MS = 2.0
+# Targets (issue "Performance, round two").
+TARGET_CPU = 0.5          # kproxyd CPU/msg <= this x librdkafka's
+TARGET_THR = 2.0          # msgs/s >= this x librdkafka's ...
+TARGET_THR_W1000 = 1.5    # ... with 1,000 writers
+TARGET_W100_CPU = 1.3     # 100 writers' CPU/msg <= this x one writer's
+TARGET_COLD = 0.85        # cold msgs/s >= this x warm
+TARGET_RECEIPTS = 0.9     # receipts-on msgs/s >= this x receipts-off
+TARGET_COLD_RSS_MB = 48.0
+MOCK_BUSY_LIMIT = 0.85    # the mock's thread this busy: the mock is the limit
+
+
+class Row:
+    """One shape of traffic. Adding one (TLS, receipts, keys, ...) is a
+    line in ROWS: the runners read these fields and nothing else."""
+
+    def __init__(self, name, what, size=100, scale=1.0, writers=1,
+                 partitions=6, codec="none", acks="1", cold=False, keys=0,
+                 tls=False, receipts=False, enabled=True, note=""):
+        self.name = name
+        self.what = what
+        self.size = size            # payload bytes per message
+        self.scale = scale          # messages = --messages x scale
+        self.writers = writers      # concurrent kproxyd connections
+        self.partitions = partitions
+        self.codec = codec
+        self.acks = acks            # "1" (no idempotence) or "all" (on)
+        self.cold = cold            # no warm-up; librdkafka timed from new
+        self.keys = keys            # 0: key-less; K: keys k0..k<K-1>
+        self.tls = tls              # through stunnel terminators
+        self.receipts = receipts    # listener receipts "each"
+        self.enabled = enabled      # run by default (else --rows NAME)
+        self.note = note
+
+    def messages(self, args):
+        return max(self.writers, int(args.messages * self.scale))
+
+
+REF_ROW = "100B"   # the one-writer row others are judged against
+
+ROWS = [
+    Row("20B", "1 writer, 20 B", size=20, scale=2.0),
+    Row(REF_ROW, "1 writer, 100 B"),
+    Row("1KB", "1 writer, 1 KB", size=1024, scale=0.4),
+    Row("10KB", "1 writer, 10 KB", size=10240, scale=0.05),
+    Row("p600", "1 writer, 100 B, 600 partitions", partitions=600),
+    Row("w100", "100 writers, 100 B", writers=100),
+    Row("w1000", "1,000 writers, 100 B", writers=1000),
+    Row("cold", "cold daemon, 100 B (no metadata yet)", cold=True),
+    Row("lz4", "1 writer, 100 B, lz4", codec="lz4"),
+    Row("zstd", "1 writer, 100 B, zstd", codec="zstd"),
+    Row("acks-all", "1 writer, 100 B, acks=all + idempotence", acks="all"),
+    Row("keyed", "1 writer, 100 B, 1,000 keys", keys=1000, enabled=False,
+        note="optional shape"),
+    Row("tls", "1 writer, 100 B, TLS", tls=True, enabled=False,
+        note="kproxyd's security/address_map are not wired yet"),
+    Row("receipts", "1 writer, 100 B, receipts each", receipts=True),
+]
+LATENCY_ROW = "latency"
 
 
 class BenchError(Exception):
@@ -142,8 +228,28 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
 
+def read_line(p, timeout, what):
+    """One line from p's stdout (raw reads: nothing is left buffered in
+    the file object for communicate() to miss)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        ready = sel.select(max(left, 0))
+        sel.close()
+        if not ready:
+            raise BenchError("%s: nothing within %d s" % (what, timeout))
+        chunk = os.read(p.stdout.fileno(), 1)
+        if not chunk:
+            raise BenchError("%s exited early" % what)
+        buf += chunk
+    return buf.decode().strip()
+
+
 # --------------------------------------------------------------------------
-# Input file
+# Input files
 
 _LEVELS = ["INFO", "INFO", "INFO", "INFO", "DEBUG", "DEBUG", "WARN", "ERROR"]
 _WORDS = ("request served user session cache miss hit order payment shipped "
@@ -196,87 +302,62 @@ def gen_input(path, n, size, seed):
             out.append("bench ")
             out.append(line[:size])
             out.append("\n")
-            if len(out) >= 30000:
+            # Flush by lines and by bytes, so a 10 KB file does not
+            # swell this process (which every measured one is forked from).
+            if len(out) >= 30000 or len(out) * size >= (12 << 20):
                 f.write("".join(out))
                 out = []
         f.write("".join(out))
     os.replace(tmp, path)
 
 
-def input_file(args):
+def input_file(args, n, size):
     d = os.path.join("build", "bench")
     os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, "lines-%d-%d-%d.txt" % (args.messages, args.size,
-                                                   args.seed))
-    want = args.messages * (len(TOPIC) + 2 + args.size)
+    path = os.path.join(d, "lines-%d-%d-%d.txt" % (n, size, args.seed))
+    want = n * (len(TOPIC) + 2 + size)
     if not (os.path.exists(path) and os.path.getsize(path) == want):
         t = time.monotonic()
-        gen_input(path, args.messages, args.size, args.seed)
+        gen_input(path, n, size, args.seed)
         print("input: wrote %s in %.1f s" % (path, time.monotonic() - t),
               flush=True)
     return path
 
 
 # --------------------------------------------------------------------------
-# Mock cluster
+# CPU, memory
 
-class Mock:
-    def __init__(self, tools, tmpdir):
-        self.log = open(os.path.join(tmpdir, "kp_mock.log"), "ab")
-        self.proc = spawn([os.path.join(tools, "kp_mock"), "-b", str(BROKERS),
-                           "-t", "%s:%d" % (TOPIC, PARTITIONS)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=self.log)
-        self.bootstrap = None
-        deadline = time.monotonic() + 15
-        buf = b""
-        while b"READY\n" not in buf:
-            left = deadline - time.monotonic()
-            sel = selectors.DefaultSelector()
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            ready = sel.select(max(left, 0))
-            sel.close()
-            if not ready:
-                raise BenchError("kp_mock did not start within 15 s")
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise BenchError("kp_mock exited during start-up")
-            buf += chunk
-        for line in buf.decode().splitlines():
-            if line.startswith("BOOTSTRAP "):
-                self.bootstrap = line.split(" ", 1)[1].strip()
-        if not self.bootstrap:
-            raise BenchError("kp_mock printed no BOOTSTRAP line")
-        self.rusage = None
-
-    def stop(self):
-        """Closes stdin (kp_mock exits at EOF); returns its CPU seconds."""
+def tasks_cpu_ns(pid):
+    """{tid: on-CPU ns} of every thread of pid: schedstat's first field
+    (ns, exact), else utime+stime from stat (clock ticks)."""
+    out = {}
+    base = "/proc/%d/task" % pid
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return out
+    for tid in tids:
         try:
-            self.proc.stdin.close()
-        except OSError:
+            with open("%s/%s/schedstat" % (base, tid)) as f:
+                out[tid] = int(f.read().split()[0])
+                continue
+        except (OSError, ValueError, IndexError):
             pass
         try:
-            rc, ru = reap(self.proc, 10)
-        except subprocess.TimeoutExpired:
-            kill_group(self.proc)
-            raise BenchError("kp_mock did not exit at stdin EOF")
-        finally:
-            self.proc.stdout.close()
-            self.log.close()
-        if rc != 0:
-            raise BenchError("kp_mock exited with %d" % rc)
-        return ru.ru_utime + ru.ru_stime
+            with open("%s/%s/stat" % (base, tid)) as f:
+                data = f.read()
+            fields = data[data.rindex(")") + 2:].split()
+            out[tid] = (int(fields[11]) + int(fields[12])) * \
+                10 ** 9 // CLK_TCK
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
 
 
-# --------------------------------------------------------------------------
-# kproxyd
-
-def proc_cpu_s(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        data = f.read()
-    fields = data[data.rindex(")") + 2:].split()
-    # utime, stime: fields 14 and 15 of stat(5), i.e. 12 and 13 after comm.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def cpu_delta(before, after):
+    """(total CPU s, busiest thread's CPU s) between two tasks_cpu_ns."""
+    d = [after[t] - before.get(t, 0) for t in after]
+    return (sum(d) / 1e9, max(d) / 1e9) if d else (0.0, 0.0)
 
 
 def proc_hwm_kb(pid):
@@ -287,23 +368,190 @@ def proc_hwm_kb(pid):
     raise BenchError("no VmHWM for pid %d" % pid)
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+# --------------------------------------------------------------------------
+# Mock cluster
+
+class Mock:
+    def __init__(self, tools, tmpdir, partitions):
+        self.log = open(os.path.join(tmpdir, "kp_mock.log"), "ab")
+        self.proc = spawn([os.path.join(tools, "kp_mock"), "-b", str(BROKERS),
+                           "-t", "%s:%d" % (TOPIC, partitions)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=self.log)
+        self.pid = self.proc.pid
+        self.bootstrap = None
+        while True:
+            line = read_line(self.proc, 15, "kp_mock")
+            if line.startswith("BOOTSTRAP "):
+                self.bootstrap = line.split(" ", 1)[1].strip()
+            elif line == "READY":
+                break
+        if not self.bootstrap:
+            raise BenchError("kp_mock printed no BOOTSTRAP line")
+        self.brokers = self.bootstrap.split(",")
+
+    def stop(self):
+        """Closes stdin (kp_mock exits at EOF)."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            rc, _ = reap(self.proc, 10)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc)
+            raise BenchError("kp_mock did not exit at stdin EOF")
+        finally:
+            self.proc.stdout.close()
+            self.log.close()
+        if rc != 0:
+            raise BenchError("kp_mock exited with %d" % rc)
+
+
+def check_records(args, mock, want, what):
+    """The mock's high watermarks summed over the topic: every record it
+    appended (offsets are never reused), so a lost or twice-appended
+    message shows here even when the client's count looks right."""
+    p = subprocess.run([os.path.join(args.tools, "rdk_bench"), "-b",
+                        mock.bootstrap, "-t", TOPIC, "-W"],
+                       capture_output=True, timeout=60)
+    try:
+        got = json.loads(p.stdout)["records"]
+    except (ValueError, KeyError):
+        raise BenchError("%s: rdk_bench -W failed: %s" % (
+            what, p.stderr.decode("utf-8", "replace")))
+    if got != want:
+        raise BenchError("%s: the mock holds %d records, %d were sent: "
+                         "messages %s" % (what, got, want,
+                                          "lost" if got < want else
+                                          "duplicated"))
+
+
+# --------------------------------------------------------------------------
+# TLS terminators (for the TLS rows)
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Terminators:
+    """One stunnel per broker, TLS in front, plaintext to the broker.
+
+    .map    {advertised "host:port": terminator "127.0.0.1:port"} - for
+            kproxyd's `address_map` and rdk_bench --map
+    .addrs  the terminators, in broker order (a TLS bootstrap list)
+    .ca     the CA file that signed their certificate (CN localhost, SAN
+            DNS:localhost, IP:127.0.0.1)
+    """
+
+    def __init__(self, mock, tmpdir):
+        import certs  # tests/it/certs.py
+        exe = shutil.which("stunnel") or shutil.which("stunnel4")
+        if not exe:
+            raise BenchError("stunnel is missing (Debian package stunnel4)")
+        c = certs.make(tmpdir, "bench-certs")
+        self.ca = c.ca
+        self.map = {}
+        self.addrs = []
+        self.procs = []
+        for i, (broker, port) in enumerate(zip(mock.brokers,
+                                               free_ports(len(mock.brokers)))):
+            conf = os.path.join(tmpdir, "stunnel-%d.conf" % (i + 1))
+            with open(conf, "w") as f:
+                f.write("foreground = yes\npid =\nsyslog = no\n"
+                        "output = %s\ndebug = notice\n[b%d]\n"
+                        "accept = 127.0.0.1:%d\nconnect = %s\ncert = %s\n"
+                        "key = %s\n" % (
+                            os.path.join(tmpdir, "stunnel-%d.log" % (i + 1)),
+                            i + 1, port, broker, c.server, c.server_key))
+            self.procs.append(spawn([exe, conf], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL))
+            addr = "127.0.0.1:%d" % port
+            self.map[broker] = addr
+            self.addrs.append(addr)
+        for p, addr in zip(self.procs, self.addrs):
+            wait_listening(p, addr, "stunnel")
+
+    def stop(self):
+        for p in self.procs:
+            kill_group(p)
+
+
+def wait_listening(p, addr, what):
+    host, port = addr.rsplit(":", 1)
+    deadline = time.monotonic() + 15
+    while True:
+        if p.poll() is not None:
+            raise BenchError("%s exited with %s at start-up"
+                             % (what, p.returncode))
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError("%s never listened on %s" % (what, addr))
+        time.sleep(0.02)
+
+
+def start_tls_terminators(mock, tmpdir):
+    """See Terminators."""
+    return Terminators(mock, tmpdir)
+
+
+# --------------------------------------------------------------------------
+# kproxyd
+
+def kproxyd_conf(args, row, mock, sock, tls):
+    listener = {"path": sock,
+                "format": "topic,key,value" if row.keys else "topic,value"}
+    if row.receipts:
+        listener["receipts"] = "each"
+    conf = {
+        "brokers": mock.brokers,
+        "listeners": [listener],
+        "control": None,
+        "log_level": "info",
+        "shutdown_timeout_ms": 10000,
+        "producer": {"acks": "all" if row.acks == "all" else int(row.acks),
+                     "idempotence": row.acks == "all",
+                     "compression": row.codec,
+                     "linger_ms": args.linger_ms},
+    }
+    if row.writers > 500:
+        conf["max_clients_per_uid"] = row.writers * 2 + 16
+    if tls:
+        conf["brokers"] = tls.addrs
+        conf["address_map"] = tls.map
+        conf["security"] = {"protocol": "ssl", "tls": {"ca_file": tls.ca}}
+    return conf
+
+
 class Kproxyd:
     _seq = 0
 
-    def __init__(self, binary, mock, tmpdir, producer, buffer_bytes=None):
+    def __init__(self, binary, conf, tmpdir, wrapper=()):
         Kproxyd._seq += 1
         name = "k%d" % Kproxyd._seq
-        self.sock = os.path.join(tmpdir, name + ".sock")
-        conf = {
-            "brokers": mock.bootstrap.split(","),
-            "listeners": [{"path": self.sock, "format": "topic,value"}],
-            "control": None,
-            "log_level": "info",
-            "shutdown_timeout_ms": 10000,
-            "producer": producer,
-        }
-        if buffer_bytes:
-            conf["buffer_bytes"] = buffer_bytes
+        self.sock = conf["listeners"][0]["path"]
         self.conf_path = os.path.join(tmpdir, name + ".json")
         with open(self.conf_path, "w") as f:
             json.dump(conf, f)
@@ -312,17 +560,17 @@ class Kproxyd:
         for k in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC"):
             env.pop(k, None)
         with open(self.log_path, "ab") as log:
-            self.proc = spawn([binary, "-c", self.conf_path],
+            self.proc = spawn(list(wrapper) + [binary, "-c", self.conf_path],
                               stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=log, env=env)
-        deadline = time.monotonic() + 15
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + (120 if wrapper else 15)
         while True:
             if self.proc.poll() is not None:
                 raise BenchError("kproxyd exited with %s at start-up:\n%s"
                                  % (self.proc.returncode, self.log_tail()))
             try:
-                s = connect(self.sock)
-                s.close()
+                connect(self.sock).close()
                 break
             except OSError:
                 pass
@@ -344,13 +592,13 @@ class Kproxyd:
             raise BenchError("kproxyd died (exit %s):\n%s"
                              % (self.proc.returncode, self.log_tail()))
 
-    def stop(self):
+    def stop(self, timeout=20):
         """SIGTERM; returns the peak RSS (kB) read just before it."""
         self.check_alive()
         hwm = proc_hwm_kb(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         try:
-            rc, _ = reap(self.proc, 20)
+            rc, _ = reap(self.proc, timeout)
         except subprocess.TimeoutExpired:
             kill_group(self.proc)
             raise BenchError("kproxyd did not exit after SIGTERM:\n" +
@@ -372,288 +620,401 @@ def connect(path):
     return s
 
 
-def parse_summary(data):
-    """`delivered=N failed=F rejected=R\\n` -> dict, or raise."""
+def warm_up(k, path, row):
+    """One line (the file's first, keyed like the rest) and its summary."""
+    with open(path, "rb") as f:
+        line = f.readline()
+    if row.keys:
+        topic, value = line.split(b" ", 1)
+        line = topic + b" k0 " + value
+    s = connect(k.sock)
     try:
-        text = data.decode()
-        assert text.endswith("\n") and text.count("\n") == 1
-        d = dict(kv.split("=") for kv in text.split())
-        return {k: int(d[k]) for k in ("delivered", "failed", "rejected")}
-    except (UnicodeDecodeError, AssertionError, ValueError, KeyError):
-        raise BenchError("bad summary from kproxyd: %r" % data)
-
-
-def read_summary(s, timeout):
-    s.settimeout(timeout)
-    data = b""
-    while True:
-        try:
+        s.sendall(line)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(30)
+        data = b""
+        while True:
             chunk = s.recv(4096)
-        except socket.timeout:
-            raise BenchError("no summary from kproxyd within %d s" % timeout)
-        if not chunk:
-            break
-        data += chunk
-    return parse_summary(data)
-
-
-def check_counts(what, got, sent):
-    if got["delivered"] != sent or got["failed"] or got["rejected"]:
-        raise BenchError("%s: sent %d lines, kproxyd says %s: messages lost"
-                         % (what, sent, got))
-
-
-def split_lines(data, k):
-    """k slices of data (memoryview), cut after a newline."""
-    parts = []
-    start = 0
-    for i in range(1, k):
-        cut = data.find(b"\n", len(data) * i // k)
-        cut = len(data) if cut < 0 else cut + 1
-        parts.append((start, max(cut, start)))
-        start = max(cut, start)
-    parts.append((start, len(data)))
-    return parts
-
-
-def producer_conf(args, codec, acks):
-    return {"acks": "all" if acks == "all" else int(acks),
-            "idempotence": acks == "all",
-            "compression": codec,
-            "linger_ms": args.linger_ms}
-
-
-def run_kproxyd_thr(args, tmpdir, data, codec, acks, buffer_bytes=None):
-    mock = Mock(args.tools, tmpdir)
-    try:
-        k = Kproxyd(args.kproxyd, mock, tmpdir,
-                    producer_conf(args, codec, acks), buffer_bytes)
-        first = data[:data.find(b"\n") + 1]
-        s = connect(k.sock)
-        s.sendall(first)
-        s.shutdown(socket.SHUT_WR)
-        check_counts("warm-up", read_summary(s, 30), 1)
-        s.close()
-
-        parts = split_lines(data, args.clients)
-        socks = [connect(k.sock) for _ in parts]
-        results = [None] * len(parts)
-        ends = [0.0] * len(parts)
-        errors = []
-        barrier = threading.Barrier(len(parts) + 1)
-        mv = memoryview(data)
-
-        def writer(i):
-            try:
-                barrier.wait()
-                sk = socks[i]
-                # A kproxyd that stops reading for this long is stuck.
-                sk.settimeout(120)
-                a, b = parts[i]
-                sk.sendall(mv[a:b])
-                sk.shutdown(socket.SHUT_WR)
-                results[i] = read_summary(sk, 300)
-                ends[i] = time.monotonic()
-            except Exception as e:  # reported by the main thread
-                errors.append(e)
-            finally:
-                socks[i].close()
-
-        threads = [threading.Thread(target=writer, args=(i,))
-                   for i in range(len(parts))]
-        for t in threads:
-            t.start()
-        cpu0 = proc_cpu_s(k.proc.pid)
-        t0 = time.monotonic()
-        barrier.wait()
-        for t in threads:
-            t.join()
-        cpu1 = proc_cpu_s(k.proc.pid)
-        if errors:
-            time.sleep(0.1)
-            k.check_alive()  # a dead kproxyd explains a broken pipe
-            raise errors[0] if isinstance(errors[0], BenchError) else \
-                BenchError("writer: %r" % errors[0])
-        elapsed = max(ends) - t0
-        total = {"delivered": 0, "failed": 0, "rejected": 0}
-        for r in results:
-            for key in total:
-                total[key] += r[key]
-        check_counts("kproxyd %s acks=%s" % (codec, acks), total,
-                     args.messages)
-        hwm = k.stop()
-    finally:
-        mock_cpu = None
-        try:
-            mock_cpu = mock.stop()
-        finally:
-            kill_all()
-    return {"elapsed_s": elapsed, "cpu_s": cpu1 - cpu0, "rss_kb": hwm,
-            "mock_cpu_s": mock_cpu}
-
-
-def run_kproxyd_lat(args, tmpdir, data):
-    """Paced bursts on their own connections; see the module comment."""
-    mock = Mock(args.tools, tmpdir)
-    try:
-        k = Kproxyd(args.kproxyd, mock, tmpdir,
-                    producer_conf(args, "none", "all"))
-        want = int(args.rate * args.latency_seconds)
-        end = -1
-        for _ in range(want):
-            end = data.find(b"\n", end + 1)
-            if end < 0:
+            if not chunk:
                 break
-        lines = (data[:end] if end >= 0 else data.rstrip(b"\n")).split(b"\n")
-        total = min(want, len(lines))
-        s = connect(k.sock)
-        s.sendall(lines[0] + b"\n")
-        s.shutdown(socket.SHUT_WR)
-        check_counts("warm-up", read_summary(s, 30), 1)
-        s.close()
-
-        pool = collections.deque(connect(k.sock) for _ in range(64))
-        for c in pool:
-            c.setblocking(False)
-        time.sleep(0.1)  # let kproxyd accept the pool
-        sel = selectors.DefaultSelector()
-        lat = []  # (seconds, lines)
-        per_ms = args.rate / 1000.0
-        due = 0.0
-        i = 0
-        pending = 0
-        # A collection pausing the paced loop would show as latency.
-        gc.disable()
-        t0 = time.monotonic()
-        tick = t0
-        while i < total or pending:
-            now = time.monotonic()
-            if i < total and now >= tick:
-                due += per_ms
-                n = min(int(due) - i, total - i) if due >= i + 1 else 0
-                if n > 0:
-                    c = pool.popleft()
-                    c.setblocking(True)
-                    burst = b"\n".join(lines[i:i + n]) + b"\n"
-                    sent_at = time.monotonic()
-                    c.sendall(burst)
-                    c.shutdown(socket.SHUT_WR)
-                    c.setblocking(False)
-                    sel.register(c, selectors.EVENT_READ,
-                                 [sent_at, n, b"", None])
-                    pending += 1
-                    i += n
-                    nc = connect(k.sock)
-                    nc.setblocking(False)
-                    pool.append(nc)
-                tick += 0.001
-                continue
-            if i < total:
-                timeout = max(tick - time.monotonic(), 0)
-            else:
-                timeout = 30
-                if now - t0 > args.latency_seconds + 60:
-                    raise BenchError("latency: summaries missing")
-            for key, _ in sel.select(timeout):
-                st = key.data
-                try:
-                    chunk = key.fileobj.recv(4096)
-                except BlockingIOError:
-                    continue
-                if chunk:
-                    # The summary line is the acknowledgement; the close
-                    # that follows it is not timed.
-                    if st[3] is None and b"\n" in chunk:
-                        st[3] = time.monotonic()
-                    st[2] += chunk
-                    continue
-                if st[3] is None:
-                    raise BenchError("latency: connection closed without "
-                                     "a summary")
-                lat.append((st[3] - st[0], st[1]))
-                check_counts("latency burst", parse_summary(st[2]), st[1])
-                sel.unregister(key.fileobj)
-                key.fileobj.close()
-                pending -= 1
-        gc.enable()
-        sel.close()
-        for c in pool:
-            c.close()
-        k.stop()
+            data += chunk
+    except OSError as e:
+        raise BenchError("warm-up: %s" % e)
     finally:
-        gc.enable()
-        try:
-            mock.stop()
-        finally:
-            kill_all()
-    return weighted_pcts(lat, total)
+        s.close()
+    last = data.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    if last[0] != "delivered=1 failed=0 rejected=0":
+        raise BenchError("warm-up: kproxyd answered %r" % data)
 
 
-def weighted_pcts(lat, total):
-    lat.sort()
-    count = sum(n for _, n in lat)
-    if count != total:
-        raise BenchError("latency: %d of %d lines confirmed" % (count, total))
-
-    def pct(p):
-        rank = (count - 1) * p // 100
-        acc = 0
-        for v, n in lat:
-            acc += n
-            if acc > rank:
-                return v * 1000
-        return lat[-1][0] * 1000
-
-    return {"p50_ms": pct(50), "p99_ms": pct(99), "max_ms": lat[-1][0] * 1000,
-            "messages": count}
+def check_counts(what, r, sent):
+    if (r["messages"] != sent or r["delivered"] != sent or
+            r.get("failed") or r.get("rejected")):
+        raise BenchError("%s: sent %d, got %s: messages lost" % (
+            what, sent, {k: r.get(k) for k in ("messages", "delivered",
+                                                "failed", "rejected")}))
 
 
 # --------------------------------------------------------------------------
-# librdkafka
+# The two sides of a row
 
-def run_rdk(args, tmpdir, path, codec, acks, rate=None):
-    mock = Mock(args.tools, tmpdir)
+def run_gated(argv, tmpdir, name, pids, timeout):
+    """Starts argv (a tool run with -g: it prints READY when set up and
+    waits for a line), samples the CPU of pids, lets it go and waits for
+    its JSON. Returns (result, window s, {pid: (cpu s, busiest thread s)})
+    with the window from the go to the result."""
+    errp = os.path.join(tmpdir, name + ".err")
+    with open(errp, "wb") as err:
+        p = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                  stderr=err)
+
+    def errtext():
+        with open(errp, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-2000:]
+
     try:
-        argv = [os.path.join(args.tools, "rdk_bench"), "-b", mock.bootstrap,
-                "-f", path, "-t", TOPIC, "-a", acks,
-                "-i", "1" if acks == "all" else "0", "-z", codec,
-                "-l", str(args.linger_ms)]
+        line = read_line(p, 300, name)
+    except BenchError as e:
+        raise BenchError("%s\n%s" % (e, errtext()))
+    if line != "READY":
+        raise BenchError("%s said %r\n%s" % (name, line, errtext()))
+    before = {pid: tasks_cpu_ns(pid) for pid in pids}
+    t0 = time.monotonic()
+    p.stdin.write(b"go\n")
+    p.stdin.flush()
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError("%s did not finish within %d s" % (name, timeout))
+    window = time.monotonic() - t0
+    after = {pid: tasks_cpu_ns(pid) for pid in pids}
+    if p.returncode != 0:
+        raise BenchError("%s exited with %d:\n%s" % (name, p.returncode,
+                                                     errtext()))
+    try:
+        r = json.loads(out)
+    except ValueError:
+        raise BenchError("%s printed %r\n%s" % (name, out, errtext()))
+    return r, window, {pid: cpu_delta(before[pid], after[pid])
+                       for pid in pids}
+
+
+def side_result(r, n, size, window, cpu_s, rss_kb, mock_cpu):
+    el = r["elapsed_s"]
+    out = {"messages": n, "elapsed_s": el, "msgs_s": n / el,
+           "mb_s": n * size / el / 1e6, "cpu_s": cpu_s,
+           "cpu_s_per_m": cpu_s / (n / 1e6),
+           "cpu_s_per_gb": cpu_s / (n * size / 1e9),
+           "rss_mb": rss_kb / 1024.0, "mock_cpu_s": mock_cpu[0],
+           "mock_busy": mock_cpu[1] / window if window > 0 else 0.0}
+    for k in ("lat_p50_ms", "lat_p99_ms", "lat_max_ms"):
+        if k in r:
+            out[k] = r[k]
+    return out
+
+
+def run_kproxyd(args, row, path, n, tmpdir, prof=None, rate=None,
+                loops=1):
+    mock = Mock(args.tools, tmpdir, row.partitions)
+    tls = None
+    try:
+        if row.tls:
+            tls = start_tls_terminators(mock, tmpdir)
+        sock = os.path.join(tmpdir, "k.sock")
+        conf = kproxyd_conf(args, row, mock, sock, tls)
+        k = Kproxyd(args.kproxyd, conf, tmpdir,
+                    prof.wrapper(row) if prof else ())
+        if not row.cold:
+            warm_up(k, path, row)
+        argv = [os.path.join(args.tools, "kp_writers"), "-s", sock, "-f",
+                path, "-g", "-n", str(n)]
         if rate:
             argv += ["-r", str(rate), "-d", str(args.latency_seconds)]
-        errp = os.path.join(tmpdir, "rdk_bench.err")
-        with open(errp, "wb") as err:
-            p = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                      stderr=err)
-        try:
-            out, _ = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            raise BenchError("rdk_bench did not finish within 300 s")
-        with open(errp, "rb") as f:
-            errtext = f.read().decode("utf-8", "replace")
-        if p.returncode != 0:
-            raise BenchError("rdk_bench exited with %d:\n%s"
-                             % (p.returncode, errtext))
-        try:
-            r = json.loads(out)
-        except ValueError:
-            raise BenchError("rdk_bench printed %r\n%s" % (out, errtext))
-        want = r["messages"] if rate else args.messages
-        if r["messages"] != want or r["delivered"] != want or r["failed"]:
-            raise BenchError("rdk_bench %s acks=%s: %s: messages lost\n%s"
-                             % (codec, acks, r, errtext))
+        else:
+            argv += ["-c", str(row.writers), "-l", str(loops)]
+        if row.keys:
+            argv += ["-k", str(row.keys)]
+        if row.receipts:
+            argv.append("-R")
+        perf = prof.attach(row, k.pid) if prof else None
+        r, window, cpu = run_gated(argv, tmpdir, "kp_writers",
+                                   [k.pid, mock.pid], 900)
+        if perf:
+            prof.detach(perf)
+        k.check_alive()
+        sent = r["messages"]
+        check_counts("kproxyd %s" % row.name, r, sent)
+        check_records(args, mock, sent + (0 if row.cold else 1),
+                      "kproxyd %s" % row.name)
+        hwm = k.stop(timeout=300 if prof else 20)
     finally:
-        mock_cpu = None
         try:
-            mock_cpu = mock.stop()
+            mock.stop()
         finally:
+            if tls:
+                tls.stop()
             kill_all()
-    if rate:
-        return {"p50_ms": r["lat_p50_ms"], "p99_ms": r["lat_p99_ms"],
-                "max_ms": r["lat_max_ms"], "messages": r["messages"]}
-    return {"elapsed_s": r["elapsed_s"],
-            "cpu_s": r["cpu_user_s"] + r["cpu_sys_s"],
-            "rss_kb": r["maxrss_kb"], "mock_cpu_s": mock_cpu,
-            "version": r["version"]}
+    out = side_result(r, sent, row.size, window, cpu[k.pid][0], hwm,
+                      cpu[mock.pid])
+    out["writer_cpu_s_per_m"] = (r["cpu_user_s"] + r["cpu_sys_s"]) / (
+        sent / 1e6)
+    return out
+
+
+def run_rdk(args, row, path, n, tmpdir, rate=None):
+    mock = Mock(args.tools, tmpdir, row.partitions)
+    tls = None
+    try:
+        argv = [os.path.join(args.tools, "rdk_bench"), "-b", mock.bootstrap,
+                "-f", path, "-t", TOPIC, "-a", row.acks,
+                "-i", "1" if row.acks == "all" else "0", "-z", row.codec,
+                "-l", str(args.linger_ms), "-g"]
+        if row.tls:
+            tls = start_tls_terminators(mock, tmpdir)
+            argv[2] = ",".join(tls.addrs)
+            argv += ["--map", ",".join("%s=%s" % kv for kv in
+                                       sorted(tls.map.items())),
+                     "--ssl-ca", tls.ca]
+        if row.cold:
+            argv.append("-C")
+        if row.keys:
+            argv += ["-k", str(row.keys)]
+        if rate:
+            argv += ["-r", str(rate), "-d", str(args.latency_seconds)]
+        r, window, cpu = run_gated(argv, tmpdir, "rdk_bench", [mock.pid],
+                                   900)
+        want = r["messages"] if rate else n
+        if r["messages"] != want or r["delivered"] != want or r["failed"]:
+            raise BenchError("rdk_bench %s: %s: messages lost" % (
+                row.name, r))
+        check_records(args, mock, want + (0 if row.cold else 1),
+                      "librdkafka %s" % row.name)
+    finally:
+        try:
+            mock.stop()
+        finally:
+            if tls:
+                tls.stop()
+            kill_all()
+    return side_result(r, want, row.size, window,
+                       r["cpu_user_s"] + r["cpu_sys_s"], r["maxrss_kb"],
+                       cpu[mock.pid])
+
+
+# --------------------------------------------------------------------------
+# Profiles (--profile)
+
+def add(d, k, v):
+    d[k] = d.get(k, 0) + v
+
+
+def short_dso(dso):
+    if dso == "[kernel.kallsyms]":
+        return "kernel"
+    return os.path.basename(dso)
+
+
+def perf_samples(data):
+    """[(period ns, [(symbol, dso), ...leaf first])] from perf script,
+    physical frames only (--no-inline keeps every frame's own dso)."""
+    import re
+    frame_re = re.compile(r"^\s+[0-9a-f]+ (.*) \((.*)\)$")
+    p = subprocess.run(["perf", "script", "-i", data, "-F",
+                        "comm,period,ip,sym,dso", "--no-inline"],
+                       capture_output=True, timeout=600)
+    out, cur = [], None
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            cur = (int(line.split()[-1]), [])
+            out.append(cur)
+            continue
+        m = frame_re.match(line)
+        if m and cur is not None:
+            sym, dso = m.group(1), short_dso(m.group(2))
+            if sym == "[unknown]" or sym.startswith("0x"):
+                sym = "(no symbols)"
+            cur[1].append((sym, dso))
+    return out
+
+
+_ENTRIES = {"ksys_read": "read", "ksys_write": "write",
+            "do_writev": "writev", "do_readv": "readv",
+            "asm_exc_page_fault": "page faults",
+            "asm_sysvec_apic_timer_interrupt": "timer irq",
+            "asm_common_interrupt": "irq"}
+
+
+def kernel_entry(frames):
+    """How a kernel sample was entered: the outermost syscall or
+    exception frame (the one nearest user space)."""
+    entry = "other"
+    for sym, dso in frames:
+        if dso != "kernel":
+            break
+        if sym.startswith("__x64_sys_"):
+            entry = sym[len("__x64_sys_"):]
+        elif sym in _ENTRIES:
+            entry = _ENTRIES[sym]
+        elif sym.startswith("asm_sysvec_"):
+            entry = "irq " + sym[len("asm_sysvec_"):]
+    return entry
+
+
+def perf_inclusive(data, me, top):
+    """kproxyd's functions by inclusive time, inlined ones included
+    (perf report resolves them), without the loop's roots."""
+    p = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g",
+                        "none", "--sort", "dso,sym", "--children",
+                        "--percent-limit", "1"], capture_output=True,
+                       timeout=600)
+    roots = {"_start", "main", "kp_run", "kp_ctx_run"}
+    out = []
+    for ln in p.stdout.decode("utf-8", "replace").splitlines():
+        f = ln.split()
+        if (len(f) >= 5 and not ln.startswith("#") and f[2] == me and
+                f[4] not in roots):
+            out.append("%8s %8s  %s%s" % (f[0], f[1], f[4],
+                                          " (inlined)" if "inlined" in ln
+                                          else ""))
+    return out[:top]
+
+
+class Profiler:
+    """perf record attached to the daemon after its warm-up, or callgrind
+    around the whole daemon where perf cannot record."""
+
+    def __init__(self, args):
+        self.args = args
+        self.dir = os.path.join("build", "bench", "profile")
+        os.makedirs(self.dir, exist_ok=True)
+        self.mode = None
+        if shutil.which("perf"):
+            p = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock",
+                                "-o", os.path.join(self.dir, "probe.data"),
+                                "--", "true"], capture_output=True,
+                               timeout=60)
+            if p.returncode == 0:
+                self.mode = "perf"
+        if not self.mode and shutil.which("valgrind"):
+            self.mode = "callgrind"
+        self.reports = {}
+
+    def data(self, row):
+        return os.path.join(self.dir, row.name + (
+            ".perf.data" if self.mode == "perf" else ".callgrind.out"))
+
+    def messages(self, n):
+        """(lines, loops) of the profile run: perf's runs are made longer
+        (--profile-loops times the row's file) for enough samples;
+        callgrind is some 50x slower: a tenth of the messages."""
+        if self.mode == "perf":
+            return n, self.args.profile_loops
+        return max(1000, n // 10), 1
+
+    def wrapper(self, row):
+        if self.mode != "callgrind":
+            return ()
+        return ("valgrind", "--tool=callgrind", "--callgrind-out-file=" +
+                self.data(row))
+
+    def attach(self, row, pid):
+        if self.mode != "perf":
+            return None
+        log = open(os.path.join(self.dir, row.name + ".perf.log"), "wb")
+        p = spawn(["perf", "record", "-e", "cpu-clock", "-F",
+                   str(self.args.profile_freq), "--call-graph",
+                   "dwarf,16384", "-p", str(pid), "-o", self.data(row)],
+                  stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        # perf has no "attached" signal; an idle daemon takes no samples,
+        # so waiting is free.
+        time.sleep(0.5)
+        if p.poll() is not None:
+            raise BenchError("perf record exited at once (see %s.perf.log)"
+                             % row.name)
+        return p
+
+    def detach(self, p):
+        p.send_signal(signal.SIGINT)
+        try:
+            reap(p, 120)
+        except subprocess.TimeoutExpired:
+            kill_group(p)
+
+    def report(self, row, binary):
+        """Top functions as text, also kept in ROW.txt."""
+        if self.mode == "perf":
+            text = self._perf_report(self.data(row), binary)
+        else:
+            text = self._callgrind_report(self.data(row))
+        with open(os.path.join(self.dir, row.name + ".txt"), "w") as f:
+            f.write(text)
+        self.reports[row.name] = text
+        return text
+
+    def _perf_report(self, data, binary):
+        me = os.path.basename(binary)
+        samples = perf_samples(data)
+        total = sum(per for per, _ in samples) or 1
+        top = self.args.profile_top
+
+        def pct(d, n):
+            return ["%6.2f%%  %s" % (100.0 * v / total, k) for k, v in
+                    sorted(d.items(), key=lambda kv: -kv[1])[:n]]
+
+        def inline(d, n):
+            return ", ".join("%s %.1f%%" % (k, 100.0 * v / total) for k, v in
+                             sorted(d.items(), key=lambda kv: -kv[1])[:n])
+
+        by_dso, by_sym, by_entry, nearest, nearest_self = (
+            {}, {}, {}, {}, {})
+        for per, frames in samples:
+            if not frames:
+                continue
+            sym, dso = frames[0]
+            add(by_dso, dso, per)
+            add(by_sym, "%-10s %s" % (dso, sym), per)
+            if dso == "kernel":
+                add(by_entry, kernel_entry(frames), per)
+            mine = [f for f, d in frames if d == me]
+            if mine:
+                add(nearest, mine[0], per)
+                if dso == me:
+                    add(nearest_self, mine[0], per)
+        near = ["%6.2f%%  %-34s (self %.2f%%)" % (
+            100.0 * v / total, k if k != "main" else "main (the libev loop "
+            "itself)", 100.0 * nearest_self.get(k, 0) / total)
+            for k, v in sorted(nearest.items(), key=lambda kv: -kv[1])[:top]]
+        return "\n".join(
+            ["  %d samples, %.2f s of CPU (perf cpu-clock, %d Hz)"
+             % (len(samples), total / 1e9, self.args.profile_freq),
+             "  by dso: " + inline(by_dso, 6),
+             "  kernel by entry: " + inline(by_entry, 8),
+             "  by kproxyd function (its own code plus the libc and kernel "
+             "work it calls,",
+             "  up to the next kproxyd frame):"] +
+            ["    " + ln for ln in near] +
+            ["  self, hottest code anywhere:"] +
+            ["    " + ln for ln in pct(by_sym, top)] +
+            ["  inclusive, kproxyd functions (inlined ones too; children, "
+             "self):"] +
+            ["    " + ln for ln in perf_inclusive(data, me, top)]) + "\n"
+
+    def _callgrind_report(self, data):
+        out = []
+        for inclusive in ("no", "yes"):
+            p = subprocess.run(["callgrind_annotate", "--inclusive=" +
+                                inclusive, data], capture_output=True,
+                               timeout=600)
+            lines = p.stdout.decode("utf-8", "replace").splitlines()
+            body = [ln for ln in lines if "%" in ln and ":" in ln]
+            out.append("  %s (instructions, start-up included):" % (
+                "inclusive" if inclusive == "yes" else "self"))
+            out += ["    " + ln.strip()
+                    for ln in body[:self.args.profile_top]]
+        return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------
@@ -678,6 +1039,7 @@ def machine_info(args):
     except OSError:
         pass
     try:
+        import ctypes
         lib = ctypes.CDLL("librdkafka.so.1")
         lib.rd_kafka_version_str.restype = ctypes.c_char_p
         rdk = lib.rd_kafka_version_str().decode()
@@ -688,222 +1050,311 @@ def machine_info(args):
                             timeout=10).stdout.decode().splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         kv = "?"
-    try:
-        load = " ".join(open("/proc/loadavg").read().split()[:3])
-    except OSError:
-        load = "?"
-    return {"cpu": model, "nproc": os.cpu_count(), "loadavg": load,
+    return {"cpu": model, "nproc": os.cpu_count(), "loadavg_start": loadavg(),
             "kernel": platform.release(), "librdkafka": rdk, "kproxyd": kv}
 
 
-def pairs(args):
-    """(codec, acks) configurations: the first codec with every --acks,
-    the other codecs with the first --acks."""
-    out = [(args.codecs[0], a) for a in args.acks]
-    out += [(c, args.acks[0]) for c in args.codecs[1:]]
-    return out
+def ratios(kp, rk):
+    if not kp or not rk:
+        return None
+    return {"thr": kp["msgs_s"] / rk["msgs_s"],
+            "cpu": kp["cpu_s_per_m"] / rk["cpu_s_per_m"]
+            if rk["cpu_s_per_m"] else None,
+            "rss": kp["rss_mb"] / rk["rss_mb"] if rk["rss_mb"] else None}
 
 
-def label(codec, acks):
-    return "%s acks=%s idemp=%s" % (codec, acks,
-                                    "on" if acks == "all" else "off")
+HDR = ("%-9s %-10s %9s %10s %8s %8s %9s %7s %8s %5s %8s" % (
+    "row", "side", "messages", "msgs/s", "MB/s", "CPU s/M", "CPU s/GB",
+    "RSS MB", "mock CPU", "busy", "wr CPU/M"))
+
+
+ROW_FMT = "%-9s %-10s %9d %10.0f %8.1f %8.3f %9.2f %7.1f %8.2f %4.0f%% %8s"
+
+
+def fmt_side(name, side, r):
+    return ROW_FMT % (
+        name, side, r["messages"], r["msgs_s"], r["mb_s"], r["cpu_s_per_m"],
+        r["cpu_s_per_gb"], r["rss_mb"], r["mock_cpu_s"], 100 * r["mock_busy"],
+        "%.3f" % r["writer_cpu_s_per_m"] if "writer_cpu_s_per_m" in r
+        else "-")
+
+
+def fmt_ratio(rt):
+    def x(v):
+        return "%.2fx" % v if v is not None else "-"
+    return "%-9s %-10s %9s %10s %8s %8s %9s %7s" % (
+        "", "ratio", "", x(rt["thr"]), "", x(rt["cpu"]), "", x(rt["rss"]))
 
 
 def verdict(ok):
-    if ok is None:
-        return "n/a "
-    return "PASS" if ok else "MISS"
+    return {None: "n/a ", True: "PASS", False: "MISS", "mock": "MOCK"}[ok]
 
 
-def report(args, info, thr, mem, lat):
-    n = args.messages
-    mb = n * args.size / 1e6
+def targets(results, lat):
+    """[(row, target, value, ok)]: ok True/False/None (not run) or "mock"
+    (throughput not judged: the mock's thread was the limit)."""
+    out = []
+    ref = results.get(REF_ROW, {}).get("kproxyd")
+    for name, res in results.items():
+        kp, rk, rt = res.get("kproxyd"), res.get("librdkafka"), res["ratios"]
+        if rt:
+            ok = rt["cpu"] <= TARGET_CPU if rt["cpu"] is not None else None
+            out.append((name, "CPU/msg <= %.1fx librdkafka's" % TARGET_CPU,
+                        "%.2fx" % rt["cpu"] if ok is not None else "-", ok))
+            want = TARGET_THR_W1000 if name == "w1000" else TARGET_THR
+            ok = rt["thr"] >= want
+            val = "%.2fx" % rt["thr"]
+            if not ok and kp["mock_busy"] >= MOCK_BUSY_LIMIT:
+                ok = "mock"
+                val += " (mock busy %.0f%%)" % (100 * kp["mock_busy"])
+            out.append((name, "msgs/s >= %.1fx librdkafka's" % want, val,
+                        ok))
+        if name == "w100" and kp and ref:
+            v = kp["cpu_s_per_m"] / ref["cpu_s_per_m"]
+            out.append((name, "CPU/msg <= %.1fx the %s row's"
+                        % (TARGET_W100_CPU, REF_ROW), "%.2fx" % v,
+                        v <= TARGET_W100_CPU))
+        if name == "receipts" and kp and ref:
+            v = kp["msgs_s"] / ref["msgs_s"]
+            out.append((name, "msgs/s >= %.2fx the %s row's (receipts off)"
+                        % (TARGET_RECEIPTS, REF_ROW), "%.2fx" % v,
+                        v >= TARGET_RECEIPTS))
+        if name == "cold" and kp:
+            if ref:
+                v = kp["msgs_s"] / ref["msgs_s"]
+                out.append((name, "msgs/s >= %.2fx the warm %s row's"
+                            % (TARGET_COLD, REF_ROW), "%.2fx" % v,
+                            v >= TARGET_COLD))
+            out.append((name, "peak RSS <= %.0f MB (default buffer_bytes)"
+                        % TARGET_COLD_RSS_MB, "%.1f MB" % kp["rss_mb"],
+                        kp["rss_mb"] <= TARGET_COLD_RSS_MB))
+    if lat and lat.get("kproxyd") and lat.get("librdkafka"):
+        a, b = lat["kproxyd"]["lat_p99_ms"], lat["librdkafka"]["lat_p99_ms"]
+        out.append((LATENCY_ROW, "p99 <= librdkafka's p99",
+                    "%.2f vs %.2f ms" % (a, b), a <= b))
+    return out
+
+
+def report(args, results, lat, tl):
     print()
-    print("== results (median of %d; %d msgs x %d B payload, %d client%s, "
-          "linger_ms %d)" % (args.repeat, n, args.size, args.clients,
-                             "" if args.clients == 1 else "s",
-                             args.linger_ms))
-    hdr = "%-42s %10s %8s %8s %8s %9s %8s %8s" % (
-        "measurement", "msgs/s", "MB/s", "time s", "CPU s", "CPU s/M",
-        "RSS MB", "mock CPU")
-    print(hdr)
-    print("-" * len(hdr))
-
-    def row(name, r):
-        print("%-42s %10.0f %8.1f %8.3f %8.2f %9.2f %8.1f %8.2f" % (
-            name, n / r["elapsed_s"], mb / r["elapsed_s"], r["elapsed_s"],
-            r["cpu_s"], r["cpu_s"] / (n / 1e6), r["rss_kb"] / 1024,
-            r["mock_cpu_s"] or 0))
-
-    ratios = {}
-    for codec, acks in pairs(args):
-        kp, rk = thr[(codec, acks)]
-        row("kproxyd    " + label(codec, acks), kp)
-        row("librdkafka " + label(codec, acks), rk)
-        rt = {"thr": rk["elapsed_s"] / kp["elapsed_s"],
-              "cpu": kp["cpu_s"] / rk["cpu_s"] if rk["cpu_s"] else None,
-              "rss": kp["rss_kb"] / rk["rss_kb"]}
-        ratios[(codec, acks)] = rt
-        print("%-42s %9.2fx %8s %8s %8s %8sx %7.2fx" % (
-            "  ratio kproxyd/librdkafka", rt["thr"], "", "", "",
-            "%.2f" % rt["cpu"] if rt["cpu"] is not None else "-",
-            rt["rss"]))
-    row("kproxyd    none acks=1 buffer_bytes=32MB", mem)
-    print()
-    print("== latency at %d msgs/s for %g s (acks=all, idempotence, "
-          "linger_ms %d)" % (args.rate, args.latency_seconds,
-                             args.linger_ms))
-    print("%-42s %8s %8s %8s" % ("", "p50 ms", "p99 ms", "max ms"))
-    for name, r in (("kproxyd (write -> half-close summary)", lat[0]),
-                    ("librdkafka (produce -> delivery report)", lat[1])):
-        print("%-42s %8.2f %8.2f %8.2f" % (name, r["p50_ms"], r["p99_ms"],
-                                           r["max_ms"]))
-    print("  kproxyd method: every 1 ms a burst of %g lines in one write on "
-          "its own pre-connected\n  connection, half-closed; each line's "
-          "latency = write -> summary line (upper bound\n  for all but the "
-          "burst's last-acknowledged line)." % (args.rate / 1000.0))
-
+    print("== results: medians of %d runs (payload MB/s; CPU per million "
+          "messages and per GB of payload;" % args.repeat)
+    print("   mock: its CPU s over the window and its busiest thread's "
+          "share; wr: kp_writers' own CPU)")
+    print(HDR)
+    print("-" * len(HDR))
+    for name, res in results.items():
+        for side in ("kproxyd", "librdkafka"):
+            if res.get(side):
+                print(fmt_side(name, side, res[side]))
+        if res["ratios"]:
+            print(fmt_ratio(res["ratios"]))
+    if lat:
+        print()
+        print("== latency at %d msgs/s for %g s (acks=all, idempotence, "
+              "linger_ms %d), medians of %d" % (
+                  args.rate, args.latency_seconds, args.linger_ms,
+                  args.repeat))
+        print("%-44s %8s %8s %8s %6s" % ("", "p50 ms", "p99 ms", "max ms",
+                                         "busy"))
+        for side, what in (("kproxyd", "kproxyd (write -> summary line)"),
+                           ("librdkafka",
+                            "librdkafka (produce -> delivery report)")):
+            r = lat.get(side)
+            if r:
+                print("%-44s %8.2f %8.2f %8.2f %5.0f%%" % (
+                    what, r["lat_p50_ms"], r["lat_p99_ms"], r["lat_max_ms"],
+                    100 * r["mock_busy"]))
     print()
     print("== targets")
-    targets = []
-    r = ratios.get(("none", "1"))
-    targets.append(("throughput >= %.1fx librdkafka (none, acks=1)"
-                    % TARGET_THR_NONE,
-                    "%.2fx" % r["thr"] if r else "not run",
-                    r["thr"] >= TARGET_THR_NONE if r else None))
-    r = ratios.get(("lz4", "1"))
-    targets.append(("throughput >= %.1fx librdkafka (lz4, acks=1)"
-                    % TARGET_THR_LZ4,
-                    "%.2fx" % r["thr"] if r else "not run",
-                    r["thr"] >= TARGET_THR_LZ4 if r else None))
-    r = ratios.get(("none", "1"))
-    ok = r["cpu"] <= TARGET_CPU if r and r["cpu"] is not None else None
-    targets.append(("CPU/M msgs <= %.1fx librdkafka (none, acks=1)"
-                    % TARGET_CPU,
-                    "%.2fx" % r["cpu"] if ok is not None else "not run", ok))
-    rss = mem["rss_kb"] / 1024
-    targets.append(("peak RSS <= %d MB with buffer_bytes 32 MB"
-                    % TARGET_RSS_MB, "%.1f MB" % rss, rss <= TARGET_RSS_MB))
-    lim = args.linger_ms + TARGET_LAT_SLACK_MS
-    targets.append(("latency p99 <= linger_ms + %g = %g ms at %d/s"
-                    % (TARGET_LAT_SLACK_MS, lim, args.rate),
-                    "%.2f ms" % lat[0]["p99_ms"], lat[0]["p99_ms"] <= lim))
-    for name, val, ok in targets:
-        print("  %s  %-52s %s" % (verdict(ok), name, val))
-    return {"ratios": {"%s/%s" % k: v for k, v in ratios.items()},
-            "targets": [{"target": t, "value": v, "pass": ok}
-                        for t, v, ok in targets]}
+    for name, what, val, ok in tl:
+        print("  %s  %-9s %-44s %s" % (verdict(ok), name, what, val))
 
 
 # --------------------------------------------------------------------------
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description="kproxyd vs librdkafka")
+    ap = argparse.ArgumentParser(description="kproxyd vs librdkafka, one "
+                                 "row per shape of traffic")
     ap.add_argument("--kproxyd", default="build/kproxyd")
     ap.add_argument("--tools", default="build/tools")
-    ap.add_argument("--messages", type=int, default=1000000)
-    ap.add_argument("--size", type=int, default=100)
-    ap.add_argument("--codec", default="none,lz4",
-                    help="comma list; the first is run with every --acks, "
-                    "the others with the first --acks (default none,lz4)")
-    ap.add_argument("--acks", default="1,all",
-                    help="comma list of 1 (idempotence off) and all "
-                    "(idempotence on); default 1,all")
-    ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--rows", default="all",
+                    help="comma list of row names (see --list); `all` = "
+                    "every enabled row and the latency row")
+    ap.add_argument("--list", action="store_true", help="print the rows")
+    ap.add_argument("--side", default="both",
+                    choices=("both", "kproxyd", "librdkafka"))
+    ap.add_argument("--messages", type=int, default=1000000,
+                    help="messages of the 100 B rows; other rows scale it")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rate", type=int, default=10000,
-                    help="latency run: messages per second")
+                    help="latency row: messages per second")
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--linger-ms", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", action="store_true",
+                    help="one more kproxyd run per row under perf "
+                    "(or callgrind); prints its top functions")
+    ap.add_argument("--profile-freq", type=int, default=2999,
+                    help="perf samples per second")
+    ap.add_argument("--profile-loops", type=int, default=3,
+                    help="a perf profile run writes the row's messages "
+                    "this many times over")
+    ap.add_argument("--profile-top", type=int, default=25,
+                    help="functions shown per profile")
     ap.add_argument("--json", default=os.path.join("build", "bench",
                                                    "results.json"),
                     help="where to write the results as JSON")
     args = ap.parse_args(argv)
-    args.codecs = [c.strip() for c in args.codec.split(",") if c.strip()]
-    args.acks = [a.strip() for a in args.acks.split(",") if a.strip()]
-    bad = [a for a in args.acks if a not in ("1", "all")]
-    badc = [c for c in args.codecs
-            if c not in ("none", "gzip", "lz4", "zstd", "snappy")]
-    if (bad or badc or not args.codecs or not args.acks or
-            args.messages < 1 or args.size < 1 or args.clients < 1 or
-            args.repeat < 1 or args.rate < 1000 or args.clients >
-            args.messages):
-        ap.error("bad --acks/--codec/--messages/--size/--clients/--repeat/"
-                 "--rate (rate >= 1000)")
+    if args.list:
+        for r in ROWS:
+            print("%-9s %-44s %s" % (r.name, r.what, "" if r.enabled else
+                                     "(off by default: %s)" % r.note))
+        print("%-9s %s" % (LATENCY_ROW, "latency at --rate, acks=all"))
+        sys.exit(0)
+    names = [n.strip() for n in args.rows.split(",") if n.strip()]
+    known = {r.name: r for r in ROWS}
+    if names == ["all"]:
+        args.row_list = [r for r in ROWS if r.enabled]
+        args.latency = True
+    else:
+        bad = [n for n in names if n not in known and n != LATENCY_ROW]
+        if bad:
+            ap.error("unknown rows %s (see --list)" % ",".join(bad))
+        args.row_list = [known[n] for n in names if n in known]
+        args.latency = LATENCY_ROW in names
+    if (args.messages < 1000 or args.repeat < 1 or args.rate < 1000 or
+            args.latency_seconds <= 0):
+        ap.error("bad --messages (>= 1000)/--repeat/--rate (>= 1000)/"
+                 "--latency-seconds")
     for exe in (args.kproxyd, os.path.join(args.tools, "kp_mock"),
-                os.path.join(args.tools, "rdk_bench")):
+                os.path.join(args.tools, "rdk_bench"),
+                os.path.join(args.tools, "kp_writers")):
         if not os.access(exe, os.X_OK):
-            ap.error("%s is missing (make all tools build/tools/rdk_bench)"
-                     % exe)
+            ap.error("%s is missing (make all tools build/tools/rdk_bench "
+                     "build/tools/kp_writers)" % exe)
     return args
+
+
+def raise_nofile():
+    """1,000 writers and the daemon's ends of them: more descriptors than
+    a soft limit of 1024 (inherited by every child)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def progress(row, side, rep, r):
+    extra = ""
+    if "lat_p99_ms" in r:
+        extra = "  p50 %.2f ms  p99 %.2f ms" % (r["lat_p50_ms"],
+                                                r["lat_p99_ms"])
+    print("  %-9s %-10s run %d: %9.0f msgs/s  CPU %.3f s/M  RSS %.1f MB  "
+          "mock busy %.0f%%%s" % (row, side, rep + 1, r["msgs_s"],
+                                  r["cpu_s_per_m"], r["rss_mb"],
+                                  100 * r["mock_busy"], extra), flush=True)
+
+
+def measure_row(args, row, tmpdir, prof):
+    """Both sides --repeat times, alternating which goes first; then the
+    profile run. Returns {"kproxyd": median, "librdkafka": median, ...}."""
+    n = row.messages(args)
+    path = input_file(args, n, row.size)
+    runs = {"kproxyd": [], "librdkafka": []}
+    sides = ["kproxyd", "librdkafka"] if args.side == "both" else \
+        [args.side]
+    for rep in range(args.repeat):
+        for side in (sides if rep % 2 == 0 else sides[::-1]):
+            if side == "kproxyd":
+                r = run_kproxyd(args, row, path, n, tmpdir)
+            else:
+                r = run_rdk(args, row, path, n, tmpdir)
+            runs[side].append(r)
+            progress(row.name, side, rep, r)
+    res = {"what": row.what, "size": row.size, "messages": n,
+           "runs": runs}
+    for side in ("kproxyd", "librdkafka"):
+        res[side] = median_of(runs[side]) if runs[side] else None
+    res["ratios"] = ratios(res["kproxyd"], res["librdkafka"])
+    if prof and prof.mode and "kproxyd" in sides:
+        pn, loops = prof.messages(n)
+        r = run_kproxyd(args, row, path, pn, tmpdir, prof=prof, loops=loops)
+        print("  %-9s profile run (%s, %d msgs): %.0f msgs/s" % (
+            row.name, prof.mode, r["messages"], r["msgs_s"]), flush=True)
+        prof.report(row, args.kproxyd)
+    return res
+
+
+def measure_latency(args, tmpdir):
+    row = Row(LATENCY_ROW, "latency", acks="all")
+    total = int(args.rate * args.latency_seconds)
+    path = input_file(args, total, row.size)
+    runs = {"kproxyd": [], "librdkafka": []}
+    sides = ["kproxyd", "librdkafka"] if args.side == "both" else \
+        [args.side]
+    for rep in range(args.repeat):
+        for side in (sides if rep % 2 == 0 else sides[::-1]):
+            if side == "kproxyd":
+                r = run_kproxyd(args, row, path, total, tmpdir,
+                                rate=args.rate)
+            else:
+                r = run_rdk(args, row, path, total, tmpdir, rate=args.rate)
+            runs[side].append(r)
+            progress(LATENCY_ROW, side, rep, r)
+    out = {"runs": runs}
+    for side in ("kproxyd", "librdkafka"):
+        out[side] = median_of(runs[side]) if runs[side] else None
+    return out
 
 
 def main(argv):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_signal)
+    raise_nofile()
     info = machine_info(args)
-    print("== machine: %s, nproc %s, kernel %s, load average %s"
-          % (info["cpu"], info["nproc"], info["kernel"], info["loadavg"]))
+    print("== machine: %s, nproc %s, kernel %s" % (
+        info["cpu"], info["nproc"], info["kernel"]))
     print("== librdkafka %s, %s" % (info["librdkafka"], info["kproxyd"]))
-    path = input_file(args)
-    with open(path, "rb") as f:
-        data = f.read()
+    print("== load average at start: %s" % info["loadavg_start"], flush=True)
+    prof = Profiler(args) if args.profile else None
+    if prof:
+        print("== profiling with %s" % (prof.mode or "nothing (neither perf "
+                                        "nor valgrind works here)"))
     tmpdir = tempfile.mkdtemp(prefix="kpbench.")
     t_start = time.monotonic()
     try:
-        thr = {}
-        for codec, acks in pairs(args):
-            kp_runs, rk_runs = [], []
-            for rep in range(args.repeat):
-                # Alternate which goes first, so drift hits both alike.
-                order = ("kp", "rk") if rep % 2 == 0 else ("rk", "kp")
-                for who in order:
-                    if who == "kp":
-                        r = run_kproxyd_thr(args, tmpdir, data, codec, acks)
-                        kp_runs.append(r)
-                    else:
-                        r = run_rdk(args, tmpdir, path, codec, acks)
-                        rk_runs.append(r)
-                    print("  %-10s %-28s run %d: %8.0f msgs/s  CPU %.2f s  "
-                          "RSS %.1f MB" % (
-                              "kproxyd" if who == "kp" else "librdkafka",
-                              label(codec, acks), rep + 1,
-                              args.messages / r["elapsed_s"], r["cpu_s"],
-                              r["rss_kb"] / 1024), flush=True)
-            thr[(codec, acks)] = (median_of(kp_runs), median_of(rk_runs))
-        mem_runs = []
-        for rep in range(args.repeat):
-            r = run_kproxyd_thr(args, tmpdir, data, "none", "1", MEM_BUFFER)
-            mem_runs.append(r)
-            print("  %-10s %-28s run %d: %8.0f msgs/s  peak RSS %.1f MB" % (
-                "kproxyd", "buffer_bytes=32MB", rep + 1,
-                args.messages / r["elapsed_s"], r["rss_kb"] / 1024),
-                flush=True)
-        mem = median_of(mem_runs)
-        lat_kp, lat_rk = [], []
-        for rep in range(args.repeat):
-            lat_kp.append(run_kproxyd_lat(args, tmpdir, data))
-            lat_rk.append(run_rdk(args, tmpdir, path, "none", "all",
-                                  rate=args.rate))
-            print("  latency run %d: kproxyd p99 %.2f ms, librdkafka p99 "
-                  "%.2f ms" % (rep + 1, lat_kp[-1]["p99_ms"],
-                               lat_rk[-1]["p99_ms"]), flush=True)
-        lat = (median_of(lat_kp), median_of(lat_rk))
-        summary = report(args, info, thr, mem, lat)
-        print("\n(benchmark took %.0f s)" % (time.monotonic() - t_start))
+        results = {}
+        for row in args.row_list:
+            if not row.enabled:
+                print("  note: row %s is off by default: %s" % (row.name,
+                                                                row.note))
+            results[row.name] = measure_row(args, row, tmpdir, prof)
+        lat = measure_latency(args, tmpdir) if args.latency else None
+        info["loadavg_end"] = loadavg()
+        tl = targets(results, lat)
+        report(args, results, lat, tl)
+        if prof and prof.reports:
+            print()
+            print("== profiles (%s; kept in %s)" % (prof.mode, prof.dir))
+            for name, text in prof.reports.items():
+                print("-- %s: %s" % (name, results[name]["what"]))
+                print(text)
+        print("\n== load average at start: %s, at end: %s; the benchmark "
+              "took %.0f s" % (info["loadavg_start"], info["loadavg_end"],
+                               time.monotonic() - t_start))
         if args.json:
             os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
             with open(args.json, "w") as f:
                 json.dump({"machine": info,
-                           "args": {k: v for k, v in vars(args).items()},
-                           "throughput": {"%s/%s" % k: {"kproxyd": v[0],
-                                                        "librdkafka": v[1]}
-                                          for k, v in thr.items()},
-                           "memory": mem,
-                           "latency": {"kproxyd": lat[0],
-                                       "librdkafka": lat[1]},
-                           **summary}, f, indent=2)
+                           "args": {k: v for k, v in vars(args).items()
+                                    if k != "row_list"},
+                           "rows": results, "latency": lat,
+                           "targets": [{"row": r, "target": t, "value": v,
+                                        "verdict": verdict(ok).strip()}
+                                       for r, t, v, ok in tl],
+                           "profiles": prof.reports if prof else {}},
+                          f, indent=2)
         return 0
     except BenchError as e:
         print("\nbench: FAILED: %s" % e, file=sys.stderr)

@@ -307,8 +307,9 @@ class Kproxyd:
 
     def __init__(self, binary, cluster, overrides=None, tmpdir=None,
                  dead_letter=False, args=(), env=None, start=True,
-                 wait=True, name=None):
+                 wait=True, name=None, wrapper=None):
         assert tmpdir, "Kproxyd needs a tmpdir"
+        self.wrapper = list(wrapper or [])
         Kproxyd._seq += 1
         self.name = name or ("kproxyd%d" % Kproxyd._seq)
         self.binary = binary or KPROXYD
@@ -375,7 +376,8 @@ class Kproxyd:
         with open(self.log_path, "ab") as err, \
                 open(self.out_path, "ab") as out:
             # KPROXYD_WRAPPER (make valgrind): a command kproxyd runs under.
-            wrapper = os.environ.get("KPROXYD_WRAPPER", "").split()
+            wrapper = self.wrapper or \
+                os.environ.get("KPROXYD_WRAPPER", "").split()
             self.proc = subprocess.Popen(
                 wrapper + [self.binary, "-c", self.conf_path] + self.args,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -691,7 +693,7 @@ class T:
 
     def kproxyd(self, cluster, overrides=None, **kw):
         k = Kproxyd(KPROXYD, cluster, overrides, self.tmpdir, start=False,
-                    **{a: v for a, v in kw.items() if a != "start"})
+                    **{a: v for a, v in kw.items() if a not in ("start", "wait")})
         self.daemons.append(k)
         if kw.get("start", True):
             k.start(wait=kw.get("wait", True))

@@ -345,7 +345,8 @@ def test_thousands_of_idle_clients(t):
             raise Skip("RLIMIT_NOFILE hard limit %d < %d" % (hard, need))
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     c = t.cluster(topics={"idle": 1})
-    k = t.kproxyd(c, {"max_clients": n + 100})
+    k = t.kproxyd(c, {"max_clients": n + 100,
+                      "max_clients_per_uid": n + 100})
     assert nofile_limit(k) >= n + 100, nofile_limit(k)
     # Warm up: allocate what the first clients and messages allocate.
     assert send(k.sock, b"idle warm\n")["delivered"] == 1

@@ -8,10 +8,11 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
-from kptest import (SANITIZER_PATTERNS, check_delivery, connect, send, tmo,
-                    wait_for)
+from kptest import (SANITIZER_PATTERNS, check_delivery, connect,
+                    read_summary, send, tmo, wait_for)
 from test_basic import ident
 
 
@@ -218,3 +219,52 @@ def test_stale_socket_replaced_live_one_refused(t):
     # ... and did not take the first one's socket away.
     assert send(k.sock, b"so w\n")["delivered"] == 1
     assert k.stop() == 0
+
+
+def test_sigterm_reads_writers_to_their_eof(t):
+    """SIGTERM while writers are still sending: kproxyd reads on until
+    each writer's EOF, so every line written before the signal — and the
+    ones written after it, up to the writer's half-close — is delivered,
+    and each summary counts all of them (before: lines written after the
+    drain's snapshot were left unread, and the summary, sent before the
+    writer's own EOF, counted fewer than it had sent)."""
+    c = t.cluster(topics={"sw": 3})
+    k = t.kproxyd(c, {"producer": {"linger_ms": 50}})
+    writers, chunks, per_chunk = 3, 30, 100
+    results = [None] * writers
+    signalled = threading.Event()
+    written_before = [0] * writers
+
+    def writer(ci):
+        s = connect(k.sock)
+        sent = 0
+        for chunk in range(chunks):
+            data = b"".join(b"sw c%d s%d\n" % (ci, sent + i)
+                            for i in range(per_chunk))
+            s.sendall(data)
+            sent += per_chunk
+            if not signalled.is_set():
+                written_before[ci] = sent
+            time.sleep(0.01)
+        s.shutdown(socket.SHUT_WR)
+        results[ci] = (sent, read_summary(s))
+        s.close()
+
+    threads = [threading.Thread(target=writer, args=(ci,))
+               for ci in range(writers)]
+    for th in threads:
+        th.start()
+    wait_for(lambda: k.stats()["received"] >= writers * per_chunk * 3,
+             tmo(15), "writers under way")
+    signalled.set()
+    k.send_signal(signal.SIGTERM)
+    for th in threads:
+        th.join(tmo(60))
+    assert k.wait(tmo(30)) == 0, k.log_tail()
+    for ci, (sent, summary) in enumerate(results):
+        assert summary == {"delivered": sent, "failed": 0, "rejected": 0}, \
+            (ci, sent, written_before[ci], summary)
+    expected = {(ci, s): ("sw", None, b"c%d s%d" % (ci, s))
+                for ci in range(writers) for s in range(chunks * per_chunk)}
+    msgs = t.consume(c, "sw", expected=len(expected))
+    check_delivery(msgs, expected, ident, c.partitions)

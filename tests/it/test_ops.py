@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import select
 import signal
 import socket
 import subprocess
@@ -614,7 +615,7 @@ def test_metrics_openmetrics(t):
     assert not [f for f in fams.values() if f["type"] == "unknown"], \
         [f["name"] for f in fams.values() if f["type"] == "unknown"]
     for f in fams.values():
-        assert f["name"].startswith("kproxyd_"), f["name"]
+        assert f["name"].startswith(("kproxyd_", "process_")), f["name"]
         if f["type"] == "counter":
             assert all(s[0] in (f["name"] + "_total", f["name"] + "_created")
                        for s in f["samples"]), f
@@ -740,3 +741,47 @@ def test_readme_operations(t):
     for needle in ("make install", "systemctl enable --now kproxyd",
                    "kproxyd.socket", "metrics", "scrape"):
         assert needle in ops, "README operations: no %r" % needle
+
+
+# --------------------------------------------------------------------------
+# flush
+
+def test_flush_counts_what_it_waited_for(t):
+    """`flush` replies with the fates of the messages it waited for: the
+    ones read before the command and not yet settled count; those settled
+    before it, and those written after it, do not."""
+    c = t.cluster(topics={"now": 1})
+    c.cmd("topic_err later UNKNOWN_TOPIC_OR_PART")
+    k = t.kproxyd(c)
+    assert send(k.sock, b"now early\n")["delivered"] == 1   # settled before
+    held = connect(k.sock)
+    fs = None
+    try:
+        held.sendall(b"".join(b"later h%d\n" % i for i in range(5)))
+        wait_for(lambda: k.stats()["received"] == 6, 10, "the held lines")
+        fs = k._control_sock(60)
+        fs.sendall(b"flush\n")
+        # The loop has read `flush` once a later control connection is
+        # answered (each event of one loop iteration is handled before the
+        # next poll, and the later connection needs a later poll).
+        k.stats()
+        r = send(k.sock, b"".join(b"now after%d\n" % i for i in range(7)))
+        assert r == {"delivered": 7, "failed": 0, "rejected": 0}, r
+        ready, _, _ = select.select([fs], [], [], 0)
+        assert not ready, "flush replied before the held lines settled"
+        c.cmd("topic_err later 0")   # the mock creates it when asked
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = fs.recv(100)
+            assert chunk, reply
+            reply += chunk
+        assert reply == b"ok delivered=5 failed=0\n", reply
+        held.shutdown(socket.SHUT_WR)
+        assert read_summary(held) == {"delivered": 5, "failed": 0,
+                                      "rejected": 0}
+    finally:
+        held.close()
+        if fs:
+            fs.close()
+    assert k.stats()["delivered"] == 13
+    assert k.stop() == 0
