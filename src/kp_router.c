@@ -58,10 +58,19 @@ static void kp_router_on_accounted(void *arg, struct kp_account *acct)
     r->hooks->settled(r->arg);
 }
 
+static enum kp_reason kp_router_on_stuck(void *arg, int32_t leader,
+                                         const char **detail)
+{
+    struct kp_router *r = arg;
+    return r->hooks->stuck ? r->hooks->stuck(r->arg, leader, detail)
+                           : KP_REASON_DELIVERY_TIMEOUT;
+}
+
 static const struct kp_part_hooks kp_router_part_hooks = {
     .changed = kp_router_on_changed,
     .seq_gap = kp_router_on_seq_gap,
     .accounted = kp_router_on_accounted,
+    .stuck = kp_router_on_stuck,
 };
 
 /* A lingering batch is due: its partition seals it. */

@@ -496,10 +496,21 @@ static const char *kp_topic_held_expired(struct kp_topic_table *tt,
 void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
                      int64_t now_ms, const char *idemp_detail)
 {
-    const char *why = t->state != KP_TOPIC_READY
+    /* No broker could authenticate: that, not the topic, is why its
+     * messages wait (metadata_max_wait_ms does not make it missing); they
+     * fail as such at their delivery timeout. */
+    const char *auth = NULL;
+    if (t->state != KP_TOPIC_READY && !t->md_error &&
+        kp_part_env_stuck(tt->env, -1, &auth) != KP_REASON_AUTHENTICATION) {
+        auth = NULL;
+    }
+    const char *why = t->state != KP_TOPIC_READY && !auth
                           ? kp_topic_held_expired(tt, t, now_ms)
                           : NULL;
-    if (why && t->pending_cnt) {
+    if (auth && t->pending_cnt &&
+        now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
+        kp_topic_fail_held(tt, t, KP_REASON_AUTHENTICATION, auth);
+    } else if (why && t->pending_cnt) {
         char detail[160];
         snprintf(detail, sizeof(detail), "%s (%s)", why,
                  t->md_error ? kp_kerr_name(t->md_error)
