@@ -168,8 +168,8 @@ ROWS = [
     Row("acks-all", "1 writer, 100 B, acks=all + idempotence", acks="all"),
     Row("keyed", "1 writer, 100 B, 1,000 keys", keys=1000, enabled=False,
         note="optional shape"),
-    Row("tls", "1 writer, 100 B, TLS", tls=True, enabled=False,
-        note="kproxyd's security/address_map are not wired yet"),
+    Row("tls", "1 writer, 100 B, TLS through stunnel terminators",
+        tls=True),
     Row("receipts", "1 writer, 100 B, receipts each", receipts=True),
 ]
 LATENCY_ROW = "latency"
