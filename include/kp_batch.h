@@ -32,7 +32,7 @@ struct kp_compressor;
  * batch neither faults in fresh pages nor fragments the heap. Bounded by
  * count and by `limit` bytes (a quarter of buffer_bytes).
  */
-#define KP_BATCH_POOL_MAX 16
+#define KP_BATCH_POOL_MAX 64
 struct kp_batch_pool {
     struct kp_buf spare[KP_BATCH_POOL_MAX]; /* owned */
     int cnt;

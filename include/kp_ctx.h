@@ -22,6 +22,7 @@
 
 #include <ev.h>
 
+#include "kp_broker.h"
 #include "kp_client.h"
 #include "kp_counters.h"
 #include "kp_health.h"
@@ -50,6 +51,9 @@ struct kp_ctx {
 
     struct kp_deadletter *dl;       /* owned, may be NULL */
     struct kp_router *router;       /* owned */
+    /* What broker connections share: its resolver and TLS context are
+     * owned here (created at start, the TLS context again on reload). */
+    struct kp_broker_env net;
     struct kp_metadata *md;         /* owned */
     struct kp_idemp idemp;
     struct kp_produce produce;

@@ -15,7 +15,8 @@
  * Contract:
  * - A resolution asks for A and AAAA (ares_getaddrinfo, AF_UNSPEC) with the
  *   lookups of the system (resolv.conf's "lookup" or nsswitch's "hosts:",
- *   normally "files dns": /etc/hosts first, as getaddrinfo). "localhost"
+ *   normally "files dns": /etc/hosts first, as getaddrinfo; c-ares'
+ *   $CARES_HOSTS names another hosts file, as for any c-ares program). "localhost"
  *   never goes to DNS (RFC 6761). Search domains and ndots of resolv.conf
  *   apply as they do for getaddrinfo.
  * - Numeric hosts ("10.0.0.1", "::1", "[::1]", "fe80::1%eth0") send no

@@ -49,7 +49,18 @@ struct kp_part_hooks {
     /* Buffered bytes of a topic (acct) went up or down (backpressure,
      * per-topic limits), or messages were settled (flush barriers). */
     void (*accounted)(void *arg, struct kp_account *acct);
+    /* Why messages waiting for `leader` (-1: none known, or no metadata)
+     * were not delivered by their delivery timeout: the connection layer
+     * may know better than KP_REASON_DELIVERY_TIMEOUT (a leader that
+     * fails authentication: KP_REASON_AUTHENTICATION, with *detail). */
+    enum kp_reason (*stuck)(void *arg, int32_t leader, const char **detail);
 };
+
+/* The reason (and *detail) for messages waiting for leader that time out:
+ * the stuck hook's answer, KP_REASON_DELIVERY_TIMEOUT without one. */
+struct kp_part_env;
+enum kp_reason kp_part_env_stuck(const struct kp_part_env *env,
+                                 int32_t leader, const char **detail);
 
 /* What every partition shares; owned by kp_router. */
 struct kp_part_env {

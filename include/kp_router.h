@@ -31,6 +31,9 @@ struct kp_deadletter;
 
 struct kp_router_hooks {
     void (*changed)(void *arg, struct kp_partition *p);
+    /* Why messages waiting for leader (-1: none known) are undelivered
+     * at their delivery timeout; see kp_part_hooks. May be NULL. */
+    enum kp_reason (*stuck)(void *arg, int32_t leader, const char **detail);
     void (*seq_gap)(void *arg, int64_t pid, int16_t epoch, const char *why);
     void (*new_topic)(void *arg, struct kp_topic *t);
     /* t is about to be freed: nothing may keep its partitions. */

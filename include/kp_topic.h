@@ -86,6 +86,8 @@ struct kp_topic {
     int64_t md_next_ms;   /* monotonic: when to ask about it again */
     int md_backoff_ms;    /* grows while Metadata does not know it */
     bool md_warned;       /* the "unknown topic" warning was given */
+    enum kp_reason missing_why; /* MISSING: why its lines fail */
+    char missing_detail[160];   /* ... and the words after the reason */
     int64_t last_line_ms; /* loop time of its last line (idle topics) */
 
     struct kp_partition **parts; /* owned array of owned partitions (their

@@ -11,6 +11,7 @@
 #include "kp_conf.h"
 #include "kp_control.h"
 #include "kp_deadletter.h"
+#include "kp_dns.h"
 #include "kp_http.h"
 #include "kp_listener.h"
 #include "kp_log.h"
@@ -18,6 +19,7 @@
 #include "kp_router.h"
 #include "kp_stats.h"
 #include "kp_systemd.h"
+#include "kp_tls.h"
 
 /* At shutdown, a writer that keeps its connection open but has sent
  * nothing for this long is let go (without a summary) once all it wrote
@@ -84,8 +86,17 @@ static void kp_ctx_on_settled(void *arg)
     }
 }
 
+/* Why messages waiting for a leader time out: the brokers know. */
+static enum kp_reason kp_ctx_on_stuck(void *arg, int32_t leader,
+                                      const char **detail)
+{
+    struct kp_ctx *ctx = arg;
+    return kp_metadata_stuck(ctx->md, leader, detail);
+}
+
 static const struct kp_router_hooks kp_ctx_router_hooks = {
     .changed = kp_ctx_on_changed,
+    .stuck = kp_ctx_on_stuck,
     .seq_gap = kp_ctx_on_seq_gap,
     .new_topic = kp_ctx_on_new_topic,
     .forget_topic = kp_ctx_on_forget_topic,
@@ -311,8 +322,8 @@ struct kp_ctx *kp_ctx_create(struct ev_loop *loop, struct kp_conf *conf)
     ctx->router = kp_router_create(loop, conf, &ctx->n, NULL,
                                    &kp_ctx_router_hooks, ctx);
     kp_produce_init(&ctx->produce, &ctx->conf, NULL, &ctx->idemp, &ctx->n);
-    ctx->md = kp_metadata_create(loop, &ctx->conf, ctx->router, &ctx->n,
-                                 &kp_ctx_md_hooks, ctx);
+    ctx->md = kp_metadata_create(loop, &ctx->conf, &ctx->net, ctx->router,
+                                 &ctx->n, &kp_ctx_md_hooks, ctx);
     ctx->produce.md = ctx->md;
     kp_idemp_init(&ctx->idemp, loop, &ctx->conf, ctx->md, kp_ctx_on_pid,
                   ctx);
@@ -342,6 +353,12 @@ void kp_ctx_destroy(struct kp_ctx *ctx)
     kp_clients_deinit(&ctx->clients);
     /* Brokers first: closing them hands in-flight batches back. */
     kp_metadata_destroy(ctx->md);
+    if (ctx->net.dns) {
+        kp_dns_destroy(ctx->net.dns);
+    }
+    if (ctx->net.tls) {
+        kp_tls_ctx_put(ctx->net.tls);
+    }
     kp_idemp_deinit(&ctx->idemp);
     kp_router_destroy(ctx->router);
     kp_deadletter_close(ctx->dl);
@@ -374,6 +391,52 @@ static int kp_ctx_open_sockets(struct kp_ctx *ctx, struct kp_activation *act)
     return KP_OK;
 }
 
+/* A TLS context from c's security.tls, or NULL when c's protocol has no
+ * TLS (*err stays ""); NULL with *err set when the files do not load. */
+static struct kp_tls_ctx *kp_ctx_tls(const struct kp_conf *c, char *err,
+                                     size_t errlen)
+{
+    enum kp_sec_protocol p = c->security.protocol;
+
+    err[0] = '\0';
+    if (p != KP_SEC_SSL && p != KP_SEC_SASL_SSL) {
+        return NULL;
+    }
+    if (!c->security.tls.verify) {
+        kp_warn("security.tls.verify is false: broker certificates and "
+                "host names are NOT checked");
+    }
+    return kp_tls_ctx_create(&c->security.tls, err, errlen);
+}
+
+/*
+ * The resolver and TLS context broker connections share. Test-only:
+ * KPROXYD_TEST_DNS_SERVERS ("127.0.0.1:5353") replaces the system's DNS
+ * servers (resolv.conf and /etc/hosts still apply), so the integration
+ * tests can point kproxyd at a server that never answers.
+ */
+static int kp_ctx_start_net(struct kp_ctx *ctx)
+{
+    const struct kp_conf *c = ctx->boot_conf;
+    char err[512];
+    struct kp_dns_opts o = {
+        .timeout_ms = KP_MIN(c->producer.request_timeout_ms, 5000),
+        .servers = getenv("KPROXYD_TEST_DNS_SERVERS"),
+    };
+
+    ctx->net.boot = c;
+    ctx->net.dns = kp_dns_create(ctx->loop, &o);
+    if (!ctx->net.dns) {
+        return KP_ERROR;
+    }
+    ctx->net.tls = kp_ctx_tls(c, err, sizeof(err));
+    if (!ctx->net.tls && err[0]) {
+        kp_err("security.tls: %s", err);
+        return KP_ERROR;
+    }
+    return KP_OK;
+}
+
 /* http.listen, after the listeners: a bind error is a start-up error. */
 static int kp_ctx_open_http(struct kp_ctx *ctx)
 {
@@ -398,6 +461,9 @@ int kp_ctx_start(struct kp_ctx *ctx)
 {
     struct kp_activation act = {0};
 
+    if (kp_ctx_start_net(ctx) != KP_OK) {
+        return KP_ERROR;
+    }
     kp_activation_init(&act);
     int rc = kp_ctx_open_sockets(ctx, &act);
     kp_activation_done(&act);
@@ -551,6 +617,29 @@ static void kp_ctx_reloaded(struct kp_ctx *ctx, bool ok)
     kp_systemd_notify("READY=1");
 }
 
+/* The certificate files are read again for new connections (rotated
+ * files are picked up; security itself needs a restart, so they are the
+ * files the daemon started with); live connections keep the context they
+ * started with. A context that fails to load keeps the old one. */
+static void kp_ctx_reload_tls(struct kp_ctx *ctx)
+{
+    char err[512];
+
+    if (!ctx->net.tls) {
+        return;
+    }
+    struct kp_tls_ctx *t = kp_ctx_tls(ctx->boot_conf, err, sizeof(err));
+    if (!t) {
+        kp_err("reload: security.tls: %s; new connections keep the "
+               "certificates read before",
+               err);
+        return;
+    }
+    kp_tls_ctx_put(ctx->net.tls);
+    ctx->net.tls = t;
+    kp_info("reload: TLS certificates read again for new connections");
+}
+
 int kp_ctx_reload(struct kp_ctx *ctx, char **errtext)
 {
     struct kp_conf_errors errs = {0};
@@ -572,6 +661,7 @@ int kp_ctx_reload(struct kp_ctx *ctx, char **errtext)
         return KP_ERROR;
     }
     kp_conf_restart_diff(old, c);
+    kp_ctx_reload_tls(ctx);
     ctx->conf = c;
     kp_conf_put(old);
     kp_log_set_level((enum kp_log_level)c->log_level);

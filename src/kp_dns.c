@@ -808,7 +808,10 @@ struct kp_dns_query *kp_dns_resolve(struct kp_dns *d, const char *host,
                                     int port, kp_dns_cb cb, void *arg)
 {
     struct kp_dns_query *q = kp_calloc(1, sizeof(*q));
-    struct ares_addrinfo_hints hints = {.ai_family = AF_UNSPEC,
+    /* ARES_AI_ENVHOSTS: $CARES_HOSTS, when set, replaces /etc/hosts (as
+     * for every c-ares program; the tests use it). */
+    struct ares_addrinfo_hints hints = {.ai_flags = ARES_AI_ENVHOSTS,
+                                        .ai_family = AF_UNSPEC,
                                         .ai_socktype = SOCK_STREAM,
                                         .ai_protocol = IPPROTO_TCP};
 

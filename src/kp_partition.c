@@ -525,6 +525,13 @@ void kp_partition_split(struct kp_partition *p, struct kp_batch *b)
     kp_partition_changed(p);
 }
 
+enum kp_reason kp_part_env_stuck(const struct kp_part_env *env,
+                                 int32_t leader, const char **detail)
+{
+    return env->hooks->stuck ? env->hooks->stuck(env->arg, leader, detail)
+                             : KP_REASON_DELIVERY_TIMEOUT;
+}
+
 void kp_partition_exclude(struct kp_partition *p, struct kp_batch *b,
                           const int32_t *bad, int32_t bad_cnt,
                           enum kp_reason why, const char *detail)
@@ -565,16 +572,23 @@ void kp_partition_expire(struct kp_partition *p, int64_t now_ms,
 {
     struct kp_batch *b, *next;
     bool any = false;
+    enum kp_reason why = KP_REASON__COUNT; /* asked once, if needed */
+    const char *detail = NULL;
 
     for (b = TAILQ_FIRST(&p->queue); b; b = next) {
         next = TAILQ_NEXT(b, link);
         if (now_ms - b->created_ms < b->pconf->delivery_timeout_ms) {
             continue;
         }
+        if (why == KP_REASON__COUNT) {
+            why = kp_part_env_stuck(p->env, p->leader, &detail);
+        }
         TAILQ_REMOVE(&p->queue, b, link);
         kp_partition_gap(p, b, "batch expired");
-        kp_partition_settle(p, b, KP_REASON_DELIVERY_TIMEOUT,
-                            b->pconf->idempotence ? idemp_detail : NULL);
+        kp_partition_settle(p, b, why,
+                            why != KP_REASON_DELIVERY_TIMEOUT ? detail
+                            : b->pconf->idempotence           ? idemp_detail
+                                                              : NULL);
         any = true;
     }
     if (any) {

@@ -73,10 +73,19 @@ void kp_router_client_bytes(struct kp_router *r, int64_t delta)
     kp_router_check_backpressure(r);
 }
 
+static enum kp_reason kp_router_on_stuck(void *arg, int32_t leader,
+                                         const char **detail)
+{
+    struct kp_router *r = arg;
+    return r->hooks->stuck ? r->hooks->stuck(r->arg, leader, detail)
+                           : KP_REASON_DELIVERY_TIMEOUT;
+}
+
 static const struct kp_part_hooks kp_router_part_hooks = {
     .changed = kp_router_on_changed,
     .seq_gap = kp_router_on_seq_gap,
     .accounted = kp_router_on_accounted,
+    .stuck = kp_router_on_stuck,
 };
 
 /* A lingering batch is due: its partition seals it. */

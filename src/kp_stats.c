@@ -22,6 +22,7 @@
 #include "kp_buf.h"
 #include "kp_client.h"
 #include "kp_conf.h"
+#include "kp_dns.h"
 #include "kp_counters.h"
 #include "kp_idemp.h"
 #include "kp_kerr.h"
@@ -276,21 +277,85 @@ static uint64_t kp_stats_req_bytes(const struct kp_broker *b)
     return n;
 }
 
+/* Where a broker is reached: address_map's target, the addresses its
+ * name resolved to last, and the one in use (or being tried). */
+static void kp_stats_broker_addrs(const struct kp_broker *b,
+                                  struct kp_buf *out)
+{
+    char a[KP_DNS_ADDR_STRLEN];
+
+    kp_stats_printf(out, ",\"connect_to\":");
+    if (b->dial_host) {
+        char hp[320];
+        snprintf(hp, sizeof(hp), "%s:%d", b->dial_host, b->dial_port);
+        kp_stats_jstr(out, hp);
+    } else {
+        kp_stats_printf(out, "null");
+    }
+    kp_stats_printf(out, ",\"addresses\":[");
+    for (uint32_t i = 0; b->addrs && i < b->addrs->n; i++) {
+        kp_stats_printf(out, "%s", i ? "," : "");
+        kp_stats_jstr(out, kp_dns_addr_format(&b->addrs->a[i], a, sizeof(a)));
+    }
+    kp_stats_printf(out, "],\"address\":");
+    if (b->addr[0]) {
+        kp_stats_jstr(out, b->addr);
+    } else {
+        kp_stats_printf(out, "null");
+    }
+}
+
+/* TLS and SASL as negotiated: versions and names, never a secret. */
+static void kp_stats_broker_security(const struct kp_broker *b,
+                                     const struct kp_conf *c,
+                                     struct kp_buf *out)
+{
+    enum kp_sec_protocol p = c->security.protocol;
+
+    kp_stats_printf(out, ",\"tls\":");
+    if (p == KP_SEC_SSL || p == KP_SEC_SASL_SSL) {
+        kp_stats_printf(out, "{\"version\":");
+        kp_stats_jstr(out, b->tls ? b->tls_version : "");
+        kp_stats_printf(out, ",\"cipher\":");
+        kp_stats_jstr(out, b->tls ? b->tls_cipher : "");
+        kp_stats_printf(out, "}");
+    } else {
+        kp_stats_printf(out, "null");
+    }
+    kp_stats_printf(out, ",\"sasl\":");
+    if (p == KP_SEC_SASL_PLAINTEXT || p == KP_SEC_SASL_SSL) {
+        kp_stats_printf(out, "{\"mechanism\":\"%s\",\"session_lifetime_ms\":"
+                             "%lld,\"reauthentications\":%llu}",
+                        kp_sasl_mech_names[c->security.sasl.mechanism],
+                        (long long)b->session_lifetime_ms,
+                        (unsigned long long)b->reauths);
+    } else {
+        kp_stats_printf(out, "null");
+    }
+}
+
 static void kp_stats_broker_json(const struct kp_broker *b,
-                                 struct kp_buf *out)
+                                 const struct kp_conf *c, struct kp_buf *out)
 {
     kp_stats_printf(out, "{\"id\":%d,\"host\":", b->node_id);
     kp_stats_jstr(out, b->host);
     kp_stats_printf(out,
                     ",\"port\":%d,\"state\":\"%s\",\"inflight\":%u,"
                     "\"inflight_bytes\":%llu,\"rtt_us\":%lld,"
-                    "\"reconnects\":%llu,\"requests\":%llu,"
-                    "\"errors\":%llu,\"last_error\":",
+                    "\"reconnects\":%llu,\"connect_failures\":%llu,"
+                    "\"auth_failures\":%llu,\"requests\":%llu,"
+                    "\"errors\":%llu",
                     b->port, kp_broker_state_names[b->state], b->inflight,
                     (unsigned long long)kp_stats_req_bytes(b),
                     (long long)b->rtt_us, (unsigned long long)b->reconnects,
+                    (unsigned long long)b->connect_failures,
+                    (unsigned long long)b->auth_failures,
                     (unsigned long long)b->requests,
                     (unsigned long long)kp_stats_broker_errors(b));
+    kp_stats_broker_addrs(b, out);
+    kp_stats_broker_security(b, c, out);
+    kp_stats_printf(out, ",\"last_fault\":\"%s\",\"last_error\":",
+                    kp_broker_fault_names[b->fault]);
     kp_stats_jstr(out, b->last_error);
     kp_stats_printf(out, ",\"latency_us\":");
     kp_stats_hist_json(out, &b->latency[KP_BAPI_PRODUCE],
@@ -298,21 +363,32 @@ static void kp_stats_broker_json(const struct kp_broker *b,
     kp_stats_printf(out, "}");
 }
 
+/* "brokers" (the cluster's), "bootstrap" (the configured entries: what
+ * was tried before the cluster was known), and what metadata refused. */
 static void kp_stats_brokers_json(const struct kp_metadata *md,
-                                  struct kp_buf *out)
+                                  const struct kp_conf *c, struct kp_buf *out)
 {
-    bool first = true;
-
-    kp_stats_printf(out, ",\"brokers\":[");
-    for (size_t i = 0; i < md->broker_cnt; i++) {
-        if (md->brokers[i]->node_id < 0) {
-            continue; /* bootstrap entries are not brokers */
+    for (int boot = 0; boot < 2; boot++) {
+        bool first = true;
+        kp_stats_printf(out, ",\"%s\":[", boot ? "bootstrap" : "brokers");
+        for (size_t i = 0; i < md->broker_cnt; i++) {
+            if ((md->brokers[i]->node_id < 0) != (boot == 1)) {
+                continue;
+            }
+            kp_stats_printf(out, "%s", first ? "" : ",");
+            kp_stats_broker_json(md->brokers[i], c, out);
+            first = false;
         }
-        kp_stats_printf(out, "%s", first ? "" : ",");
-        kp_stats_broker_json(md->brokers[i], out);
-        first = false;
+        kp_stats_printf(out, "]");
     }
-    kp_stats_printf(out, "]");
+    kp_stats_printf(out,
+                    ",\"metadata_guard\":{\"answers_refused\":%llu,"
+                    "\"brokers_skipped\":%llu,\"topics_skipped\":%llu,"
+                    "\"brokers_left\":%llu}",
+                    (unsigned long long)md->answers_refused,
+                    (unsigned long long)md->brokers_skipped,
+                    (unsigned long long)md->topics_skipped,
+                    (unsigned long long)md->brokers_left);
 }
 
 static void kp_stats_partitions_json(const struct kp_topic *t,
@@ -420,7 +496,7 @@ void kp_stats_json(const struct kp_stats_src *s, struct kp_buf *out)
     kp_stats_json_scalars(s, &g, NULL, out);
     kp_stats_rejected_json(s->n, out);
     kp_stats_batch_json(s, out);
-    kp_stats_brokers_json(s->md, out);
+    kp_stats_brokers_json(s->md, s->conf, out);
     kp_stats_printf(out, ",\"topics\":{");
     kp_topic_foreach((struct kp_topic_table *)&s->router->topics,
                      kp_stats_topic_json, &w);
@@ -606,7 +682,16 @@ static void kp_om_batches(const struct kp_stats_src *s, struct kp_buf *out)
       "Connections lost and made again.", "%llu",                              \
       (unsigned long long)b->reconnects)                                       \
     X("broker_requests", "counter", NULL, "Requests sent.", "%llu",           \
-      (unsigned long long)b->requests)
+      (unsigned long long)b->requests)                                         \
+    X("broker_connect_failures", "counter", NULL,                             \
+      "Connection attempts that never came up.", "%llu",                       \
+      (unsigned long long)b->connect_failures)                                 \
+    X("broker_auth_failures", "counter", NULL,                                \
+      "TLS or SASL handshakes that failed.", "%llu",                           \
+      (unsigned long long)b->auth_failures)                                    \
+    X("broker_reauthentications", "counter", NULL,                            \
+      "SASL re-authentications (KIP-368) done.", "%llu",                       \
+      (unsigned long long)b->reauths)
 
 static void kp_om_broker_errors(const struct kp_metadata *md,
                                 struct kp_buf *out)

@@ -286,13 +286,9 @@ enum kp_route kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
     }
     t->last_line_ms = (int64_t)(ev_now(env->loop) * 1000);
     if (t->state == KP_TOPIC_MISSING) {
-        char detail[96];
-        snprintf(detail, sizeof(detail), "no metadata for topic (%s)",
-                 t->md_error ? kp_kerr_name(t->md_error)
-                             : "no broker answered");
-        *why = KP_REASON_UNKNOWN_TOPIC;
+        *why = t->missing_why;
         kp_topic_fail_now(tt, t, m, ts, tally, extra, extra_cnt, *why,
-                          detail);
+                          t->missing_detail);
         return KP_ROUTE_FAILED;
     }
     if (m->partition >= t->part_cnt) {
@@ -478,20 +474,35 @@ void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
 /* No usable metadata for metadata_max_wait_ms (or the topic's delivery
  * timeout, when shorter: no message waits longer than that): MISSING; the
  * writers that waited go on, and their lines for it fail at once
- * (unknown_topic). */
-static void kp_topic_missing(struct kp_topic *t, int64_t waited_ms)
+ * (unknown_topic, or authentication when no broker let kproxyd in:
+ * `auth` is then why). */
+static void kp_topic_missing(struct kp_topic *t, int64_t waited_ms,
+                             const char *auth)
 {
     char who[160];
 
     kp_topic_writers(t, who, sizeof(who));
+    t->missing_why = auth ? KP_REASON_AUTHENTICATION : KP_REASON_UNKNOWN_TOPIC;
+    if (auth) {
+        snprintf(t->missing_detail, sizeof(t->missing_detail), "%s", auth);
+    } else {
+        snprintf(t->missing_detail, sizeof(t->missing_detail),
+                 "no metadata for topic (%s)",
+                 t->md_error ? kp_kerr_name(t->md_error)
+                             : "no broker answered");
+    }
     kp_log_rl(&kp_topic_warn_rl, KP_LOG_WARNING,
               "topic %s: no metadata after %lld ms (%s): its messages fail "
-              "as unknown_topic until the cluster knows it%s%s%s; check the "
-              "topic name, or create the topic",
+              "as %s until the cluster knows it%s%s%s; check %s",
               t->name, (long long)waited_ms,
-              t->md_error ? kp_kerr_name(t->md_error) : "no broker answered",
+              auth ? auth
+                   : t->md_error ? kp_kerr_name(t->md_error)
+                                 : "no broker answered",
+              kp_reason_names[t->missing_why],
               t->waiter_cnt ? " (writers: " : "", who,
-              t->waiter_cnt ? ")" : "");
+              t->waiter_cnt ? ")" : "",
+              auth ? "the security settings"
+                   : "the topic name, or create the topic");
     t->state = KP_TOPIC_MISSING;
     kp_topic_wake(t);
 }
@@ -499,11 +510,23 @@ static void kp_topic_missing(struct kp_topic *t, int64_t waited_ms)
 void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
                      int64_t now_ms, const char *idemp_detail)
 {
-    int64_t wait = KP_MIN((int64_t)tt->conf->metadata_max_wait_ms,
-                          (int64_t)t->pconf->delivery_timeout_ms);
-
-    if (t->state == KP_TOPIC_UNKNOWN && now_ms - t->unknown_since_ms >= wait) {
-        kp_topic_missing(t, wait);
+    if (t->state == KP_TOPIC_UNKNOWN) {
+        /* No broker could authenticate: that, not the topic, is why its
+         * writers wait (metadata_max_wait_ms does not make it missing);
+         * their lines fail as such at the delivery timeout. */
+        const char *auth = NULL;
+        if (t->md_error ||
+            kp_part_env_stuck(tt->env, -1, &auth) !=
+                KP_REASON_AUTHENTICATION) {
+            auth = NULL;
+        }
+        int64_t wait = t->pconf->delivery_timeout_ms;
+        if (!auth) {
+            wait = KP_MIN(wait, (int64_t)tt->conf->metadata_max_wait_ms);
+        }
+        if (now_ms - t->unknown_since_ms >= wait) {
+            kp_topic_missing(t, wait, auth);
+        }
     }
     for (int32_t i = 0; i < t->part_cnt; i++) {
         kp_partition_expire(t->parts[i], now_ms, idemp_detail);

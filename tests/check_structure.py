@@ -28,7 +28,7 @@ LAYERS = [
     ["tally", "batch", "linger", "deadletter", "partition", "topic",
      "router"],
     # 2: connections
-    ["broker", "client", "listener"],
+    ["broker", "broker_auth", "broker_impl", "client", "listener"],
     # 3: cluster state and the sender
     ["metadata", "idemp", "produce"],
     # 4: interfaces to operators

@@ -48,11 +48,11 @@ fresh mock cluster:
   message lost or appended twice (a retried batch) fails the run.
 
 Latency row (`latency`): --rate msgs/s for --latency-seconds, acks=all with
-idempotence. kp_writers -r writes a burst of rate/1000 lines every
-millisecond, each burst on its own pre-connected connection that it then
-half-closes; a line's latency is write -> the summary line (exact for the
-burst's last acknowledged line, an upper bound for the others). rdk_bench
--r produces at the same rate and burst shape: produce -> delivery report.
+idempotence. kp_writers -r -R writes a burst of rate/1000 lines every
+millisecond, each burst on its own pre-connected connection (listener
+receipts "each"); a line's latency is its write -> its `ok` receipt, exact
+per line, as librdkafka's is: rdk_bench -r produces at the same rate and
+burst shape, produce -> delivery report.
 
 Table (medians of --repeat): msgs/s, MB/s (payload), CPU s per million
 messages and per GB of payload, peak RSS, the mock's CPU and busy share,
@@ -168,8 +168,8 @@ ROWS = [
     Row("acks-all", "1 writer, 100 B, acks=all + idempotence", acks="all"),
     Row("keyed", "1 writer, 100 B, 1,000 keys", keys=1000, enabled=False,
         note="optional shape"),
-    Row("tls", "1 writer, 100 B, TLS", tls=True, enabled=False,
-        note="kproxyd's security/address_map are not wired yet"),
+    Row("tls", "1 writer, 100 B, TLS through stunnel terminators",
+        tls=True),
     Row("receipts", "1 writer, 100 B, receipts each", receipts=True),
 ]
 LATENCY_ROW = "latency"
@@ -1157,7 +1157,7 @@ def report(args, results, lat, tl):
                   args.repeat))
         print("%-44s %8s %8s %8s %6s" % ("", "p50 ms", "p99 ms", "max ms",
                                          "busy"))
-        for side, what in (("kproxyd", "kproxyd (write -> summary line)"),
+        for side, what in (("kproxyd", "kproxyd (write -> its ok receipt)"),
                            ("librdkafka",
                             "librdkafka (produce -> delivery report)")):
             r = lat.get(side)
@@ -1287,7 +1287,7 @@ def measure_row(args, row, tmpdir, prof):
 
 
 def measure_latency(args, tmpdir):
-    row = Row(LATENCY_ROW, "latency", acks="all")
+    row = Row(LATENCY_ROW, "latency", acks="all", receipts=True)
     total = int(args.rate * args.latency_seconds)
     path = input_file(args, total, row.size)
     runs = {"kproxyd": [], "librdkafka": []}

@@ -79,6 +79,17 @@ Control (thread-safe, from the test):
               matching request from now is read, then its connection is
               closed without an answer (re-armed `times` times)
   close_connections(broker=None)        closes them now
+  set_user(name, password)              changes (None: removes) a user
+  set_tokens(tokens)                    replaces the accepted OAUTHBEARER
+              tokens (as the constructor's `tokens`)
+  hostile_metadata(kind, count=1, **kw) the next `count` Metadata answers
+              (None: every one until hostile_metadata(None)) are hostile:
+              "sparse_partition" every known topic is listed with one
+              partition entry, index kw `index` (999999); "many_brokers"
+              kw `n` (100000) more broker entries with absurd hosts and
+              ports after the real ones; "endless" a frame whose size
+              claims kw `size` (60 MiB) of which kw `sent` (64 KiB) are
+              sent, then nothing more on that connection
 
 Queries:
   reqs(api=None, conn=None, broker=None), versions(api), records(topic),
@@ -895,6 +906,32 @@ def unsecured_jwt_validator(subjects=None):
 # --------------------------------------------------------------------------
 # The cluster
 
+_ABSURD_CACHE = {}
+
+
+def _absurd_brokers(n, v, flex):
+    """n Metadata broker entries (node ids from 100000) with hosts and
+    ports no broker has: huge, empty, spaces, control bytes, half an IPv6
+    literal; ports 0, -1, 70000, 65535."""
+    key = (n, v, flex)
+    if key not in _ABSURD_CACHE:
+        hosts = ["x" * 250 + ".invalid", "", "bad host name", "\x01\x02",
+                 "[::1", "a" * 64 + ".example", "-.-", "h%d.example"]
+        ports = [0, -1, 70000, 65535, 9092]
+        w = Writer()
+        for i in range(n):
+            host = hosts[i % len(hosts)]
+            if "%d" in host:
+                host = host % i
+            w.i32(100000 + i).string(host, flex).i32(ports[i % len(ports)])
+            if v >= 1:
+                w.string(None, flex)
+            if flex:
+                w.tags({})
+        _ABSURD_CACHE[key] = bytes(w.b)
+    return _ABSURD_CACHE[key]
+
+
 def _topic_id(name):
     return uuid.uuid5(uuid.NAMESPACE_URL, "fake-kafka:" + name).bytes
 
@@ -939,6 +976,7 @@ class _Conn:
         self.reauthing = False
         self.principal = None
         self.expiry = None      # monotonic end of the SASL session
+        self.stalled = False    # mid-way through an endless answer
         self.info = {"conn": cid, "broker": broker.node_id,
                      "peer": "%s:%d" % peer[:2], "tls": None,
                      "mechanism": None, "principal": None, "requests": 0,
@@ -1009,6 +1047,7 @@ class FakeKafka:
         self._scram = {}        # (user, mechanism) -> credential
         self._delays = []       # [{ms, api, broker, count}]
         self._closers = []      # [{n, left, api, broker, times}]
+        self._hostile = None    # {kind, left, **kw} for Metadata answers
         self._conns = {}        # id -> _Conn (loop thread)
         self._infos = []        # every connection's info dict
         self._by_ssl = {}       # SSLObject -> _Conn, for the SNI callback
@@ -1182,6 +1221,38 @@ class FakeKafka:
                 if broker is None or c.broker.node_id == broker:
                     self._close(c, "closed by the test")
         self._call(op)
+
+    def set_user(self, name, password):
+        """SCRAM/PLAIN user `name` now has this password (None: gone)."""
+        with self.lock:
+            if password is None:
+                self.users.pop(name, None)
+            else:
+                self.users[name] = password
+
+    def set_tokens(self, tokens):
+        """The OAUTHBEARER tokens accepted from now on."""
+        with self.lock:
+            self.tokens = tokens
+
+    def hostile_metadata(self, kind, count=1, **kw):
+        """The next `count` Metadata answers (None: all) are hostile (see
+        the module docstring); kind None ends it."""
+        assert kind in (None, "sparse_partition", "many_brokers", "endless")
+        with self.lock:
+            self._hostile = None if kind is None else dict(
+                kw, kind=kind, left=count)
+
+    def _take_hostile(self):
+        with self.lock:
+            h = self._hostile
+            if h is None:
+                return None
+            if h["left"] is not None:
+                h["left"] -= 1
+                if h["left"] <= 0:
+                    self._hostile = None
+            return dict(h)
 
     # ---- queries ---------------------------------------------------------
 
@@ -1575,6 +1646,8 @@ class FakeKafka:
         return 0
 
     def _queue(self, c, body, rec):
+        if c.stalled:
+            return      # an endless answer is still "being sent"
         ms = self._delay_for(c, rec)
         if ms is None:
             self._event("dropped_response", c, "%s corr %s" % (
@@ -1832,13 +1905,18 @@ class FakeKafka:
         if v == 0 and topics == []:
             topics = None
         throttle = self._next_throttle(API_METADATA)
+        hostile = self._take_hostile()
+        if hostile and hostile["kind"] == "endless":
+            return self._endless(req, hostile)
 
         w = Writer()
         if v >= 3:
             w.i32(throttle)
         live = [b for b in self._brokers if b.up]
         up = {b.node_id for b in live}
-        w.array_len(len(live), flex)
+        extra = (hostile["n"] if "n" in hostile else 100000) \
+            if hostile and hostile["kind"] == "many_brokers" else 0
+        w.array_len(len(live) + extra, flex)
         with self.lock:
             for b in live:
                 host, port = b.adv or (self.host, None)
@@ -1847,6 +1925,8 @@ class FakeKafka:
                     w.string(None, flex)                # rack
                 if flex:
                     w.tags(self._utags())
+        if extra:
+            w.raw(_absurd_brokers(extra, v, flex))
         if v >= 2:
             w.string("fake-cluster", flex)
         if v >= 1:
@@ -1872,9 +1952,13 @@ class FakeKafka:
                 w.raw(_topic_id(name) if parts else bytes(16))
             if v >= 1:
                 w.boolean(False)                        # is_internal
-            w.array_len(parts or 0, flex)
-            for p in range(parts or 0):
+            sparse = hostile and hostile["kind"] == "sparse_partition" \
+                and parts
+            w.array_len(1 if sparse else parts or 0, flex)
+            for p in range(1 if sparse else parts or 0):
                 leader, epoch = leaders[(name, p)]
+                if sparse:
+                    p = hostile.get("index", 999999)
                 replicas = self._replicas(leader)
                 if leader in up:
                     w.i16(ERR_NONE).i32(p).i32(leader)
@@ -1900,6 +1984,19 @@ class FakeKafka:
         if flex:
             w.tags(self._utags())
         return self._respond(req, bytes(w.b), flex, throttle)
+
+    def _endless(self, req, hostile):
+        """A Metadata answer that never ends: its size claims more than
+        is ever sent; the connection then stays silent."""
+        c = self._cur
+        size = hostile.get("size", 60 << 20)
+        sent = hostile.get("sent", 64 << 10)
+        head = struct.pack(">ii", size, req["corr"])
+        c.stalled = True
+        self._event("endless_answer", c, "claims %d bytes, sends %d"
+                    % (size, sent))
+        self._wire_send(c, head + b"\0" * max(0, sent - 4))
+        return None
 
     # InitProducerId -------------------------------------------------------
 

@@ -486,7 +486,10 @@ def test_garbage_broker(t):
     fb = FakeBroker(order, upstream=c.broker_addr(1),
                     linger=tmo(8))
     try:
+        # reconnects back off (doubling) after each garbage answer: a low
+        # cap keeps the eight scenarios quick
         k = t.kproxyd(None, {"brokers": [fb.addr],
+                             "reconnect_backoff_max_ms": 400,
                              "producer": {"request_timeout_ms": 2000}})
         base = proc_status(k)
         # Written while there is no usable broker: waits in the buffer.

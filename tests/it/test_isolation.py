@@ -21,7 +21,7 @@ import stat
 import subprocess
 import time
 
-from fake_kafka import FakeKafka
+from fake_kafka import API_METADATA, FakeKafka
 from kptest import (SUMMARY_RE, Skip, connect, is_asan_binary,
                     read_summary, send, send_many, stats_quiet, tmo,
                     wait_for)
@@ -171,33 +171,35 @@ def test_idle_topics_forgotten_and_max_topics(t):
 
 
 def test_many_unknown_topics_do_not_storm_metadata(t):
-    """300 topics the cluster does not know, a writer waiting for each:
+    """1,000 topics the cluster does not know, a writer waiting for each:
     Metadata requests back off instead of going out several times a second
-    forever."""
-    c = t.cluster(brokers=1, topics={"ok": 1})
-    for i in range(300):
-        c.cmd("topic_err unknown%d UNKNOWN_TOPIC_OR_PART" % i)
-    k = t.kproxyd(c, {"producer": {"delivery_timeout_ms": 60000}})
+    forever (each asking about every topic: a 390 KB request 3.8 times a
+    second in the issue's measurement)."""
+    fk = fake(t, "modern", {"ok": 1})
+    k = t.kproxyd(fk, {"producer": {"delivery_timeout_ms": 60000},
+                       "max_clients_per_uid": 2000,
+                       "shutdown_timeout_ms": 500})
     socks = []
     try:
-        for i in range(300):  # each stops at its topic: one writer each
+        for i in range(1000):  # each stops at its topic: one writer each
             socks.append(connect(k.sock))
             socks[-1].sendall(b"unknown%d x\n" % i)
-        wait_for(lambda: len(k.stats()["topics"]) == 300, tmo(20),
-                 "300 topics")
+        wait_for(lambda: len(k.stats()["topics"]) == 1000, tmo(20),
+                 "1000 topics")
         st = k.stats()
         assert st["received"] == 0, st["received"]  # waiting, not read
-        assert sum(v["blocked"] for v in st["topics"].values()) == 300
+        assert sum(v["blocked"] for v in st["topics"].values()) == 1000
         time.sleep(2)  # let the backoff grow
-        before = k.stats()["metadata_refreshes"]
+        before = len(fk.reqs(API_METADATA))
         time.sleep(4)
-        asked = k.stats()["metadata_refreshes"] - before
+        asked = fk.reqs(API_METADATA)[before:]
         # the old behaviour: a request every 250 ms (16 in 4 s)
-        assert asked <= 5, asked
+        assert len(asked) <= 5, len(asked)
     finally:
         for s in socks:
             s.close()
-    assert k.stop(timeout=60) in (0, 3)
+    # the waiting lines were never read: nothing failed
+    assert k.stop() == 0
 
 
 # ---- files and sockets, connections, the control socket ----
