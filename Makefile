@@ -14,6 +14,7 @@
 #   make install    PREFIX=/usr/local DESTDIR= (never replaces an existing
 #                   /etc/kproxyd/kproxyd.json; the sample goes beside it)
 #   make uninstall  the same files again (an edited config stays)
+#   make crash      the disk spool's SIGKILL series, 20 runs (CRASH_RUNS=N)
 #
 # Objects go to $(BUILD) (build/ by default, build/asan for sanitizers).
 
@@ -57,7 +58,7 @@ TOOLS := build/tools/kp_mock build/tools/kp_consume
 FUZZ_TIME ?= 60
 
 .PHONY: all deps check structure check-build unit it fuzz-replay run install uninstall \
-        clean bench fuzz valgrind tools
+        clean bench fuzz valgrind tools crash
 
 all: $(BUILD)/kproxyd
 
@@ -124,6 +125,18 @@ fuzz: deps
 	    mkdir -p build/fuzz/corpus-$$n; \
 	    build/fuzz/$$n -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
 	        build/fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
+
+# The disk spool's crash series (tests/it/test_spool.py): kproxyd SIGKILLed
+# at CRASH_RUNS random moments while a writer streams, restarted each time
+# with the same spool, then every message checked in Kafka; and a torn
+# newest segment. `make check` runs a series of 5. The seed is printed;
+# CRASH_SEED=N repeats a series.
+CRASH_RUNS ?= 20
+crash: deps
+	$(MAKE) all tools
+	KP_CRASH_RUNS=$(CRASH_RUNS) $(if $(CRASH_SEED),KP_CRASH_SEED=$(CRASH_SEED)) \
+	    python3 tests/it/run.py --kproxyd $(BUILD)/kproxyd \
+	    --tools build/tools -k crash_sigkill -k torn_tail
 
 # The integration tests with kproxyd under valgrind's memcheck.
 valgrind: deps

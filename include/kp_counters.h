@@ -39,6 +39,15 @@
     X(block_timeouts, NULL, "block_timeouts", "block_timeouts",               \
       "Times a connection paused on a full topic for max_block_ms: its "     \
       "messages for it then fail as buffer_full.")                             \
+    X(spool_kept, "spool", "kept", "spool_kept_messages",                     \
+      "Messages left in the disk spool at a shutdown deadline, for the "     \
+      "next start.")                                                           \
+    X(spool_spilled, "spool", "spilled", "spool_spilled_messages",            \
+      "Messages that went to the disk spool only (memory or their topic "    \
+      "full, or read back from it), not straight to a batch.")                \
+    X(spool_pauses, "spool", "pauses", "spool_pauses",                        \
+      "Times writers were paused because the spool took no more (max_bytes " \
+      "or a write error).")                                                    \
     X(partial_evictions, NULL, "partial_evictions", "partial_evictions",      \
       "Unfinished lines rejected (buffer_full) because unfinished lines "    \
       "held buffer_bytes / 8.")                                                \

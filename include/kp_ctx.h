@@ -14,6 +14,7 @@
  *   control, notify kp_control, kp_systemd
  *   http            kp_http (routes here render kp_stats, kp_health)
  *   alerts, /readyz kp_health
+ *   disk spool      kp_spool (storage), used by kp_router
  *
  * Tests build their own loop (ev_loop_new) and context.
  */
@@ -32,6 +33,7 @@
 struct kp_conf;
 struct kp_control;
 struct kp_deadletter;
+struct kp_spool;
 struct kp_http;
 struct kp_listener;
 struct kp_metadata;
@@ -50,6 +52,7 @@ struct kp_ctx {
     struct kp_counters n;
 
     struct kp_deadletter *dl;       /* owned, may be NULL */
+    struct kp_spool *spool;         /* owned, NULL without spool.dir */
     struct kp_router *router;       /* owned */
     /* What broker connections share: its resolver and TLS context are
      * owned here (created at start, the TLS context again on reload). */

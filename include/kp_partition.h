@@ -27,6 +27,7 @@ struct kp_topic;
 struct kp_deadletter;
 struct kp_counters;
 struct kp_lingers;
+struct kp_spool;
 struct kp_gens;
 struct kp_sender;
 
@@ -36,6 +37,11 @@ TAILQ_HEAD(kp_batch_q, kp_batch);
 struct kp_account {
     int64_t bytes;
     int64_t msgs;
+    /* disk spool: the topic's records there not yet acknowledged that
+     * this run knows of; and at shutdown, whether its messages in memory
+     * only may still be appended (0 undecided, 1 yes, -1 no) */
+    int64_t spooled;
+    int8_t keep;
 };
 
 /* How partitions reach the layers above them (wired by kp_router). */
@@ -70,6 +76,8 @@ struct kp_part_env {
     struct kp_lingers *lingers; /* borrowed */
     struct kp_gens *gens;       /* borrowed */
     struct kp_deadletter *dl;   /* borrowed; NULL = no dead letter file */
+    struct kp_spool *spool;     /* borrowed; NULL = no disk spool */
+    bool spool_unread; /* records of an earlier run not read back yet */
     struct kp_counters *n;      /* borrowed */
     struct kp_batch_stats *bstats; /* borrowed */
     const struct kp_part_hooks *hooks;
@@ -129,13 +137,16 @@ void kp_partition_deinit(struct kp_partition *p);
 
 /* Appends one accepted message (its routing done) to the open batch,
  * opened under conf/pc if needed; seals when full. seq: its number on its
- * connection (kept when the tally wants receipts). The message's counting
- * (received, tally, generation) is the caller's. */
+ * connection (kept when the tally wants receipts); spool_seq: its disk
+ * spool record (0: none), acknowledged once the message is delivered or
+ * dead-lettered. The message's counting (received, tally, generation) is
+ * the caller's. */
 void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
                          const struct kp_producer_conf *pc,
                          const struct kp_msg *m, int64_t ts,
                          struct kp_tally *tally, uint32_t gen, uint64_t seq,
-                         const struct kp_header *extra, size_t extra_cnt);
+                         const struct kp_header *extra, size_t extra_cnt,
+                         uint64_t spool_seq);
 /* Seals the open batch (if any) and queues it for sending. */
 void kp_partition_seal(struct kp_partition *p);
 
@@ -190,7 +201,8 @@ void kp_partition_expire(struct kp_partition *p, int64_t now_ms,
                          const char *idemp_detail);
 /* Seals and fails everything queued (not in flight) as `why`; with
  * KP_REASON_SHUTDOWN, a batch that got no answer to an earlier send fails
- * as shutdown_unconfirmed. */
+ * as shutdown_unconfirmed. With a disk spool, a shutdown keeps what the
+ * spool can keep instead (see kp_partition.c). */
 void kp_partition_abandon(struct kp_partition *p, enum kp_reason why);
 
 #endif

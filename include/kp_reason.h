@@ -32,7 +32,8 @@
     X(AUTHORIZATION, "authorization", 0)     /* ACLs */                        \
     X(AUTHENTICATION, "authentication", 0)   /* SASL/TLS never succeeded */    \
     X(UNSUPPORTED_VERSION, "unsupported_version", 0) /* e.g. zstd < v7 */      \
-    X(BROKER_ERROR, "broker_error", 0)       /* any other broker error */
+    X(BROKER_ERROR, "broker_error", 0)       /* any other broker error */ \
+    X(SPOOL_ERROR, "spool_error", 0)         /* its spool record was lost */
 
 enum kp_reason {
 #define KP_REASON_ENUM(e, name, rej) KP_REASON_##e,

@@ -22,6 +22,7 @@
 #include "kp_batch.h"
 #include "kp_linger.h"
 #include "kp_partition.h"
+#include "kp_spool.h"
 #include "kp_tally.h"
 #include "kp_topic.h"
 
@@ -56,6 +57,29 @@ struct kp_router {
                              topic pointers (clients') are then stale */
 
     int64_t client_bytes; /* unfinished lines held by connections */
+
+    /* The disk spool (SPEC "Disk spool"), when configured; see the spool
+     * section of kp_router.c. */
+    struct kp_spool *spool;         /* borrowed: kp_ctx opens and closes */
+    enum kp_spool_mode spool_mode;
+    struct kp_spool_cursor *cursor; /* owned: reads records back */
+    bool draining;      /* new messages go to the spool only, and are read
+                           back in seq order as memory frees */
+    bool spool_blocked; /* the spool takes no more: writers wait */
+    bool spool_error;   /* ... because a write failed (retried) */
+    struct kp_runs spilled; /* owned: this run's messages in the spool
+                               only, in seq order from spilled_first */
+    uint64_t spilled_first;
+    uint64_t spilled_cnt;
+    struct kp_tally *replay;     /* owned: the records of earlier runs */
+    struct kp_spool_view head;   /* the record read back, not placed yet */
+    bool head_valid;
+    int64_t head_since_ms;       /* loop time it began to wait for room */
+    struct kp_topic *head_full;  /* borrowed, valid in head_full_epoch:
+                                    full past max_block_ms, its records
+                                    fail until it takes one again */
+    uint64_t head_full_epoch;
+
     bool backpressure;
     int64_t backpressure_since_ms;
     int64_t backpressure_total_ms;
@@ -94,6 +118,19 @@ void kp_router_wait(struct kp_router *r, struct kp_topic *t,
 /* The bytes of unfinished lines that connections hold went up or down by
  * delta: they count against buffer_bytes (backpressure) beside messages. */
 void kp_router_client_bytes(struct kp_router *r, int64_t delta);
+
+/*
+ * The disk spool: from now on messages go through s (opened, recovered;
+ * borrowed until kp_router_destroy) as `mode` says; what s holds from
+ * earlier runs is read back first. Call before any message is routed.
+ */
+void kp_router_set_spool(struct kp_router *r, struct kp_spool *s,
+                         enum kp_spool_mode mode);
+/* The prepare phase: records read back from the spool as memory frees,
+ * writers let go once the spool has room again. */
+void kp_router_pump(struct kp_router *r);
+/* Once a second: a spool that failed to write is tried again. */
+void kp_router_spool_retry(struct kp_router *r);
 
 /* Seals every open batch (flush, drain). */
 void kp_router_seal_all(struct kp_router *r);

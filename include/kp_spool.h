@@ -165,6 +165,9 @@ int64_t kp_spool_room(const struct kp_spool *s);
  * KP_ERROR for a seq the spool does not hold (a caller bug; logged).
  */
 int kp_spool_ack(struct kp_spool *s, uint64_t seq);
+/* kp_spool_ack of first .. first + n - 1, a bitmap word at a time (a
+ * delivered batch's records are mostly consecutive). */
+int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n);
 
 /*
  * Writes buffered records and pending journal entries (compacting a

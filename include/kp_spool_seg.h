@@ -62,6 +62,9 @@ size_t kp_spool_seg_frame_size(const struct kp_spool_rec *rec);
  * caller); returns its length. */
 size_t kp_spool_seg_encode(struct kp_buf *out, uint64_t seq,
                            const struct kp_spool_rec *rec);
+/* The same when flen = kp_spool_seg_frame_size(rec) is known already. */
+size_t kp_spool_seg_encode_sized(struct kp_buf *out, uint64_t seq,
+                                 const struct kp_spool_rec *rec, size_t flen);
 
 /*
  * Checks the frame at p[0..avail) that must carry seq. KP_OK: a valid

@@ -113,12 +113,22 @@ struct kp_runs {
     uint32_t head, cnt, cap;   /* runs are v[head..cnt) */
     uint64_t *seqs;            /* owned; NULL until a receipts tally */
     uint32_t seq_head, seq_cnt, seq_cap;
+    /* owned; NULL until a message with a disk spool seq: then one entry
+     * per message (0: not in the spool), consumed like the others */
+    uint64_t *spool;
+    uint32_t spool_head, spool_cnt, spool_cap;
 };
 
 /* Adds one message of (tally, gen) numbered seq; merges with the last
  * run. */
 void kp_runs_add(struct kp_runs *r, struct kp_tally *t, uint32_t gen,
                  uint64_t seq);
+/* The message just added (kp_runs_add) is spool record spool_seq (0:
+ * none). Costs nothing while no message of r has one. */
+void kp_runs_add_spool(struct kp_runs *r, uint64_t spool_seq);
+/* The spool seqs of r's messages, in order (entries 0: none), and their
+ * count; NULL when no message of r has one. */
+const uint64_t *kp_runs_spool(const struct kp_runs *r, uint32_t *n);
 /* Moves the first n messages from src to the end of dst (batch
  * splitting, settling held messages). */
 void kp_runs_take(struct kp_runs *dst, struct kp_runs *src, uint32_t n);

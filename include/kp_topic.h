@@ -64,6 +64,23 @@ struct kp_topic_waiter {
 };
 TAILQ_HEAD(kp_topic_waiters, kp_topic_waiter);
 
+/* Whose a message is: its writer's tally, its flush generation and its
+ * number on its connection (receipts), and its record in the disk spool
+ * (0: none). */
+struct kp_origin {
+    struct kp_tally *tally; /* borrowed */
+    uint32_t gen;
+    uint64_t num;
+    uint64_t spool_seq;
+};
+
+/* What a full topic means to kp_topic_check. */
+enum kp_topic_full {
+    KP_TOPIC_FULL_WAITS,  /* WAIT_ROOM */
+    KP_TOPIC_FULL_FAILS,  /* FAILED, buffer_full (max_block_ms passed) */
+    KP_TOPIC_FULL_IGNORED /* QUEUED all the same (the spool takes it) */
+};
+
 /* What routing one message did (kp_topic_route). */
 enum kp_route {
     KP_ROUTE_QUEUED,       /* appended to a partition's batch */
@@ -72,6 +89,8 @@ enum kp_route {
     KP_ROUTE_REJECTED,     /* not usable: the reason says why */
     KP_ROUTE_WAIT_ROOM,    /* the topic holds topic_buffer_bytes: wait */
     KP_ROUTE_WAIT_METADATA, /* the topic has no metadata yet: wait */
+    KP_ROUTE_WAIT_SPOOL,   /* the disk spool takes no more: wait (every
+                              writer is paused: backpressure) */
     KP_ROUTE__COUNT
 };
 extern const char *const kp_route_names[KP_ROUTE__COUNT];
@@ -152,6 +171,30 @@ enum kp_route kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
                              struct kp_tally *tally,
                              const struct kp_header *extra, size_t extra_cnt,
                              bool full_fails, enum kp_reason *why);
+
+/* The parts of kp_topic_route, for a caller with a disk spool between
+ * reading and appending (kp_router):
+ *  check    what routing m to t would do now, taking nothing: QUEUED (t
+ *           takes it), WAIT_*, REJECTED (*why) or FAILED (*why, *detail);
+ *  count    a message is taken: received, pending in its tally, in the
+ *           current flush generation (returned);
+ *  append   appends a checked message to its partition;
+ *  fail_msg fails a taken message at once: dead letter, then its spool
+ *           record acknowledged, then its receipt. t may be NULL (no
+ *           topic could be kept: `name` is the message's). */
+enum kp_route kp_topic_check(struct kp_topic_table *tt, struct kp_topic *t,
+                             const struct kp_msg *m, enum kp_topic_full full,
+                             enum kp_reason *why, const char **detail);
+uint32_t kp_topic_count(struct kp_topic_table *tt, struct kp_tally *tally);
+void kp_topic_append(struct kp_topic_table *tt, struct kp_topic *t,
+                     const struct kp_msg *m, int64_t ts,
+                     const struct kp_origin *o, const struct kp_header *extra,
+                     size_t extra_cnt);
+void kp_topic_fail_msg(struct kp_topic_table *tt, struct kp_topic *t,
+                       const char *name, const struct kp_msg *m, int64_t ts,
+                       const struct kp_origin *o,
+                       const struct kp_header *extra, size_t extra_cnt,
+                       enum kp_reason why, const char *detail);
 
 /* Whether t holds topic_buffer_bytes or more. */
 bool kp_topic_full(const struct kp_topic_table *tt, const struct kp_topic *t);

@@ -387,6 +387,11 @@ static void kp_client_stall(struct kp_client *c, struct kp_topic *t,
     kp_client_keep_carry(c, data + start, len - start);
     kp_client_set_partial(c, 0);
     c->stalled = true;
+    if (why == KP_ROUTE_WAIT_SPOOL) {
+        /* every writer is paused (backpressure); the release resumes it */
+        kp_client_set_state(c, c->state);
+        return;
+    }
     cs->n->topic_waits++;
     kp_router_wait(cs->router, t, &c->wait);
     if (why == KP_ROUTE_WAIT_ROOM) {
@@ -474,6 +479,9 @@ void kp_clients_pause(struct kp_clients *cs, bool on)
     TAILQ_FOREACH(c, &cs->open, link)
     {
         kp_client_pause(c, on);
+        if (!on && c->stalled && !c->wait.topic) {
+            kp_client_schedule_resume(c); /* waited for the spool */
+        }
     }
 }
 
@@ -638,7 +646,8 @@ static void kp_client_frame(struct kp_client *c, const uint8_t *data,
         c->tally->seq++;
         if (k == KP_FRAME_MSG) {
             r = kp_client_route(c, msg, msg_len, &t, &why);
-            if (r == KP_ROUTE_WAIT_ROOM || r == KP_ROUTE_WAIT_METADATA) {
+            if (r == KP_ROUTE_WAIT_ROOM || r == KP_ROUTE_WAIT_METADATA ||
+                r == KP_ROUTE_WAIT_SPOOL) {
                 c->tally->seq--; /* numbered when taken */
                 kp_client_stall(c, t, r, data,
                                 kp_frame_start(&c->framer, data, msg), len);

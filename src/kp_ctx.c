@@ -17,6 +17,7 @@
 #include "kp_log.h"
 #include "kp_metadata.h"
 #include "kp_router.h"
+#include "kp_spool.h"
 #include "kp_stats.h"
 #include "kp_systemd.h"
 #include "kp_tls.h"
@@ -361,6 +362,10 @@ void kp_ctx_destroy(struct kp_ctx *ctx)
     }
     kp_idemp_deinit(&ctx->idemp);
     kp_router_destroy(ctx->router);
+    if (ctx->spool) {
+        /* what is not acknowledged stays for the next start */
+        kp_spool_close(ctx->spool);
+    }
     kp_deadletter_close(ctx->dl);
     kp_conf_put(ctx->boot_conf);
     kp_conf_put(ctx->conf);
@@ -457,6 +462,44 @@ static int kp_ctx_open_http(struct kp_ctx *ctx)
     return KP_OK;
 }
 
+/* The disk spool (spool.dir), opened and recovered before any writer is
+ * read: what an earlier run left goes first. */
+static int kp_ctx_open_spool(struct kp_ctx *ctx)
+{
+    const struct kp_conf *c = ctx->boot_conf;
+    struct kp_spool_recovery rec;
+    size_t max_msg = (size_t)c->producer.message_max_bytes;
+
+    if (!c->spool.dir) {
+        return KP_OK;
+    }
+    for (size_t i = 0; i < c->topic_cnt; i++) {
+        max_msg = KP_MAX(max_msg,
+                         (size_t)c->topics[i].producer.message_max_bytes);
+    }
+    struct kp_spool_opts o = {
+        .max_bytes = c->spool.max_bytes,
+        .max_record = max_msg + 64 * 1024,
+        .fsync_ms = c->spool.fsync_ms,
+        .loop = ctx->loop,
+    };
+    ctx->spool = kp_spool_open(c->spool.dir, &o, &rec, NULL, 0);
+    if (!ctx->spool) {
+        kp_err("spool: cannot open spool.dir %s (above); start-up failed",
+               c->spool.dir);
+        return KP_ERROR;
+    }
+    kp_info("spool %s (%s, max_bytes %lld%s): %llu segment(s), %llu "
+            "message(s) to send, %llu torn record(s) cut",
+            c->spool.dir, kp_spool_mode_names[c->spool.mode],
+            (long long)c->spool.max_bytes,
+            c->spool.fsync_ms >= 0 ? ", fsync_ms" : "",
+            (unsigned long long)rec.segments,
+            (unsigned long long)rec.backlog, (unsigned long long)rec.torn);
+    kp_router_set_spool(ctx->router, ctx->spool, c->spool.mode);
+    return KP_OK;
+}
+
 int kp_ctx_start(struct kp_ctx *ctx)
 {
     struct kp_activation act = {0};
@@ -476,6 +519,9 @@ int kp_ctx_start(struct kp_ctx *ctx)
             return KP_ERROR;
         }
         kp_router_set_deadletter(ctx->router, ctx->dl);
+    }
+    if (kp_ctx_open_spool(ctx) != KP_OK) {
+        return KP_ERROR;
     }
     if (kp_ctx_open_http(ctx) != KP_OK) {
         return KP_ERROR;
@@ -509,6 +555,7 @@ static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
                      ctx->idemp.state == KP_IDEMP_UNSUPPORTED
                          ? "brokers lack InitProducerId"
                          : NULL);
+    kp_router_spool_retry(ctx->router);
     kp_ctx_health_src(ctx, &hs);
     kp_health_check(&ctx->health, &hs, now);
 }
@@ -518,6 +565,7 @@ static void kp_ctx_on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 static bool kp_ctx_drained(struct kp_ctx *ctx)
 {
     return ctx->router->env.queued_msgs == 0 &&
+           ctx->router->spilled_cnt == 0 &&
            kp_clients_close_idle(&ctx->clients, ctx->stop_ms,
                                  KP_CTX_QUIET_MS);
 }
@@ -530,9 +578,15 @@ static void kp_ctx_on_prepare(struct ev_loop *loop, ev_prepare *w,
 
     /* writers a topic woke go first: what they route is sent now */
     kp_clients_resume(&ctx->clients);
+    kp_router_pump(ctx->router);
     if (ctx->stopping) {
         /* the drain: what writers wrote since goes out at once */
         kp_router_seal_all(ctx->router);
+    }
+    if (ctx->spool) {
+        /* records reach the file before any request that carries them:
+         * a process killed now loses nothing Kafka may have */
+        kp_spool_flush(ctx->spool);
     }
     kp_produce_flush(&ctx->produce);
     kp_clients_reap(&ctx->clients);
@@ -572,19 +626,27 @@ static void kp_ctx_on_stop_timer(struct ev_loop *loop, ev_timer *w,
 {
     struct kp_ctx *ctx = w->data;
     uint64_t left = ctx->router->env.queued_msgs;
+    uint64_t failed = ctx->n.failed, kept = ctx->n.spool_kept;
     (void)revents;
 
     kp_warn("shutdown: timeout; %llu message(s) undelivered",
-            (unsigned long long)left);
-    if (left) {
-        ctx->exit_code = 3;
-    }
+            (unsigned long long)left + ctx->router->spilled_cnt);
     /* In-flight batches fail as shutdown_unconfirmed (they may be in
-     * Kafka), the rest as shutdown. */
+     * Kafka), the rest as shutdown; with a spool, what it keeps does not
+     * fail: it is sent after the next start. */
     kp_produce_abandon(&ctx->produce);
     kp_metadata_close_all(ctx->md);
     kp_router_abandon(ctx->router, KP_REASON_SHUTDOWN);
     kp_clients_close_all(&ctx->clients);
+    if (ctx->spool) {
+        kp_warn("shutdown: %llu message(s) left in the spool for the next "
+                "start",
+                (unsigned long long)(ctx->n.spool_kept - kept +
+                                     ctx->router->spilled_cnt));
+    }
+    if (ctx->n.failed > failed) {
+        ctx->exit_code = 3;
+    }
     ev_break(loop, EVBREAK_ALL);
 }
 

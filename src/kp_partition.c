@@ -11,6 +11,7 @@
 #include "kp_deadletter.h"
 #include "kp_linger.h"
 #include "kp_log.h"
+#include "kp_spool.h"
 #include "kp_tally.h"
 
 static struct kp_ratelimit kp_partition_fail_rl;
@@ -104,7 +105,8 @@ void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
                          const struct kp_producer_conf *pc,
                          const struct kp_msg *m, int64_t ts,
                          struct kp_tally *tally, uint32_t gen, uint64_t seq,
-                         const struct kp_header *extra, size_t extra_cnt)
+                         const struct kp_header *extra, size_t extra_cnt,
+                         uint64_t spool_seq)
 {
     struct kp_batch *b = kp_partition_open_batch(p, conf, pc);
 
@@ -115,6 +117,7 @@ void kp_partition_append(struct kp_partition *p, struct kp_conf *conf,
     }
     size_t n = kp_batch_append(b, m, ts, extra, extra_cnt);
     kp_runs_add(&b->runs, tally, gen, seq);
+    kp_runs_add_spool(&b->runs, spool_seq);
     p->queued_msgs++;
     kp_part_env_account(p->env, p->acct, (int64_t)n, 1);
     if (kp_batch_full(b)) {
@@ -304,17 +307,140 @@ static void kp_partition_record_failure(struct kp_partition *p,
  * `failed` once the dead letter holds the lines), then it is freed. The
  * order is the durability rule of DESIGN 18.
  */
+/* Kafka has b's messages, or they failed and the dead letter has them:
+ * the spool may let their records go. */
+static void kp_partition_spool_ack(struct kp_partition *p,
+                                   const struct kp_batch *b)
+{
+    uint32_t n, i = 0;
+    const uint64_t *seqs = kp_runs_spool(&b->runs, &n);
+
+    while (i < n) {
+        uint32_t k = 1;
+        if (!seqs[i]) {
+            i++;
+            continue;
+        }
+        while (i + k < n && seqs[i + k] == seqs[i] + k) {
+            k++; /* consecutive records: one call */
+        }
+        kp_spool_ack_range(p->env->spool, seqs[i], k);
+        p->acct->spooled -= k;
+        i += k;
+    }
+}
+
+/* Appends the record v of b (a message in memory only) to the spool;
+ * KP_OK, or KP_ERROR (full, or a write error: it is not kept). */
+static int kp_partition_spool_keep(struct kp_partition *p,
+                                   const struct kp_batch *b,
+                                   struct kp_record_view *v, int32_t i)
+{
+    struct kp_header *hdrs = NULL;
+    int32_t hc = 0;
+    uint64_t seq;
+
+    if (v->header_cnt > 0) {
+        hdrs = kp_calloc((size_t)v->header_cnt, sizeof(*hdrs));
+    }
+    while (hc < v->header_cnt &&
+           kp_record_header_next(v, &hdrs[hc]) == KP_OK) {
+        hc++;
+    }
+    struct kp_spool_rec rec = {
+        .msg = {.topic = p->topic_name, .topic_len = p->topic_name_len,
+                .key = v->key, .key_len = v->key_len, .value = v->value,
+                .value_len = v->value_len,
+                .partition = kp_batch_pinned(b, i) ? p->id : -1,
+                .timestamp = b->base_ts + v->ts_delta, .headers = hdrs,
+                .header_cnt = (size_t)hc}};
+    int rc = kp_spool_append(p->env->spool, &rec, &seq);
+    free(hdrs);
+    return rc;
+}
+
+/* One message of a batch given up at shutdown fails: dead letter (its
+ * record is rec[0..len)), counters, receipt. */
+static void kp_partition_fail_one(struct kp_partition *p,
+                                  const struct kp_batch *b, int32_t i,
+                                  const uint8_t *rec, size_t len,
+                                  struct kp_runs *one, enum kp_reason why)
+{
+    int32_t part = kp_batch_pinned(b, i) ? p->id : -1;
+
+    kp_deadletter_records(p->env->dl, p->topic_name, rec, len, b->base_ts,
+                          part >= 0 ? &part : NULL, kp_reason_names[why]);
+    p->env->n->failed++;
+    p->failed++;
+    p->failed_by[why]++;
+    kp_runs_settle(one, p->env->gens, KP_FATE_FAILED, why, -1, -1);
+}
+
+/*
+ * Shutdown with a disk spool: what the spool keeps needs no dead letter.
+ * A message with a spool record stays there (not acknowledged: it is sent
+ * again after the next start). One in memory only (overflow mode) is
+ * appended now if that keeps its partition's order: its topic has no
+ * unacknowledged record in the spool and no record of an earlier run is
+ * unread (decided once per topic); else it fails as `why`, dead-lettered.
+ * Kept messages are not settled: no receipt says they failed, and their
+ * connections close without a summary.
+ */
+static void kp_partition_settle_kept(struct kp_partition *p,
+                                     struct kp_batch *b, enum kp_reason why)
+{
+    struct kp_part_env *env = p->env;
+    struct kp_record_view v;
+    struct kp_rd r;
+
+    if (p->acct->keep == 0) {
+        p->acct->keep = p->acct->spooled == 0 && !env->spool_unread ? 1 : -1;
+    }
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
+    for (int32_t i = 0; i < b->count; i++) {
+        const uint8_t *rec = r.p;
+        struct kp_runs one = {0};
+        uint32_t n;
+        if (kp_record_next(&r, &v) != KP_OK) {
+            break;
+        }
+        kp_runs_take(&one, &b->runs, 1);
+        const uint64_t *seq = kp_runs_spool(&one, &n);
+        if ((seq && seq[0]) ||
+            (p->acct->keep > 0 &&
+             kp_partition_spool_keep(p, b, &v, i) == KP_OK)) {
+            env->n->spool_kept++;
+        } else {
+            kp_partition_fail_one(p, b, i, rec, (size_t)(r.p - rec), &one,
+                                  why);
+        }
+        kp_runs_deinit(&one);
+    }
+    p->queued_msgs -= (uint32_t)b->count;
+    int64_t bytes = (int64_t)b->msg_bytes, msgs = b->count;
+    kp_batch_destroy(b);
+    kp_part_env_account(env, p->acct, -bytes, -msgs);
+}
+
 static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
                                 enum kp_reason why, const char *detail)
 {
     struct kp_part_env *env = p->env;
     bool ok = why == KP_REASON_NONE;
 
+    if (env->spool && (why == KP_REASON_SHUTDOWN ||
+                       why == KP_REASON_SHUTDOWN_UNCONFIRMED)) {
+        kp_partition_settle_kept(p, b, why);
+        return;
+    }
     if (ok) {
         env->n->delivered += (uint64_t)b->count;
         p->delivered += (uint64_t)b->count;
     } else {
         kp_partition_record_failure(p, b, why, detail);
+    }
+    if (env->spool) {
+        kp_partition_spool_ack(p, b); /* after the dead letter */
     }
     /* Receipts: record i of the batch is at base_offset + i. */
     kp_runs_settle(&b->runs, env->gens, ok ? KP_FATE_OK : KP_FATE_FAILED,

@@ -5,7 +5,11 @@
  */
 #include "kp_router.h"
 
+#include <errno.h>
+#include <stdio.h>
+
 #include "kp_compress.h"
+#include "kp_counters.h"
 #include "kp_conf.h"
 #include "kp_log.h"
 
@@ -29,11 +33,14 @@ static void kp_router_set_backpressure(struct kp_router *r, bool on)
     int64_t now = kp_mono_ms();
 
     r->backpressure = on;
-    if (on) {
+    if (on && r->spool) {
+        r->backpressure_since_ms = now;
+        kp_info("backpressure: the spool takes no more, pausing reads");
+    } else if (on) {
         r->backpressure_since_ms = now;
         kp_info("backpressure: %lld bytes buffered (limit %lld), pausing "
                 "reads",
-                (long long)r->env.buffered_bytes,
+                (long long)(r->env.buffered_bytes + r->client_bytes),
                 (long long)r->conf->buffer_bytes);
     } else {
         r->backpressure_total_ms += now - r->backpressure_since_ms;
@@ -42,13 +49,27 @@ static void kp_router_set_backpressure(struct kp_router *r, bool on)
     r->hooks->backpressure(r->arg, on);
 }
 
-/* Backpressure at buffer_bytes (messages held, and the unfinished lines
- * connections hold), released once a tenth is free again (hysteresis). */
+/* Whether buffer_bytes is taken: messages held, and the unfinished lines
+ * connections hold. */
+static bool kp_router_memory_full(const struct kp_router *r)
+{
+    return r->env.buffered_bytes + r->client_bytes >= r->conf->buffer_bytes;
+}
+
+/* Backpressure at buffer_bytes, released once a tenth is free again
+ * (hysteresis). With a disk spool, messages go there instead, and writers
+ * are paused only while the spool takes no more. */
 static void kp_router_check_backpressure(struct kp_router *r)
 {
     int64_t limit = r->conf->buffer_bytes;
     int64_t held = r->env.buffered_bytes + r->client_bytes;
 
+    if (r->spool) {
+        if (r->backpressure != r->spool_blocked) {
+            kp_router_set_backpressure(r, r->spool_blocked);
+        }
+        return;
+    }
     if (!r->backpressure && held >= limit) {
         kp_router_set_backpressure(r, true);
     } else if (r->backpressure && held <= limit / 10 * 9) {
@@ -122,6 +143,13 @@ struct kp_router *kp_router_create(struct ev_loop *loop, struct kp_conf *conf,
 
 void kp_router_destroy(struct kp_router *r)
 {
+    if (r->cursor) {
+        kp_spool_cursor_destroy(r->cursor);
+    }
+    kp_runs_deinit(&r->spilled);
+    if (r->replay) {
+        kp_tally_put(r->replay);
+    }
     kp_topic_table_deinit(&r->topics);
     kp_lingers_deinit(&r->lingers);
     kp_batch_pool_drain(&r->pool);
@@ -172,6 +200,347 @@ static bool kp_router_bad_timestamp(const struct kp_router *r,
            m->timestamp - kp_wall_ms() > r->conf->max_timestamp_skew_ms;
 }
 
+/* ---- the disk spool ----
+ *
+ * Two states (SPOOL_WIRING, both modes):
+ *   direct    `always` appends each message to the spool and batches it
+ *             (the record is acknowledged once Kafka has it, or the dead
+ *             letter); `overflow` batches it only;
+ *   draining  entered at start when the spool holds records of an earlier
+ *             run, and whenever memory (buffer_bytes) or the message's
+ *             topic (topic_buffer_bytes) is full: each new message is
+ *             appended only, and the cursor reads the records back into
+ *             batches in seq order as memory frees (kp_router_pump); when
+ *             it reaches the tail, direct again.
+ * One order for everything keeps every connection's and partition's order
+ * across memory and spool, and puts an earlier run's records first. The
+ * price: a record whose topic is full holds up the records behind it
+ * (read back in order) until the topic has room, or for max_block_ms,
+ * after which that topic's records fail (buffer_full) until it has room.
+ *
+ * This run's spool-only messages keep their writer's tally, flush
+ * generation and number in `spilled` (runs, in seq order); the records of
+ * earlier runs are counted, when read back, in the `replay` tally (nobody
+ * to tell). Writers are paused only when the spool takes no more
+ * (max_bytes, or a write error): KP_ROUTE_WAIT_SPOOL and backpressure.
+ */
+
+static struct kp_ratelimit kp_router_spool_rl;
+
+static void kp_router_spool_block(struct kp_router *r, int rc, int err)
+{
+    r->spool_blocked = true;
+    r->spool_error = rc == KP_ERROR;
+    r->env.n->spool_pauses++;
+    kp_log_rl(&kp_router_spool_rl, KP_LOG_WARNING,
+              "spool: %s: writers paused until it has room",
+              rc == KP_AGAIN ? "max_bytes reached" : strerror(err));
+    kp_router_check_backpressure(r);
+}
+
+/* Appends m, read at ts; KP_OK (*seq), KP_ERROR with errno EMSGSIZE (it
+ * cannot ever fit), else KP_AGAIN: the spool is blocked now. */
+static int kp_router_spool_append(struct kp_router *r, const struct kp_msg *m,
+                                  int64_t ts, const struct kp_header *extra,
+                                  size_t extra_cnt, uint64_t *seq)
+{
+    struct kp_spool_rec rec = {.msg = *m, .extra = extra,
+                               .extra_cnt = extra_cnt};
+
+    rec.msg.timestamp = ts;
+    int rc = kp_spool_append(r->spool, &rec, seq);
+    if (rc == KP_OK || (rc == KP_ERROR && errno == EMSGSIZE)) {
+        return rc;
+    }
+    kp_router_spool_block(r, rc, errno);
+    return KP_AGAIN;
+}
+
+static void kp_router_start_draining(struct kp_router *r)
+{
+    r->draining = true;
+    kp_spool_cursor_seek(r->cursor, kp_spool_next_seq(r->spool));
+    kp_debug("spool: draining (memory or a topic full)");
+}
+
+/* A message that passed the topic's checks goes to the spool and/or a
+ * batch, as the mode and the state say. */
+static enum kp_route kp_router_spool_take(struct kp_router *r,
+                                          struct kp_topic *t,
+                                          const struct kp_msg *m, int64_t ts,
+                                          struct kp_tally *tally,
+                                          const struct kp_header *extra,
+                                          size_t extra_cnt,
+                                          enum kp_reason *why)
+{
+    struct kp_topic_table *tt = &r->topics;
+    bool spill = r->draining || kp_topic_full(tt, t) ||
+                 kp_router_memory_full(r);
+    struct kp_origin o = {tally, 0, tally->seq, 0};
+
+    if (!spill && r->spool_mode == KP_SPOOL_OVERFLOW) {
+        o.gen = kp_topic_count(tt, tally);
+        kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
+        return KP_ROUTE_QUEUED;
+    }
+    if (spill && !r->draining) {
+        kp_router_start_draining(r);
+    }
+    int rc = kp_router_spool_append(r, m, ts, extra, extra_cnt,
+                                    &o.spool_seq);
+    if (rc != KP_OK) {
+        *why = KP_REASON_TOO_LONG;
+        return rc == KP_AGAIN ? KP_ROUTE_WAIT_SPOOL : KP_ROUTE_REJECTED;
+    }
+    t->acct.spooled++;
+    o.gen = kp_topic_count(tt, tally);
+    if (!spill) {
+        kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
+        return KP_ROUTE_QUEUED;
+    }
+    if (r->spilled_cnt++ == 0) {
+        r->spilled_first = o.spool_seq;
+    }
+    kp_runs_add(&r->spilled, tally, o.gen, o.num);
+    r->env.n->spool_spilled++;
+    return KP_ROUTE_QUEUED;
+}
+
+static enum kp_route kp_router_route_spool(struct kp_router *r,
+                                           struct kp_topic *t,
+                                           const struct kp_msg *m, int64_t ts,
+                                           struct kp_tally *tally,
+                                           const struct kp_header *extra,
+                                           size_t extra_cnt,
+                                           enum kp_reason *why)
+{
+    struct kp_topic_table *tt = &r->topics;
+    const char *detail = NULL;
+    enum kp_route rc = kp_topic_check(tt, t, m, KP_TOPIC_FULL_IGNORED, why,
+                                      &detail);
+
+    if (rc == KP_ROUTE_FAILED) {
+        struct kp_origin o = {tally, kp_topic_count(tt, tally), tally->seq,
+                              0};
+        kp_topic_fail_msg(tt, t, t->name, m, ts, &o, extra, extra_cnt, *why,
+                          detail);
+    }
+    if (rc != KP_ROUTE_QUEUED) {
+        return rc;
+    }
+    if (r->spool_blocked) {
+        return KP_ROUTE_WAIT_SPOOL;
+    }
+    return kp_router_spool_take(r, t, m, ts, tally, extra, extra_cnt, why);
+}
+
+void kp_router_set_spool(struct kp_router *r, struct kp_spool *s,
+                         enum kp_spool_mode mode)
+{
+    struct kp_spool_stats st;
+
+    r->spool = s;
+    r->spool_mode = mode;
+    r->env.spool = s;
+    r->replay = kp_tally_create(NULL, NULL);
+    kp_spool_stats_get(s, &st);
+    r->cursor = kp_spool_cursor_create(s, 0);
+    if (st.backlog) {
+        /* an earlier run's records go first */
+        r->draining = true;
+        r->env.spool_unread = true;
+        kp_info("spool: %llu message(s) of an earlier run to send first",
+                (unsigned long long)st.backlog);
+    } else {
+        kp_spool_cursor_seek(r->cursor, kp_spool_next_seq(s));
+    }
+}
+
+/* This run's spool-only messages whose records were lost (cut, damaged on
+ * disk) before they were read back: n of them fail. */
+static void kp_router_spilled_lost(struct kp_router *r, uint64_t n)
+{
+    struct kp_runs lost = {0};
+
+    n = KP_MIN(n, r->spilled_cnt);
+    if (!n) {
+        return;
+    }
+    kp_err("spool: %llu message(s) lost from the spool before they were "
+           "read back (damaged on disk)",
+           (unsigned long long)n);
+    kp_runs_take(&lost, &r->spilled, (uint32_t)n);
+    r->env.n->failed += n;
+    kp_runs_settle(&lost, &r->gens, KP_FATE_FAILED, KP_REASON_SPOOL_ERROR, -1,
+                   -1);
+    kp_runs_deinit(&lost);
+    r->spilled_first += n;
+    r->spilled_cnt -= n;
+}
+
+/* The next record to place; KP_OK, or KP_AGAIN / KP_ERROR: none now. At
+ * the tail the spool is caught up: direct again. */
+static int kp_router_spool_next(struct kp_router *r)
+{
+    int rc = kp_spool_cursor_next(r->cursor, &r->head);
+
+    if (rc == KP_AGAIN) {
+        kp_router_spilled_lost(r, r->spilled_cnt);
+        r->draining = false;
+        r->env.spool_unread = false;
+        kp_debug("spool: caught up");
+        return rc;
+    }
+    if (rc != KP_OK) {
+        return rc;
+    }
+    r->head_valid = true;
+    r->head_since_ms = 0;
+    if (r->head.seq >= kp_spool_start_seq(r->spool)) {
+        r->env.spool_unread = false;
+        if (r->head.seq > r->spilled_first) {
+            kp_router_spilled_lost(r, r->head.seq - r->spilled_first);
+        }
+    }
+    return KP_OK;
+}
+
+/* Whose the head record is: this run's (the first of `spilled`), or an
+ * earlier run's (counted now, in the replay tally). */
+static void kp_router_head_origin(struct kp_router *r, bool replay,
+                                  struct kp_origin *o)
+{
+    if (replay) {
+        *o = (struct kp_origin){r->replay, kp_topic_count(&r->topics,
+                                                          r->replay),
+                                0, r->head.seq};
+        return;
+    }
+    kp_runs_first(&r->spilled, &o->tally, &o->gen, &o->num);
+    o->spool_seq = r->head.seq;
+}
+
+/* The head is placed (or failed): `spilled` lets its first go. */
+static void kp_router_head_done(struct kp_router *r, bool replay)
+{
+    r->head_valid = false;
+    if (!replay) {
+        kp_runs_drop_first(&r->spilled);
+        r->spilled_first++;
+        r->spilled_cnt--;
+    }
+}
+
+/* How the head's topic being full is treated: it waits for room, up to
+ * max_block_ms; then that topic's records fail until it has room. */
+static enum kp_topic_full kp_router_head_full(struct kp_router *r,
+                                              struct kp_topic *t)
+{
+    int64_t now = (int64_t)(ev_now(r->env.loop) * 1000);
+
+    if (r->head_full == t && r->head_full_epoch == r->topic_epoch) {
+        return KP_TOPIC_FULL_FAILS;
+    }
+    if (!kp_topic_full(&r->topics, t)) {
+        return KP_TOPIC_FULL_WAITS;
+    }
+    if (!r->head_since_ms) {
+        r->head_since_ms = now;
+    }
+    if (now - r->head_since_ms < r->conf->max_block_ms) {
+        return KP_TOPIC_FULL_WAITS;
+    }
+    kp_log_rl(&kp_router_spool_rl, KP_LOG_WARNING,
+              "spool: topic %s full for max_block_ms (%d ms): its records "
+              "read back fail (buffer_full) until it has room",
+              t->name, r->conf->max_block_ms);
+    r->head_full = t;
+    r->head_full_epoch = r->topic_epoch;
+    return KP_TOPIC_FULL_FAILS;
+}
+
+/* Places the head record in a batch, or fails it; KP_AGAIN: it waits (its
+ * topic's metadata, or room). */
+static int kp_router_place(struct kp_router *r)
+{
+    struct kp_topic_table *tt = &r->topics;
+    struct kp_msg *m = &r->head.msg;
+    bool replay = r->head.seq < kp_spool_start_seq(r->spool);
+    enum kp_reason why = KP_REASON_TOO_MANY_TOPICS;
+    const char *detail = "max_topics reached";
+    struct kp_origin o;
+    enum kp_route rc = KP_ROUTE_FAILED;
+    char name[KP_TOPIC_NAME_MAX + 1];
+
+    struct kp_topic *t = kp_router_topic(r, m->topic, m->topic_len);
+    if (t) {
+        rc = kp_topic_check(tt, t, m, kp_router_head_full(r, t), &why,
+                            &detail);
+    }
+    if (rc == KP_ROUTE_WAIT_METADATA || rc == KP_ROUTE_WAIT_ROOM) {
+        return KP_AGAIN;
+    }
+    kp_router_head_origin(r, replay, &o);
+    if (rc == KP_ROUTE_QUEUED) {
+        if (r->head_full == t) {
+            r->head_full = NULL; /* room again */
+        }
+        t->acct.spooled += replay;
+        kp_topic_append(tt, t, m, m->timestamp, &o, NULL, 0);
+    } else {
+        snprintf(name, sizeof(name), "%.*s",
+                 (int)KP_MIN(m->topic_len, KP_TOPIC_NAME_MAX), m->topic);
+        if (t) {
+            t->acct.spooled += replay;
+        }
+        kp_topic_fail_msg(tt, t, name, m, m->timestamp, &o, NULL, 0, why,
+                          detail ? detail : kp_reason_names[why]);
+    }
+    kp_router_head_done(r, replay);
+    return KP_OK;
+}
+
+/* Writers paused by a full spool go on once it has room again (a write
+ * error is retried by kp_router_spool_retry). */
+static void kp_router_spool_unblock(struct kp_router *r)
+{
+    int64_t want = KP_MAX(r->conf->spool.max_bytes / 8,
+                          (int64_t)r->conf->producer.message_max_bytes * 2);
+
+    if (r->spool_blocked && !r->spool_error &&
+        kp_spool_room(r->spool) >= KP_MIN(want, r->conf->spool.max_bytes)) {
+        r->spool_blocked = false;
+        kp_router_check_backpressure(r);
+    }
+}
+
+void kp_router_spool_retry(struct kp_router *r)
+{
+    if (r->spool && r->spool_blocked && r->spool_error &&
+        kp_spool_flush(r->spool) == KP_OK) {
+        r->spool_error = false;
+        kp_router_spool_unblock(r);
+    }
+}
+
+void kp_router_pump(struct kp_router *r)
+{
+    int budget = 65536; /* records per loop iteration: others' turn too */
+
+    if (!r->spool) {
+        return;
+    }
+    kp_router_spool_unblock(r);
+    while (r->draining && budget-- > 0 && !kp_router_memory_full(r)) {
+        if (!r->head_valid && kp_router_spool_next(r) != KP_OK) {
+            break;
+        }
+        if (kp_router_place(r) != KP_OK) {
+            break;
+        }
+    }
+}
+
 enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
                               const struct kp_msg *m, int64_t ts,
                               struct kp_tally *tally,
@@ -181,6 +550,10 @@ enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
     if (kp_router_bad_timestamp(r, m)) {
         *why = KP_REASON_BAD_TIMESTAMP;
         return KP_ROUTE_REJECTED;
+    }
+    if (r->spool) {
+        return kp_router_route_spool(r, t, m, ts, tally, extra, extra_cnt,
+                                     why);
     }
     return kp_topic_route(&r->topics, t, m, ts, tally, extra, extra_cnt,
                           full_fails, why);

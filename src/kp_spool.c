@@ -166,6 +166,7 @@ struct kp_spool {
     bool closing;
     uint64_t bytes, backlog, id_ctr;
     size_t cursors;
+    struct kp_spool_cursor *cursor_list; /* borrowed: every cursor */
     struct kp_buf jbuf; /* owned: journal entries being written */
     struct kp_spool_stats st;
     struct kp_ratelimit rl_write, rl_ack, rl_sync;
@@ -185,6 +186,7 @@ struct kp_spool {
 
 struct kp_spool_cursor {
     struct kp_spool *s; /* borrowed */
+    struct kp_spool_cursor *next; /* borrowed: the spool's cursor_list */
     uint64_t pos;       /* yields records with seq >= pos */
     uint64_t seg_first; /* segment being read; 0 = none, locate by pos */
     struct kp_spool_segment *seg; /* borrowed: it, while gen holds */
@@ -447,8 +449,18 @@ static struct kp_spool_segment *kp_spool_find_first(struct kp_spool *s,
 }
 
 /* Unlinks a segment and then its journal, and forgets it. */
+static void kp_spool_cursor_drop(struct kp_spool_cursor *c);
+
 static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
 {
+    /* A cursor's read fd would keep the file's space (a full file system
+     * waits for exactly that): they let it go, and find their place again
+     * by position. */
+    for (struct kp_spool_cursor *c = s->cursor_list; c; c = c->next) {
+        if (c->seg_first == seg->first_seq) {
+            kp_spool_cursor_drop(c);
+        }
+    }
     kp_spool_unlink(s, seg->first_seq, KP_SPOOL_F_SEG);
     kp_spool_unlink(s, seg->first_seq, KP_SPOOL_F_ACK);
     s->bytes -= seg->size + seg->ack_size;
@@ -1107,7 +1119,9 @@ static int kp_spool_make_room(struct kp_spool *s, size_t flen)
 {
     struct kp_spool_segment *a = s->active;
     bool done = a && a->rec_cnt > 0 && a->acked_cnt == a->rec_cnt;
-    bool over = s->bytes + flen > (uint64_t)s->max_bytes;
+    /* A full file system (ENOSPC) is over the budget too: a segment whose
+     * records are all acknowledged is then given back at once. */
+    bool over = s->bytes + flen > (uint64_t)s->max_bytes || s->write_errno;
     bool roll = !a || s->roll || (done && over) ||
                 (a->rec_cnt > 0 && a->size + flen > (uint64_t)s->segment_bytes);
     uint64_t after = s->bytes + flen + (roll ? KP_SPOOL_HDR_LEN : 0);
@@ -1169,7 +1183,7 @@ int kp_spool_append(struct kp_spool *s, const struct kp_spool_rec *rec,
     struct kp_spool_segment *a = s->active;
     kp_spool_bits_grow(a, a->rec_cnt + 1);
     *seq = s->next_seq;
-    kp_spool_seg_encode(&s->pending, s->next_seq, &r);
+    kp_spool_seg_encode_sized(&s->pending, s->next_seq, &r, flen);
     a->rec_cnt++;
     a->size += flen;
     s->bytes += flen;
@@ -1209,13 +1223,72 @@ int kp_spool_ack(struct kp_spool *s, uint64_t seq)
     seg->acked_cnt++;
     s->backlog--;
     s->st.acked++;
-    if (seg->acked_cnt == seg->rec_cnt && seg != s->active) {
+    if (seg->acked_cnt == seg->rec_cnt &&
+        (seg != s->active || s->write_errno)) {
+        /* The active one too when writes fail (a full file system):
+         * nothing of it is needed any more, its unwritten tail included,
+         * and its space is what lets the next segment be written. */
         kp_spool_reclaim(s, seg);
         return KP_OK;
     }
     kp_spool_dirty(s, seg, w);
     if (seg->dirty_cnt >= KP_SPOOL_DIRTY_FLUSH) {
         kp_spool_journal_write(s, seg); /* on failure retried by a flush */
+    }
+    return KP_OK;
+}
+
+/* Sets the bits [idx, idx + n) of seg's bitmap, a word at a time;
+ * returns how many were not set. */
+static uint64_t kp_spool_ack_bits(struct kp_spool *s,
+                                  struct kp_spool_segment *seg, uint64_t idx,
+                                  uint64_t n)
+{
+    uint64_t end = idx + n, added = 0;
+
+    while (idx < end) {
+        size_t w = (size_t)(idx / 64);
+        unsigned lo = (unsigned)(idx % 64);
+        uint64_t cnt = KP_MIN(64 - lo, end - idx);
+        uint64_t mask = (cnt == 64 ? ~UINT64_C(0)
+                                   : (UINT64_C(1) << cnt) - 1) << lo;
+        uint64_t add = mask & ~seg->acked[w];
+        if (add) {
+            seg->nonzero += seg->acked[w] == 0;
+            seg->acked[w] |= add;
+            added += (uint64_t)__builtin_popcountll(add);
+            kp_spool_dirty(s, seg, w);
+        }
+        idx += cnt;
+    }
+    return added;
+}
+
+int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n)
+{
+    while (n > 0) {
+        struct kp_spool_segment *seg = kp_spool_find(s, first);
+        if (!seg) {
+            kp_log_rl(&s->rl_ack, KP_LOG_WARNING,
+                      "spool %s: ack of seq %" PRIu64 ", which it does not "
+                      "hold",
+                      s->dir, first);
+            return KP_ERROR;
+        }
+        uint64_t idx = first - seg->first_seq;
+        uint64_t take = KP_MIN(n, seg->rec_cnt - idx);
+        uint64_t added = kp_spool_ack_bits(s, seg, idx, take);
+        seg->acked_cnt += added;
+        s->backlog -= added;
+        s->st.acked += added;
+        if (seg->acked_cnt == seg->rec_cnt &&
+            (seg != s->active || s->write_errno)) {
+            kp_spool_reclaim(s, seg); /* as kp_spool_ack */
+        } else if (seg->dirty_cnt >= KP_SPOOL_DIRTY_FLUSH) {
+            kp_spool_journal_write(s, seg); /* retried by a flush */
+        }
+        first += take;
+        n -= take;
     }
     return KP_OK;
 }
@@ -1416,6 +1489,8 @@ struct kp_spool_cursor *kp_spool_cursor_create(struct kp_spool *s,
     c->fd = -1;
     kp_buf_init(&c->buf, 0);
     s->cursors++;
+    c->next = s->cursor_list;
+    s->cursor_list = c;
     return c;
 }
 
@@ -1439,6 +1514,13 @@ void kp_spool_cursor_destroy(struct kp_spool_cursor *c)
     kp_buf_deinit(&c->buf);
     free(c->hdrs);
     c->s->cursors--;
+    for (struct kp_spool_cursor **p = &c->s->cursor_list; *p;
+         p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
     free(c);
 }
 

@@ -143,54 +143,74 @@ size_t kp_spool_seg_frame_size(const struct kp_spool_rec *rec)
            kp_spool_seg_hdrs_size(rec->extra, rec->extra_cnt);
 }
 
-static void kp_spool_seg_put_hdrs(struct kp_buf *out, const struct kp_header *h,
-                                  size_t n)
+/* Writers into room reserved once for the whole frame: a frame is
+ * encoded for every message in `always` mode, so no byte goes through a
+ * capacity check of its own. */
+static uint8_t *kp_spool_seg_put(uint8_t *q, const void *p, size_t n)
+{
+    if (n) {
+        memcpy(q, p, n);
+    }
+    return q + n;
+}
+
+static uint8_t *kp_spool_seg_put_hdrs(uint8_t *q, const struct kp_header *h,
+                                      size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        kp_buf_put_uvarint(out, h[i].name_len);
-        kp_buf_put_bytes(out, h[i].name, h[i].name_len);
+        q += kp_uvarint_enc(q, h[i].name_len);
+        q = kp_spool_seg_put(q, h[i].name, h[i].name_len);
         if (h[i].value) {
-            kp_buf_put_varint(out, (int64_t)h[i].value_len);
-            kp_buf_put_bytes(out, h[i].value, h[i].value_len);
+            q += kp_varint_enc(q, (int64_t)h[i].value_len);
+            q = kp_spool_seg_put(q, h[i].value, h[i].value_len);
         } else {
-            kp_buf_put_varint(out, -1);
+            q += kp_varint_enc(q, -1);
         }
     }
+    return q;
+}
+
+size_t kp_spool_seg_encode_sized(struct kp_buf *out, uint64_t seq,
+                                 const struct kp_spool_rec *rec, size_t flen)
+{
+    const struct kp_msg *m = &rec->msg;
+    uint8_t *f = kp_buf_reserve(out, flen);
+    uint8_t *q = f + KP_SPOOL_FRAME_HDR; /* crc, len, seq: patched below */
+
+    *q++ = (uint8_t)((m->key ? KP_SPOOL_FLAG_KEY : 0) |
+                     (m->value ? KP_SPOOL_FLAG_VALUE : 0));
+    kp_wr_u64(q, (uint64_t)m->timestamp);
+    q += 8;
+    q += kp_varint_enc(q, m->partition);
+    q += kp_uvarint_enc(q, rec->tag);
+    q += kp_uvarint_enc(q, m->topic_len);
+    q = kp_spool_seg_put(q, m->topic, m->topic_len);
+    if (m->key) {
+        q += kp_uvarint_enc(q, m->key_len);
+        q = kp_spool_seg_put(q, m->key, m->key_len);
+    }
+    if (m->value) {
+        q += kp_uvarint_enc(q, m->value_len);
+        q = kp_spool_seg_put(q, m->value, m->value_len);
+    }
+    q += kp_uvarint_enc(q, m->header_cnt + rec->extra_cnt);
+    q = kp_spool_seg_put_hdrs(q, m->headers, m->header_cnt);
+    q = kp_spool_seg_put_hdrs(q, rec->extra, rec->extra_cnt);
+
+    size_t len = (size_t)(q - f);
+    kp_assert(len == flen);
+    kp_wr_u32(f + 4, (uint32_t)(len - KP_SPOOL_FRAME_HDR)); /* len */
+    kp_wr_u64(f + 8, seq);                                  /* seq */
+    kp_wr_u32(f, kp_crc32c(0, f + 4, len - 4));             /* crc */
+    out->len += len;
+    return len;
 }
 
 size_t kp_spool_seg_encode(struct kp_buf *out, uint64_t seq,
                            const struct kp_spool_rec *rec)
 {
-    const struct kp_msg *m = &rec->msg;
-    size_t start = out->len;
-
-    kp_buf_reserve(out, kp_spool_seg_frame_size(rec));
-    out->len += KP_SPOOL_FRAME_HDR; /* crc, len, seq: patched below */
-    kp_buf_put_i8(out, (int8_t)((m->key ? KP_SPOOL_FLAG_KEY : 0) |
-                                (m->value ? KP_SPOOL_FLAG_VALUE : 0)));
-    kp_buf_put_i64(out, m->timestamp);
-    kp_buf_put_varint(out, m->partition);
-    kp_buf_put_uvarint(out, rec->tag);
-    kp_buf_put_uvarint(out, m->topic_len);
-    kp_buf_put_bytes(out, m->topic, m->topic_len);
-    if (m->key) {
-        kp_buf_put_uvarint(out, m->key_len);
-        kp_buf_put_bytes(out, m->key, m->key_len);
-    }
-    if (m->value) {
-        kp_buf_put_uvarint(out, m->value_len);
-        kp_buf_put_bytes(out, m->value, m->value_len);
-    }
-    kp_buf_put_uvarint(out, m->header_cnt + rec->extra_cnt);
-    kp_spool_seg_put_hdrs(out, m->headers, m->header_cnt);
-    kp_spool_seg_put_hdrs(out, rec->extra, rec->extra_cnt);
-
-    uint8_t *f = out->data + start;
-    size_t len = out->len - start;
-    kp_wr_u32(f + 4, (uint32_t)(len - KP_SPOOL_FRAME_HDR)); /* len */
-    kp_wr_u64(f + 8, seq);                                  /* seq */
-    kp_wr_u32(f, kp_crc32c(0, f + 4, len - 4));             /* crc */
-    return len;
+    return kp_spool_seg_encode_sized(out, seq, rec,
+                                     kp_spool_seg_frame_size(rec));
 }
 
 /* A length-prefixed byte string (non-NULL when empty); NULL and r->err on

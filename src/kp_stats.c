@@ -31,6 +31,7 @@
 #include "kp_procstats.h"
 #include "kp_produce.h"
 #include "kp_router.h"
+#include "kp_spool.h"
 
 /* How a gauge is shown: a number, a boolean (JSON true/false, metric
  * 0/1), or milliseconds (JSON ms, metric seconds; a counter when it only
@@ -451,6 +452,43 @@ static void kp_stats_topic_json(struct kp_topic *t, void *arg)
     kp_stats_printf(w->out, "}");
 }
 
+/* The disk spool (SPEC "Disk spool"): what it holds, what it did. */
+static void kp_stats_spool_json(const struct kp_stats_src *s,
+                                struct kp_buf *out)
+{
+    const struct kp_router *r = s->router;
+    struct kp_spool_stats st;
+
+    if (!r->spool) {
+        return;
+    }
+    kp_spool_stats_get(r->spool, &st);
+    kp_stats_printf(
+        out,
+        ",\"spool\":{\"mode\":\"%s\",\"draining\":%s,\"blocked\":%s,"
+        "\"bytes\":%llu,\"segments\":%llu,\"backlog_messages\":%llu,"
+        "\"replayed\":%llu,\"torn\":%llu,\"torn_bytes\":%llu,"
+        "\"appended\":%llu,\"acked\":%llu,\"full\":%llu,"
+        "\"write_errors\":%llu,\"reclaimed\":%llu,\"fsyncs\":%llu,"
+        "\"fsync_errors\":%llu,\"fsync_last_us\":%lld,"
+        "\"fsync_max_us\":%lld,\"fsync_mean_us\":%lld,"
+        "\"waiting_messages\":%llu",
+        kp_spool_mode_names[r->spool_mode], r->draining ? "true" : "false",
+        r->spool_blocked ? "true" : "false", (unsigned long long)st.bytes,
+        (unsigned long long)st.segments, (unsigned long long)st.backlog,
+        (unsigned long long)st.replayed, (unsigned long long)st.torn,
+        (unsigned long long)st.torn_bytes, (unsigned long long)st.appended,
+        (unsigned long long)st.acked, (unsigned long long)st.full,
+        (unsigned long long)st.write_errors,
+        (unsigned long long)st.reclaimed, (unsigned long long)st.fsyncs,
+        (unsigned long long)st.fsync_errors, (long long)st.fsync_last_us,
+        (long long)st.fsync_max_us,
+        (long long)(st.fsyncs ? st.fsync_sum_us / (int64_t)st.fsyncs : 0),
+        (unsigned long long)r->spilled_cnt);
+    kp_stats_json_scalars(s, NULL, "spool", out);
+    kp_stats_printf(out, "}");
+}
+
 /* The live (reloadable) settings in force, and the reload outcome. */
 static void kp_stats_config_json(const struct kp_stats_src *s,
                                  struct kp_buf *out)
@@ -496,6 +534,7 @@ void kp_stats_json(const struct kp_stats_src *s, struct kp_buf *out)
     kp_stats_json_scalars(s, &g, NULL, out);
     kp_stats_rejected_json(s->n, out);
     kp_stats_batch_json(s, out);
+    kp_stats_spool_json(s, out);
     kp_stats_brokers_json(s->md, s->conf, out);
     kp_stats_printf(out, ",\"topics\":{");
     kp_topic_foreach((struct kp_topic_table *)&s->router->topics,
@@ -876,6 +915,57 @@ static void kp_om_topics(const struct kp_stats_src *s, struct kp_buf *out)
     kp_topic_foreach(tt, kp_om_topic_held, &w);
 }
 
+/* The disk spool's gauges and counters (kproxyd_spool_*). */
+static void kp_om_spool(const struct kp_stats_src *s, struct kp_buf *out)
+{
+    const struct kp_router *r = s->router;
+    struct kp_spool_stats st;
+
+    if (!r->spool) {
+        return;
+    }
+    kp_spool_stats_get(r->spool, &st);
+#define KP_OM_SPOOL(name_, type_, unit_, help_, fmt_, v_)                      \
+    kp_om_family(out, name_, type_, unit_, help_);                             \
+    kp_stats_printf(out, "kproxyd_%s%s " fmt_ "\n", name_,                     \
+                    strcmp(type_, "counter") == 0 ? "_total" : "", v_);
+    KP_OM_SPOOL("spool_bytes", "gauge", "bytes",
+                "Bytes of the disk spool: segments and journals.", "%llu",
+                (unsigned long long)st.bytes)
+    KP_OM_SPOOL("spool_segments", "gauge", NULL, "Segment files.", "%llu",
+                (unsigned long long)st.segments)
+    KP_OM_SPOOL("spool_backlog_messages", "gauge", NULL,
+                "Records not acknowledged (Kafka has not got them yet).",
+                "%llu", (unsigned long long)st.backlog)
+    KP_OM_SPOOL("spool_replayed_messages", "counter", NULL,
+                "Records of earlier runs sent again after this start.",
+                "%llu", (unsigned long long)st.replayed)
+    KP_OM_SPOOL("spool_torn_records", "counter", NULL,
+                "Damaged or torn records cut (with what followed them in "
+                "their segment).",
+                "%llu", (unsigned long long)st.torn)
+    KP_OM_SPOOL("spool_full", "counter", NULL,
+                "Appends refused: spool.max_bytes reached.", "%llu",
+                (unsigned long long)st.full)
+    KP_OM_SPOOL("spool_write_errors", "counter", NULL,
+                "Failed writes to the spool (ENOSPC, EIO...).", "%llu",
+                (unsigned long long)st.write_errors)
+    KP_OM_SPOOL("spool_fsyncs", "counter", NULL,
+                "Completed fdatasync rounds (spool.fsync_ms).", "%llu",
+                (unsigned long long)st.fsyncs)
+    KP_OM_SPOOL("spool_fsync_seconds", "counter", "seconds",
+                "Time spent in fdatasync rounds (divided by spool_fsyncs: "
+                "the mean latency).",
+                "%.6f", (double)st.fsync_sum_us / 1e6)
+    KP_OM_SPOOL("spool_fsync_max_seconds", "gauge", "seconds",
+                "The longest fdatasync round.", "%.6f",
+                (double)st.fsync_max_us / 1e6)
+    KP_OM_SPOOL("spool_draining", "gauge", NULL,
+                "1 while new messages go to the spool only.", "%d",
+                r->draining ? 1 : 0)
+#undef KP_OM_SPOOL
+}
+
 void kp_stats_metrics(const struct kp_stats_src *s, struct kp_buf *out)
 {
     struct kp_gauges g;
@@ -888,6 +978,7 @@ void kp_stats_metrics(const struct kp_stats_src *s, struct kp_buf *out)
     kp_om_labelled(s, out);
     kp_om_batches(s, out);
     kp_om_brokers(s->md, out);
+    kp_om_spool(s, out);
     kp_om_topics(s, out);
     kp_procstats_render(true, out);
     kp_stats_printf(out, "# EOF\n");

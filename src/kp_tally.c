@@ -333,6 +333,52 @@ void kp_runs_add(struct kp_runs *r, struct kp_tally *t, uint32_t gen,
     }
 }
 
+/* Appends n spool seqs (seqs NULL: n zeros), allocating the array (with
+ * zeros for the messages before) on the first. */
+static void kp_runs_push_spool(struct kp_runs *r, const uint64_t *seqs,
+                               uint32_t n)
+{
+    if (!r->spool) {
+        uint32_t before = (uint32_t)kp_runs_count(r) - n;
+        r->spool_cap = KP_MAX(before + n, 64);
+        r->spool = kp_calloc(r->spool_cap, sizeof(*r->spool));
+        r->spool_head = 0;
+        r->spool_cnt = before;
+    }
+    if (r->spool_cap - r->spool_cnt < n && r->spool_head > 0) {
+        memmove(r->spool, r->spool + r->spool_head,
+                (r->spool_cnt - r->spool_head) * sizeof(*r->spool));
+        r->spool_cnt -= r->spool_head;
+        r->spool_head = 0;
+    }
+    if (r->spool_cap - r->spool_cnt < n) {
+        uint32_t cap = KP_MAX(r->spool_cap * 2, r->spool_cnt + n);
+        r->spool = kp_realloc(r->spool, cap * sizeof(*r->spool));
+        r->spool_cap = cap;
+    }
+    if (seqs) {
+        memcpy(r->spool + r->spool_cnt, seqs, n * sizeof(*seqs));
+    } else {
+        memset(r->spool + r->spool_cnt, 0, n * sizeof(*r->spool));
+    }
+    r->spool_cnt += n;
+}
+
+void kp_runs_add_spool(struct kp_runs *r, uint64_t spool_seq)
+{
+    if (r->spool && r->spool_cnt < r->spool_cap) {
+        r->spool[r->spool_cnt++] = spool_seq; /* per message: no call */
+    } else if (spool_seq || r->spool) {
+        kp_runs_push_spool(r, &spool_seq, 1);
+    }
+}
+
+const uint64_t *kp_runs_spool(const struct kp_runs *r, uint32_t *n)
+{
+    *n = r->spool ? r->spool_cnt - r->spool_head : 0;
+    return r->spool ? r->spool + r->spool_head : NULL;
+}
+
 /* Drops the first k messages of the head run (k <= its count). */
 static void kp_runs_pop(struct kp_runs *r, uint32_t k)
 {
@@ -340,6 +386,9 @@ static void kp_runs_pop(struct kp_runs *r, uint32_t k)
 
     if (run->tally->receipts) {
         r->seq_head += k;
+    }
+    if (r->spool) {
+        r->spool_head += k;
     }
     run->count -= k;
     if (run->count == 0) {
@@ -349,6 +398,7 @@ static void kp_runs_pop(struct kp_runs *r, uint32_t k)
     if (r->head == r->cnt) {
         r->head = r->cnt = 0;
         r->seq_head = r->seq_cnt = 0;
+        r->spool_head = r->spool_cnt = 0;
     }
 }
 
@@ -360,6 +410,11 @@ void kp_runs_take(struct kp_runs *dst, struct kp_runs *src, uint32_t n)
         kp_runs_push(dst, run->tally, run->gen, k);
         if (run->tally->receipts) {
             kp_runs_push_seqs(dst, src->seqs + src->seq_head, k);
+        }
+        if (src->spool || dst->spool) {
+            kp_runs_push_spool(dst, src->spool ? src->spool + src->spool_head
+                                               : NULL,
+                               k);
         }
         n -= k;
         kp_runs_pop(src, k);
@@ -399,6 +454,7 @@ void kp_runs_deinit(struct kp_runs *r)
     }
     free(r->v);
     free(r->seqs);
+    free(r->spool);
     memset(r, 0, sizeof(*r));
 }
 

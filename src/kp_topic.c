@@ -16,11 +16,13 @@
 #include "kp_partition.h"
 #include "kp_partitioner.h"
 #include "kp_record.h"
+#include "kp_spool.h"
 
 const char *const kp_topic_state_names[KP_TOPIC__COUNT] = {
     "unknown", "ready", "missing"};
 const char *const kp_route_names[KP_ROUTE__COUNT] = {
-    "queued", "failed", "rejected", "wait_room", "wait_metadata"};
+    "queued", "failed", "rejected", "wait_room", "wait_metadata",
+    "wait_spool"};
 
 /* Asking again about a topic Metadata does not know: from this, doubling
  * up to the cap, so thousands of unknown topics do not keep a large
@@ -233,15 +235,21 @@ bool kp_topic_full(const struct kp_topic_table *tt, const struct kp_topic *t)
     return t->acct.bytes >= tt->conf->topic_buffer_bytes;
 }
 
-/* Takes one message and fails it at once: counted as received and failed,
- * written to the dead letter (before anyone is told, DESIGN 18), then
- * settled through its run (receipt, tally, flush generation). */
-static void kp_topic_fail_now(struct kp_topic_table *tt, struct kp_topic *t,
-                              const struct kp_msg *m, int64_t ts,
-                              struct kp_tally *tally,
-                              const struct kp_header *extra,
-                              size_t extra_cnt, enum kp_reason why,
-                              const char *detail)
+uint32_t kp_topic_count(struct kp_topic_table *tt, struct kp_tally *tally)
+{
+    struct kp_part_env *env = tt->env;
+
+    tally->pending++;
+    kp_gens_add(env->gens, env->gens->current, 1);
+    env->n->received++;
+    return env->gens->current;
+}
+
+void kp_topic_fail_msg(struct kp_topic_table *tt, struct kp_topic *t,
+                       const char *name, const struct kp_msg *m, int64_t ts,
+                       const struct kp_origin *o,
+                       const struct kp_header *extra, size_t extra_cnt,
+                       enum kp_reason why, const char *detail)
 {
     struct kp_part_env *env = tt->env;
     int32_t part = m->partition;
@@ -249,24 +257,73 @@ static void kp_topic_fail_now(struct kp_topic_table *tt, struct kp_topic *t,
 
     snprintf(error, sizeof(error), "%s: %s", kp_reason_names[why], detail);
     kp_log_rl(&kp_topic_fail_rl, KP_LOG_ERROR,
-              "topic %s: a message from pid %ld uid %ld failed: %s", t->name,
-              (long)tally->pid, (long)tally->uid, error);
-    tally->pending++;
-    kp_gens_add(env->gens, env->gens->current, 1);
-    env->n->received++;
+              "topic %s: a message from pid %ld uid %ld failed: %s", name,
+              (long)o->tally->pid, (long)o->tally->uid, error);
     env->n->failed++;
-    t->failed_by[why]++;
+    if (t) {
+        t->failed_by[why]++;
+    }
     kp_buf_reset(&tt->fail_rec);
     /* base timestamp 0: the record's delta is its absolute timestamp */
     kp_record_append(&tt->fail_rec, 0, ts, m, extra, extra_cnt);
-    kp_deadletter_records(env->dl, t->name, tt->fail_rec.data,
-                          tt->fail_rec.len, 0, part >= 0 ? &part : NULL,
-                          error);
-    kp_runs_add(&tt->fail_run, tally, env->gens->current, tally->seq);
+    kp_deadletter_records(env->dl, name, tt->fail_rec.data, tt->fail_rec.len,
+                          0, part >= 0 ? &part : NULL, error);
+    if (o->spool_seq) {
+        /* recorded: the spool may let it go (after the dead letter) */
+        kp_spool_ack(env->spool, o->spool_seq);
+        if (t) {
+            t->acct.spooled--;
+        }
+    }
+    kp_runs_add(&tt->fail_run, o->tally, o->gen, o->num);
     kp_runs_settle(&tt->fail_run, env->gens, KP_FATE_FAILED, why, -1, -1);
     kp_runs_drop_first(&tt->fail_run);
-    /* nothing was held; tells flush barriers that a message settled */
-    kp_part_env_account(env, &t->acct, 0, 0);
+    if (t) {
+        /* nothing was held; tells flush barriers that a message settled */
+        kp_part_env_account(env, &t->acct, 0, 0);
+    }
+}
+
+enum kp_route kp_topic_check(struct kp_topic_table *tt, struct kp_topic *t,
+                             const struct kp_msg *m, enum kp_topic_full full,
+                             enum kp_reason *why, const char **detail)
+{
+    if (m->key_len + m->value_len > (size_t)t->pconf->message_max_bytes) {
+        *why = KP_REASON_TOO_LONG;
+        return KP_ROUTE_REJECTED;
+    }
+    if (t->state == KP_TOPIC_UNKNOWN) {
+        return KP_ROUTE_WAIT_METADATA;
+    }
+    t->last_line_ms = (int64_t)(ev_now(tt->env->loop) * 1000);
+    if (t->state == KP_TOPIC_MISSING) {
+        *why = t->missing_why;
+        *detail = t->missing_detail;
+        return KP_ROUTE_FAILED;
+    }
+    if (m->partition >= t->part_cnt) {
+        *why = KP_REASON_BAD_PARTITION;
+        return KP_ROUTE_REJECTED;
+    }
+    if (full != KP_TOPIC_FULL_IGNORED && kp_topic_full(tt, t)) {
+        if (full == KP_TOPIC_FULL_WAITS) {
+            return KP_ROUTE_WAIT_ROOM;
+        }
+        *why = KP_REASON_BUFFER_FULL;
+        *detail = "the topic held topic_buffer_bytes for max_block_ms";
+        return KP_ROUTE_FAILED;
+    }
+    return KP_ROUTE_QUEUED;
+}
+
+void kp_topic_append(struct kp_topic_table *tt, struct kp_topic *t,
+                     const struct kp_msg *m, int64_t ts,
+                     const struct kp_origin *o, const struct kp_header *extra,
+                     size_t extra_cnt)
+{
+    kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf, t->pconf, m,
+                        ts, o->tally, o->gen, o->num, extra, extra_cnt,
+                        o->spool_seq);
 }
 
 enum kp_route kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
@@ -275,43 +332,22 @@ enum kp_route kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
                              const struct kp_header *extra, size_t extra_cnt,
                              bool full_fails, enum kp_reason *why)
 {
-    struct kp_part_env *env = tt->env;
+    const char *detail = NULL;
+    enum kp_route r = kp_topic_check(
+        tt, t, m, full_fails ? KP_TOPIC_FULL_FAILS : KP_TOPIC_FULL_WAITS, why,
+        &detail);
 
-    if (m->key_len + m->value_len > (size_t)t->pconf->message_max_bytes) {
-        *why = KP_REASON_TOO_LONG;
-        return KP_ROUTE_REJECTED;
-    }
-    if (t->state == KP_TOPIC_UNKNOWN) {
-        return KP_ROUTE_WAIT_METADATA;
-    }
-    t->last_line_ms = (int64_t)(ev_now(env->loop) * 1000);
-    if (t->state == KP_TOPIC_MISSING) {
-        *why = t->missing_why;
-        kp_topic_fail_now(tt, t, m, ts, tally, extra, extra_cnt, *why,
-                          t->missing_detail);
-        return KP_ROUTE_FAILED;
-    }
-    if (m->partition >= t->part_cnt) {
-        *why = KP_REASON_BAD_PARTITION;
-        return KP_ROUTE_REJECTED;
-    }
-    if (kp_topic_full(tt, t)) {
-        if (!full_fails) {
-            return KP_ROUTE_WAIT_ROOM;
+    if (r == KP_ROUTE_QUEUED || r == KP_ROUTE_FAILED) {
+        struct kp_origin o = {tally, kp_topic_count(tt, tally), tally->seq,
+                              0};
+        if (r == KP_ROUTE_QUEUED) {
+            kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
+        } else {
+            kp_topic_fail_msg(tt, t, t->name, m, ts, &o, extra, extra_cnt,
+                              *why, detail);
         }
-        *why = KP_REASON_BUFFER_FULL;
-        kp_topic_fail_now(tt, t, m, ts, tally, extra, extra_cnt, *why,
-                          "the topic held topic_buffer_bytes for "
-                          "max_block_ms");
-        return KP_ROUTE_FAILED;
     }
-    tally->pending++;
-    kp_gens_add(env->gens, env->gens->current, 1);
-    env->n->received++;
-    kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf, t->pconf, m,
-                        ts, tally, env->gens->current, tally->seq, extra,
-                        extra_cnt);
-    return KP_ROUTE_QUEUED;
+    return r;
 }
 
 /* Up to four waiting writers as "pid P uid U, ..." for a warning. */

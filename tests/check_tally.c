@@ -54,6 +54,58 @@ START_TEST(test_runs_take_splits_a_run)
 }
 END_TEST
 
+/* Spool seqs: nothing is stored until a message has one; then one entry
+ * per message (0 before it and for messages without), moved by take in
+ * step with the messages, whichever side had them. */
+START_TEST(test_runs_spool_seqs)
+{
+    struct kp_tally *a = kp_tally_create(NULL, NULL);
+    struct kp_tally *b = kp_tally_create(NULL, NULL);
+    struct kp_runs r = {0}, dst = {0}, plain = {0};
+    const uint64_t *seqs;
+    uint32_t n;
+
+    for (int i = 0; i < 3; i++) {
+        kp_runs_add(&r, a, 0, 0);
+        kp_runs_add_spool(&r, 0);
+    }
+    ck_assert_ptr_null(kp_runs_spool(&r, &n));
+    ck_assert_uint_eq(n, 0);
+    kp_runs_add(&r, b, 0, 0);
+    kp_runs_add_spool(&r, 41);
+    kp_runs_add(&r, b, 0, 0);
+    kp_runs_add_spool(&r, 42);
+    kp_runs_add(&r, a, 0, 0);
+    kp_runs_add_spool(&r, 0);
+    seqs = kp_runs_spool(&r, &n);
+    ck_assert_uint_eq(n, 6);
+    ck_assert(seqs[0] == 0 && seqs[2] == 0 && seqs[3] == 41 &&
+              seqs[4] == 42 && seqs[5] == 0);
+
+    kp_runs_take(&dst, &r, 4); /* a:3, b:1 (41) */
+    seqs = kp_runs_spool(&dst, &n);
+    ck_assert_uint_eq(n, 4);
+    ck_assert(seqs[0] == 0 && seqs[3] == 41);
+    seqs = kp_runs_spool(&r, &n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert(seqs[0] == 42 && seqs[1] == 0);
+
+    /* into runs that had none: zeros for what they held before */
+    kp_runs_add(&plain, a, 0, 0);
+    kp_runs_take(&plain, &r, 1);
+    seqs = kp_runs_spool(&plain, &n);
+    ck_assert_uint_eq(n, 2);
+    ck_assert(seqs[0] == 0 && seqs[1] == 42);
+    kp_runs_drop_first(&r);
+    ck_assert_uint_eq(kp_runs_count(&r), 0);
+    kp_runs_deinit(&r);
+    kp_runs_deinit(&dst);
+    kp_runs_deinit(&plain);
+    kp_tally_put(a);
+    kp_tally_put(b);
+}
+END_TEST
+
 static int outputs;
 
 static void on_output(void *owner)
@@ -289,6 +341,7 @@ static Suite *tally_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_runs_merge_and_take);
     tcase_add_test(tc, test_runs_take_splits_a_run);
+    tcase_add_test(tc, test_runs_spool_seqs);
     tcase_add_test(tc, test_gens_barrier);
     tcase_add_test(tc, test_runs_receipts);
     tcase_add_test(tc, test_runs_first_and_detach);

@@ -122,6 +122,7 @@ TARGET_THR_W1000 = 1.5    # ... with 1,000 writers
 TARGET_W100_CPU = 1.3     # 100 writers' CPU/msg <= this x one writer's
 TARGET_COLD = 0.85        # cold msgs/s >= this x warm
 TARGET_RECEIPTS = 0.9     # receipts-on msgs/s >= this x receipts-off
+TARGET_THR_SPOOL = 1.5    # spool.mode always: msgs/s >= this x librdkafka's
 TARGET_COLD_RSS_MB = 48.0
 MOCK_BUSY_LIMIT = 0.85    # the mock's thread this busy: the mock is the limit
 
@@ -132,7 +133,8 @@ class Row:
 
     def __init__(self, name, what, size=100, scale=1.0, writers=1,
                  partitions=6, codec="none", acks="1", cold=False, keys=0,
-                 tls=False, receipts=False, enabled=True, note=""):
+                 tls=False, receipts=False, spool=None, enabled=True,
+                 note=""):
         self.name = name
         self.what = what
         self.size = size            # payload bytes per message
@@ -145,6 +147,7 @@ class Row:
         self.keys = keys            # 0: key-less; K: keys k0..k<K-1>
         self.tls = tls              # through stunnel terminators
         self.receipts = receipts    # listener receipts "each"
+        self.spool = spool          # spool.mode ("always", "overflow")
         self.enabled = enabled      # run by default (else --rows NAME)
         self.note = note
 
@@ -171,6 +174,7 @@ ROWS = [
     Row("tls", "1 writer, 100 B, TLS through stunnel terminators",
         tls=True),
     Row("receipts", "1 writer, 100 B, receipts each", receipts=True),
+    Row("spool", "1 writer, 100 B, disk spool always", spool="always"),
 ]
 LATENCY_ROW = "latency"
 
@@ -538,6 +542,10 @@ def kproxyd_conf(args, row, mock, sock, tls):
     }
     if row.writers > 500:
         conf["max_clients_per_uid"] = row.writers * 2 + 16
+    if row.spool:
+        # a fresh directory per run: nothing replayed from an earlier one
+        conf["spool"] = {"dir": tempfile.mkdtemp(
+            prefix="spool-", dir=os.path.dirname(sock)), "mode": row.spool}
     if tls:
         conf["brokers"] = tls.addrs
         conf["address_map"] = tls.map
@@ -1101,7 +1109,8 @@ def targets(results, lat):
             ok = rt["cpu"] <= TARGET_CPU if rt["cpu"] is not None else None
             out.append((name, "CPU/msg <= %.1fx librdkafka's" % TARGET_CPU,
                         "%.2fx" % rt["cpu"] if ok is not None else "-", ok))
-            want = TARGET_THR_W1000 if name == "w1000" else TARGET_THR
+            want = TARGET_THR_W1000 if name == "w1000" else \
+                TARGET_THR_SPOOL if name == "spool" else TARGET_THR
             ok = rt["thr"] >= want
             val = "%.2fx" % rt["thr"]
             if not ok and kp["mock_busy"] >= MOCK_BUSY_LIMIT:

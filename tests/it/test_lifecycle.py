@@ -229,8 +229,22 @@ def test_sigterm_reads_writers_to_their_eof(t):
     and each summary counts all of them (before: lines written after the
     drain's snapshot were left unread, and the summary, sent before the
     writer's own EOF, counted fewer than it had sent)."""
+    _sigterm_reads_writers(t, {"producer": {"linger_ms": 50}})
+
+
+def test_sigterm_reads_writers_to_their_eof_spool(t):
+    """The same with a disk spool (`always`): every line goes through the
+    spool, is delivered and acknowledged there; the spool is left empty,
+    with no file."""
+    _sigterm_reads_writers(t, {"producer": {"linger_ms": 50},
+                               "spool": {"dir": t.path("spool"),
+                                         "mode": "always"}})
+    assert os.listdir(t.path("spool")) == []
+
+
+def _sigterm_reads_writers(t, conf):
     c = t.cluster(topics={"sw": 3})
-    k = t.kproxyd(c, {"producer": {"linger_ms": 50}})
+    k = t.kproxyd(c, conf)
     writers, chunks, per_chunk = 3, 30, 100
     results = [None] * writers
     signalled = threading.Event()
