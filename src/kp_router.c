@@ -525,7 +525,8 @@ void kp_router_spool_retry(struct kp_router *r)
 
 void kp_router_pump(struct kp_router *r)
 {
-    int budget = 65536; /* records per loop iteration: others' turn too */
+    int budget = 16384; /* records per loop iteration (a few ms): others'
+                           * turn too */
 
     if (!r->spool) {
         return;
