@@ -38,9 +38,11 @@
  * inside a callback chain.
  *
  * What one connection may hold beyond the budgets shared with the others:
- * its struct and tally (about 1 KiB), up to KP_CLIENT_READ_BUDGET of
- * complete lines read but not routed while it is stalled, and up to
- * KP_CLIENT_OUT_MAX of receipts its writer has not read.
+ * its struct and tally (about 1 KiB); while it is stalled, what its last
+ * read brought from the waiting message on (at most KP_CLIENT_READ_BUDGET
+ * plus the message that read completed, itself at most the longest
+ * message_max_bytes); and up to KP_CLIENT_OUT_MAX of receipts its writer
+ * has not read.
  */
 #ifndef KP_CLIENT_H
 #define KP_CLIENT_H
