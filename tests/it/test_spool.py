@@ -63,10 +63,11 @@ def _quiet_spool(k, timeout=60):
 def test_spool_always_round_trip(t):
     """`always`: every message goes through the spool (appended before it
     is batched, acknowledged once Kafka has it); receipts and summaries
-    keep their meaning; stats and metrics show the spool; a clean stop
-    leaves no file behind."""
+    keep their meaning; stats and metrics show the spool and its
+    fdatasync rounds (fsync_ms); a clean stop leaves no file behind."""
     c = t.cluster(brokers=1, topics={"sp": 3})
-    k = t.kproxyd(c, {"spool": _spool_conf(t), "producer": FAST,
+    k = t.kproxyd(c, {"spool": _spool_conf(t, fsync_ms=20),
+                      "producer": FAST,
                       "listeners": [{"path": "r.sock", "receipts": "each"}]})
     s = connect(k.sock)
     s.sendall(b"".join(b"sp v%d\n" % i for i in range(2000)))
@@ -85,6 +86,9 @@ def test_spool_always_round_trip(t):
     sp = st["spool"]
     assert sp["mode"] == "always" and sp["appended"] == 2000, sp
     assert sp["acked"] == 2000 and sp["backlog_messages"] == 0, sp
+    sp = wait_for(lambda: (lambda x: x if x["fsyncs"] else None)(
+        k.stats()["spool"]), tmo(10), "an fdatasync round")
+    assert sp["fsync_errors"] == 0 and sp["fsync_max_us"] > 0, sp
     metrics = "\n".join(k.control_lines("metrics", until="# EOF"))
     for fam in ("kproxyd_spool_bytes", "kproxyd_spool_segments",
                 "kproxyd_spool_backlog_messages 0",
