@@ -8,17 +8,39 @@
  *
  *   READING ──EOF──▶ DRAINING ──all settled──▶ REPLYING ──written──▶ CLOSED
  *     │  ▲                                                             ▲
- *     ▼  │ (backpressure, or 1 MiB of unread receipts, pauses the read  │
- *     │  │  watcher, state unchanged)                                   │
+ *     ▼  │ (backpressure, 1 MiB of unread receipts, or a stall on a     │
+ *     │  │  topic pauses the read watcher, state unchanged)             │
  *   error / shutdown ─────────────────────────────────────────────────┘
  *
  * Bytes are read into the shared buffer and parsed in place; only a
  * trailing partial message is kept by the client (`carry`), so an idle
- * connection holds no buffer. Output (receipts, then the summary) is
- * appended to the tally's `out` as fates arrive and written once per loop
- * iteration, from the prepare phase (kp_clients_reap): one write per
- * connection for all the batches answered meanwhile. A closed client is
- * freed from the prepare phase too, never inside a callback chain.
+ * connection holds no buffer. A partial message that grows over many reads
+ * is read into the carry's tail and framed once it is complete: no byte is
+ * copied or searched twice however slowly it trickles in.
+ *
+ * Stalls (SPEC "Isolation"). When the next message is for a topic that is
+ * full or has no metadata yet, the connection stops there: that message
+ * and the rest of the read stay in its carry, it waits on the topic's list
+ * (kp_topic_waiter) and is not read; other connections go on. When the
+ * topic wakes it, it is resumed from the prepare phase (kp_clients_resume)
+ * and offers the message again. Paused on a full topic for max_block_ms
+ * (one timer over a FIFO of blocked connections), its messages for that
+ * topic fail at once (buffer_full) until the topic takes one again.
+ *
+ * Unfinished lines share a budget of buffer_bytes / 8 (they count against
+ * buffer_bytes too); a read that takes them over it rejects the largest
+ * one (buffer_full), whose rest is then skipped to its end.
+ *
+ * Output (receipts, then the summary) is appended to the tally's `out` as
+ * fates arrive and written once per loop iteration, from the prepare phase
+ * (kp_clients_reap): one write per connection for all the batches answered
+ * meanwhile. A closed client is freed from the prepare phase too, never
+ * inside a callback chain.
+ *
+ * What one connection may hold beyond the budgets shared with the others:
+ * its struct and tally (about 1 KiB), up to KP_CLIENT_READ_BUDGET of
+ * complete lines read but not routed while it is stalled, and up to
+ * KP_CLIENT_OUT_MAX of receipts its writer has not read.
  */
 #ifndef KP_CLIENT_H
 #define KP_CLIENT_H
@@ -29,6 +51,7 @@
 
 #include "kp_frame.h"
 #include "kp_line.h"
+#include "kp_topic.h"
 #include "kp_uidmap.h"
 
 struct kp_conf;
@@ -51,6 +74,8 @@ struct kp_clients;
 
 /* Unread receipts beyond which a connection is not read (SPEC). */
 #define KP_CLIENT_OUT_MAX (1024 * 1024)
+/* Bytes one client may read per wake-up: its share of the loop. */
+#define KP_CLIENT_READ_BUDGET (256 * 1024)
 
 struct kp_client {
     TAILQ_ENTRY(kp_client) link;  /* the set's open or closed list */
@@ -65,11 +90,31 @@ struct kp_client {
     bool blocked; /* KP_CLIENT_OUT_MAX of output waits unread */
     bool queued;  /* on the set's `writable` list */
     bool deaf;    /* a write failed: output is dropped from now on */
+    bool stalled; /* its carry starts with a message a topic did not take
+                     yet: waiting (wait.topic), or resuming */
+    bool resuming; /* on the set's `resume` list */
+    bool eof_seen; /* EOF read; its carry still to finish (stalled) */
     int64_t last_read_ms; /* loop time of its last read */
 
-    uint8_t *carry; /* owned: partial message from the last read */
+    uint8_t *carry; /* owned: partial message from the last read, or (when
+                       stalled) everything from the waiting message on */
     size_t carry_len, carry_cap;
+    size_t partial; /* bytes of carry counted as an unfinished line */
     struct kp_framer framer;
+    struct kp_topic_waiter wait; /* on a topic's list while stalled */
+
+    /* Paused on a full topic since block_since_ms (the set's `blocked`
+     * FIFO); after max_block_ms its messages for that topic fail at once
+     * (fail_topic) until the topic takes one again. Both are borrowed,
+     * valid while the router's topic_epoch is the one noted. */
+    struct kp_topic *block_topic;
+    uint64_t block_epoch;
+    int64_t block_since_ms;
+    struct kp_topic *fail_topic;
+    uint64_t fail_epoch;
+    TAILQ_ENTRY(kp_client) block_link;   /* the set's `blocked` FIFO */
+    TAILQ_ENTRY(kp_client) resume_link;  /* the set's `resume` list */
+    TAILQ_ENTRY(kp_client) partial_link; /* the set's `partials` */
 
     struct kp_tally *tally;      /* owned reference; its `out` is the
                                     output, written up to out_off */
@@ -97,6 +142,12 @@ struct kp_clients {
     struct kp_client_list open;  /* owned */
     struct kp_client_list closed; /* owned: freed by kp_clients_reap */
     struct kp_client_list writable; /* borrowed: open, with new output */
+    struct kp_client_list resume;   /* borrowed: woken, to resume */
+    struct kp_client_list blocked;  /* borrowed: paused on a full topic,
+                                       oldest first */
+    struct kp_client_list partials; /* borrowed: holding unfinished lines */
+    int64_t partial_bytes;          /* their sum (budget buffer_bytes/8) */
+    ev_timer block_timer;           /* max_block_ms of the oldest blocked */
     uint32_t cnt;
     struct kp_uidmap per_uid; /* open connections by peer uid */
     uint64_t next_id;
@@ -119,6 +170,9 @@ void kp_clients_deinit(struct kp_clients *cs);
 void kp_clients_reconf(struct kp_clients *cs);
 /* Pauses (backpressure) or resumes reading every client. */
 void kp_clients_pause(struct kp_clients *cs, bool on);
+/* The prepare phase, before requests are sent: clients that a topic woke
+ * (room, metadata) offer their waiting messages again. */
+void kp_clients_resume(struct kp_clients *cs);
 /* Writes the output (receipts, summaries) appended since the last call:
  * one write per connection; a client whose summary is written closes. */
 void kp_clients_flush(struct kp_clients *cs);

@@ -33,6 +33,15 @@
     X(receipt_pauses, NULL, "receipt_pauses", "receipt_pauses",               \
       "Times a connection was not read because 1 MiB of its receipts "       \
       "waited unread.")                                                        \
+    X(topic_waits, NULL, "topic_waits", "topic_waits",                        \
+      "Times a connection was paused on a topic that was full or had no "    \
+      "metadata yet.")                                                         \
+    X(block_timeouts, NULL, "block_timeouts", "block_timeouts",               \
+      "Times a connection paused on a full topic for max_block_ms: its "     \
+      "messages for it then fail as buffer_full.")                             \
+    X(partial_evictions, NULL, "partial_evictions", "partial_evictions",      \
+      "Unfinished lines rejected (buffer_full) because unfinished lines "    \
+      "held buffer_bytes / 8.")                                                \
     X(clients_refused, NULL, "clients_refused", NULL,                         \
       "Client connections closed at accept.")                                  \
     X(clients_refused_peer, NULL, "clients_refused_peer", NULL,               \

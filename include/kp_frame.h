@@ -69,4 +69,19 @@ enum kp_frame_kind kp_frame_next(struct kp_framer *f, size_t max,
 bool kp_frame_ready(const struct kp_framer *f, size_t max, const uint8_t *buf,
                     size_t len, size_t fresh);
 
+/* Where the message at msg, just returned by kp_frame_next from data,
+ * begins in data (its length prefix included): to offer it again. */
+size_t kp_frame_start(const struct kp_framer *f, const uint8_t *data,
+                      const uint8_t *msg);
+
+/*
+ * Gives up the partial message buf[0..len) (a memory budget rejected it):
+ * the rest of it is skipped as it arrives, up to the next '\n' for lines,
+ * to the frame's declared end for frames. kp_frame_abandonable says
+ * whether that is possible (a frame needs its whole length prefix).
+ */
+bool kp_frame_abandonable(const struct kp_framer *f, const uint8_t *buf,
+                          size_t len);
+void kp_frame_abandon(struct kp_framer *f, const uint8_t *buf, size_t len);
+
 #endif

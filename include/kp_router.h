@@ -55,6 +55,7 @@ struct kp_router {
     uint64_t topic_epoch; /* bumped when a topic is forgotten: cached
                              topic pointers (clients') are then stale */
 
+    int64_t client_bytes; /* unfinished lines held by connections */
     bool backpressure;
     int64_t backpressure_since_ms;
     int64_t backpressure_total_ms;
@@ -80,12 +81,19 @@ void kp_router_reconf(struct kp_router *r, struct kp_conf *conf);
  * too_many_topics). */
 struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
                                  size_t len);
-/* Routes one parsed message; see kp_topic_route. */
-enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
-                               const struct kp_msg *m, int64_t ts,
-                               struct kp_tally *tally,
-                               const struct kp_header *extra,
-                               size_t extra_cnt);
+/* Routes one parsed message (a timestamp too far ahead is rejected,
+ * bad_timestamp); see kp_topic_route. */
+enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
+                              const struct kp_msg *m, int64_t ts,
+                              struct kp_tally *tally,
+                              const struct kp_header *extra, size_t extra_cnt,
+                              bool full_fails, enum kp_reason *why);
+/* After a WAIT_* route: w waits for t (kp_topic_wait). */
+void kp_router_wait(struct kp_router *r, struct kp_topic *t,
+                    struct kp_topic_waiter *w);
+/* The bytes of unfinished lines that connections hold went up or down by
+ * delta: they count against buffer_bytes (backpressure) beside messages. */
+void kp_router_client_bytes(struct kp_router *r, int64_t delta);
 
 /* Seals every open batch (flush, drain). */
 void kp_router_seal_all(struct kp_router *r);
@@ -95,7 +103,7 @@ void kp_router_drain(struct kp_router *r);
  * topics are forgotten. */
 void kp_router_expire(struct kp_router *r, int64_t now_ms,
                       const char *idemp_detail);
-/* Shutdown deadline: fails what is held and queued (not in flight). */
+/* Shutdown deadline: fails what is queued (not in flight). */
 void kp_router_abandon(struct kp_router *r, enum kp_reason why);
 /* Re-evaluates every partition (a broker came up, a producer id came). */
 void kp_router_poke_all(struct kp_router *r);
@@ -121,6 +129,8 @@ bool kp_router_on_metadata(struct kp_router *r, const char *name,
                            int16_t err, int32_t part_cnt,
                            const int32_t *leaders);
 
+/* Connections paused on a topic (full, or without metadata) now. */
+uint64_t kp_router_waiters(const struct kp_router *r);
 /* Time reading was paused by backpressure so far. */
 int64_t kp_router_backpressure_ms(const struct kp_router *r);
 

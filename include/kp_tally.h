@@ -21,6 +21,8 @@
 #ifndef KP_TALLY_H
 #define KP_TALLY_H
 
+#include <sys/types.h>
+
 #include "kp_buf.h"
 #include "kp_common.h"
 #include "kp_reason.h"
@@ -48,6 +50,8 @@ struct kp_tally {
     kp_tally_cb on_idle;
     kp_tally_cb on_output; /* receipts only */
     void *owner; /* borrowed: the connection; NULL once it is gone */
+    pid_t pid;   /* the writer (SO_PEERCRED), for logs naming it */
+    uid_t uid;
 };
 
 struct kp_tally *kp_tally_create(kp_tally_cb on_idle, void *owner);

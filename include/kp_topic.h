@@ -1,24 +1,35 @@
 /*
  * kp_topic.h - the topic table and each topic's metadata state, its
- * partitions, its sticky partition for key-less messages, and the messages
- * that wait while its metadata is fetched. sarama's topicProducer.
+ * partitions, its sticky partition for key-less messages, its share of the
+ * buffer (topic_buffer_bytes), and the connections that wait for it.
+ * sarama's topicProducer.
  *
  *   UNKNOWN ──metadata ok──▶ READY ──partition count grows──▶ READY
- *      │  (messages wait in `pending`)           ▲
- *      │ no usable metadata for                  │ metadata ok
- *      ▼ metadata_max_wait_ms                    │
- *   MISSING: what was held fails (unknown_topic), new lines fail at once;
- *            asked again with a growing backoff
+ *      │  (writers wait: paused)                 ▲
+ *      │ no usable metadata for min(             │ metadata ok
+ *      ▼ metadata_max_wait_ms, delivery timeout) │
+ *   MISSING: the waiting writers go on, and their lines for it fail at
+ *            once (unknown_topic); asked again with a growing backoff
  *
- * Held messages also fail at their delivery timeout, whichever is first.
- * Topics that stay unknown are asked about less and less often, and a
- * topic with nothing held and no line for topic_idle_ms is forgotten.
+ * Waiting (SPEC "Isolation"). A message for a topic that has no metadata
+ * yet, or that holds topic_buffer_bytes already, is not taken: the
+ * connection it came from is paused alone (its bytes stay unread in its
+ * socket) and put on the topic's `waiters` list, and every waiter is woken
+ * when the topic gets room, metadata, or turns MISSING. Nothing is held
+ * and re-encoded while metadata is fetched: a cold start costs one round
+ * trip of waiting. Topics that stay unknown are asked about less and less
+ * often, and a topic with nothing queued, no waiter and no line for
+ * topic_idle_ms is forgotten.
  */
 #ifndef KP_TOPIC_H
 #define KP_TOPIC_H
 
+#include <sys/queue.h>
+#include <sys/types.h>
+
 #include "kp_buf.h"
 #include "kp_line.h"
+#include "kp_log.h"
 #include "kp_partition.h"
 #include "kp_reason.h"
 #include "kp_tally.h"
@@ -35,6 +46,36 @@ enum kp_topic_state {
 };
 extern const char *const kp_topic_state_names[KP_TOPIC__COUNT];
 
+struct kp_topic;
+
+/*
+ * A connection waiting for a topic: embedded in the connection (kp_client),
+ * listed by the topic. on_wake is called, with the waiter already off the
+ * list, when the topic has room or metadata again or turned MISSING; it
+ * runs inside whatever settled or answered, so it only schedules the
+ * connection's resumption.
+ */
+struct kp_topic_waiter {
+    TAILQ_ENTRY(kp_topic_waiter) link; /* the topic's `waiters` */
+    struct kp_topic *topic; /* borrowed: the one waited for; NULL = none */
+    pid_t pid;              /* the writer, for the warnings naming it */
+    uid_t uid;
+    void (*on_wake)(struct kp_topic_waiter *w);
+};
+TAILQ_HEAD(kp_topic_waiters, kp_topic_waiter);
+
+/* What routing one message did (kp_topic_route). */
+enum kp_route {
+    KP_ROUTE_QUEUED,       /* appended to a partition's batch */
+    KP_ROUTE_FAILED,       /* taken and failed at once, dead-lettered: the
+                              topic is MISSING, or full past max_block_ms */
+    KP_ROUTE_REJECTED,     /* not usable: the reason says why */
+    KP_ROUTE_WAIT_ROOM,    /* the topic holds topic_buffer_bytes: wait */
+    KP_ROUTE_WAIT_METADATA, /* the topic has no metadata yet: wait */
+    KP_ROUTE__COUNT
+};
+extern const char *const kp_route_names[KP_ROUTE__COUNT];
+
 struct kp_topic {
     char *name; /* owned */
     size_t name_len;
@@ -45,6 +86,8 @@ struct kp_topic {
     int64_t md_next_ms;   /* monotonic: when to ask about it again */
     int md_backoff_ms;    /* grows while Metadata does not know it */
     bool md_warned;       /* the "unknown topic" warning was given */
+    enum kp_reason missing_why; /* MISSING: why its lines fail */
+    char missing_detail[160];   /* ... and the words after the reason */
     int64_t last_line_ms; /* loop time of its last line (idle topics) */
 
     struct kp_partition **parts; /* owned array of owned partitions (their
@@ -57,15 +100,13 @@ struct kp_topic {
     /* Settings resolved once per topic under the current configuration. */
     const struct kp_producer_conf *pconf; /* borrowed from the conf */
 
-    /* Messages read before metadata: records with absolute timestamps. */
-    struct kp_buf pending;  /* owned */
-    int32_t *pending_parts; /* owned: explicit partition per message */
-    uint32_t pending_cnt, pending_cap;
-    struct kp_runs pending_runs;
-    size_t pending_bytes;
-    int64_t pending_since_ms;
     uint64_t failed_by[KP_REASON__COUNT]; /* failed messages by reason */
-    struct kp_account acct; /* what it holds, in partitions and pending */
+    struct kp_account acct; /* what its partitions hold */
+
+    struct kp_topic_waiters waiters; /* borrowed: paused connections */
+    uint32_t waiter_cnt;
+    uint64_t pauses; /* connections paused on it (full or unknown) */
+    struct kp_ratelimit full_rl; /* "topic full" warnings */
 };
 
 struct kp_topic_table {
@@ -73,6 +114,8 @@ struct kp_topic_table {
     uint32_t cap, cnt;
     struct kp_part_env *env; /* borrowed: what partitions share */
     struct kp_conf *conf;    /* borrowed: the current configuration */
+    struct kp_buf fail_rec;  /* owned: scratch, a message failed at once */
+    struct kp_runs fail_run; /* its one-message run (emptied after use) */
 };
 
 void kp_topic_table_init(struct kp_topic_table *tt, struct kp_part_env *env,
@@ -93,36 +136,58 @@ void kp_topic_foreach(struct kp_topic_table *tt,
 
 /*
  * Routes one parsed message read at `ts` (ms), numbered tally->seq on its
- * connection. Returns KP_REASON_NONE (accepted: counted as received, in
- * tally->pending and the current flush generation), or why it is rejected
- * (explicit partition out of range, too long for the topic).
+ * connection:
+ *   QUEUED    accepted: counted as received, in tally->pending and the
+ *             current flush generation, appended to a partition;
+ *   FAILED    accepted and failed at once (dead letter first, then the
+ *             receipt): the topic is MISSING (unknown_topic), or it is full
+ *             and the writer was paused on it for max_block_ms already
+ *             (`full_fails`, the caller's knowledge: buffer_full);
+ *   REJECTED  *why (explicit partition out of range, too long);
+ *   WAIT_ROOM, WAIT_METADATA  nothing taken: the caller waits
+ *             (kp_topic_wait) and offers the message again once woken.
  */
-enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
-                              const struct kp_msg *m, int64_t ts,
-                              struct kp_tally *tally,
-                              const struct kp_header *extra,
-                              size_t extra_cnt);
+enum kp_route kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
+                             const struct kp_msg *m, int64_t ts,
+                             struct kp_tally *tally,
+                             const struct kp_header *extra, size_t extra_cnt,
+                             bool full_fails, enum kp_reason *why);
 
-/* Metadata arrived: sizes partitions, sets leaders, replays what was held
- * (sealing at once when `seal_now`, as during shutdown). err != 0 or
- * part_cnt <= 0: the topic's entry is an error; leaders stay. */
+/* Whether t holds topic_buffer_bytes or more. */
+bool kp_topic_full(const struct kp_topic_table *tt, const struct kp_topic *t);
+/* Puts w on t's waiters (w->topic = t); a warning names the writer when t
+ * is full (rate-limited). */
+void kp_topic_wait(struct kp_topic_table *tt, struct kp_topic *t,
+                   struct kp_topic_waiter *w);
+/* Takes w off its topic's list (the connection closes); no-op when it
+ * waits for nothing. */
+void kp_topic_unwait(struct kp_topic_waiter *w);
+/* The topic's bytes went down (acct is some topic's account): wakes its
+ * waiters when it has room. Cheap when nobody waits. */
+void kp_topic_on_accounted(struct kp_topic_table *tt,
+                           struct kp_account *acct);
+
+/* Metadata arrived: sizes partitions, sets leaders, wakes the writers that
+ * waited for it (sealing at once when `seal_now`, as during shutdown).
+ * err != 0 or part_cnt <= 0: the topic's entry is an error; leaders
+ * stay. */
 void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
                           int16_t err, int32_t part_cnt,
                           const int32_t *leaders, bool seal_now);
 
-/* Fails (and dead-letters) every message held for metadata. */
-void kp_topic_fail_held(struct kp_topic_table *tt, struct kp_topic *t,
-                        enum kp_reason why, const char *detail);
-/* Fails held messages and partition batches older than the delivery
- * timeout (idemp_detail: see kp_partition_expire). */
+/* Fails partition batches older than the delivery timeout (idemp_detail:
+ * see kp_partition_expire), and turns a topic without metadata for
+ * metadata_max_wait_ms (or its delivery timeout, when shorter) MISSING:
+ * its waiters go on, and its lines fail at once. */
 void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
                      int64_t now_ms, const char *idemp_detail);
-/* Messages the topic holds: waiting for metadata, and in its partitions. */
+/* Messages the topic holds in its partitions. */
 uint64_t kp_topic_queued(const struct kp_topic *t);
 /* Whether the next Metadata request should ask about t (known topics
  * always; unknown ones when their backoff allows). */
 bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms);
-/* Whether t may be forgotten: nothing held, no line for idle_ms. */
+/* Whether t may be forgotten: nothing held, nobody waiting, no line for
+ * idle_ms. */
 bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
                    int64_t idle_ms);
 /* Removes t from the table and frees it (it holds nothing). */

@@ -21,18 +21,30 @@
 const char *const kp_client_state_names[KP_CLIENT__COUNT] = {
     "reading", "draining", "replying", "closed"};
 
-/* Bytes one client may read per wake-up: its share of the loop. */
-#define KP_CLIENT_READ_BUDGET (256 * 1024)
+/* A carry up to this size is copied in front of the next read (cheaper
+ * than asking how many bytes wait); a larger one is read into only when
+ * fewer bytes wait than it holds. */
+#define KP_CLIENT_COPY_MAX 4096
 /* Bytes of a rejected line shown in the log (escaped). */
 #define KP_CLIENT_LOG_BYTES 64
 
 static struct kp_ratelimit kp_client_reject_rl;
 
+static struct kp_ratelimit kp_client_block_rl;
+
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents);
 static void kp_client_on_write(struct ev_loop *loop, ev_io *w, int revents);
 static void kp_client_on_idle(void *owner);
 static void kp_client_on_output(void *owner);
+static void kp_client_on_wake(struct kp_topic_waiter *w);
+static void kp_clients_on_block_timer(struct ev_loop *loop, ev_timer *w,
+                                      int revents);
 static void kp_client_flush(struct kp_client *c);
+static void kp_client_frame(struct kp_client *c, const uint8_t *data,
+                            size_t len, bool final);
+static void kp_client_finish_eof(struct kp_client *c);
+static void kp_client_keep_carry(struct kp_client *c, const uint8_t *p,
+                                 size_t n);
 
 /* ---- the set ---- */
 
@@ -69,6 +81,11 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
     TAILQ_INIT(&cs->open);
     TAILQ_INIT(&cs->closed);
     TAILQ_INIT(&cs->writable);
+    TAILQ_INIT(&cs->resume);
+    TAILQ_INIT(&cs->blocked);
+    TAILQ_INIT(&cs->partials);
+    ev_timer_init(&cs->block_timer, kp_clients_on_block_timer, 0., 0.);
+    cs->block_timer.data = cs;
     kp_uidmap_init(&cs->per_uid);
     kp_line_scratch_init(&cs->scratch);
     kp_clients_reconf(cs);
@@ -122,6 +139,7 @@ void kp_clients_deinit(struct kp_clients *cs)
 {
     kp_clients_close_all(cs);
     kp_clients_reap(cs);
+    ev_timer_stop(cs->loop, &cs->block_timer);
     kp_line_scratch_deinit(&cs->scratch);
     kp_uidmap_deinit(&cs->per_uid);
     free(cs->rbuf);
@@ -140,7 +158,8 @@ static void kp_client_set_state(struct kp_client *c,
                  kp_client_state_names[state]);
     }
     c->state = state;
-    if (state != KP_CLIENT_READING || c->paused || c->blocked) {
+    if (state != KP_CLIENT_READING || c->paused || c->blocked ||
+        c->stalled) {
         ev_io_stop(loop, &c->rio);
     } else {
         ev_io_start(loop, &c->rio);
@@ -195,6 +214,7 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
     c->id = ++cs->next_id;
     cs->n->connections++;
     c->tally = kp_tally_create(kp_client_on_idle, c);
+    c->wait.on_wake = kp_client_on_wake;
     if (lc->receipts == KP_RECEIPTS_EACH) {
         kp_tally_want_receipts(c->tally, kp_client_on_output);
     }
@@ -204,6 +224,8 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
         c->peer_uid = cred.uid;
         c->peer_gid = cred.gid;
     }
+    c->tally->pid = c->wait.pid = c->peer_pid;
+    c->tally->uid = c->wait.uid = c->peer_uid;
     kp_client_extra_headers(c);
     ev_io_init(&c->rio, kp_client_on_read, fd, EV_READ);
     ev_io_init(&c->wio, kp_client_on_write, fd, EV_WRITE);
@@ -217,6 +239,195 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
              (unsigned long long)c->id, (long)c->peer_uid,
              (long)c->peer_gid, (long)c->peer_pid);
     return c;
+}
+
+/* ---- unfinished lines: their shared budget ---- */
+
+/* The unfinished line c holds is n bytes now: the set's sum (and the
+ * router's count against buffer_bytes) follow. */
+static void kp_client_set_partial(struct kp_client *c, size_t n)
+{
+    struct kp_clients *cs = c->set;
+    int64_t delta = (int64_t)n - (int64_t)c->partial;
+
+    if (delta == 0) {
+        return;
+    }
+    if (c->partial == 0) {
+        TAILQ_INSERT_TAIL(&cs->partials, c, partial_link);
+    } else if (n == 0) {
+        TAILQ_REMOVE(&cs->partials, c, partial_link);
+    }
+    c->partial = n;
+    cs->partial_bytes += delta;
+    kp_router_client_bytes(cs->router, delta);
+}
+
+/* ---- stalls: waiting for a topic ---- */
+
+static bool kp_client_topic_valid(const struct kp_client *c,
+                                  const struct kp_topic *t, uint64_t epoch)
+{
+    return t && epoch == c->set->router->topic_epoch;
+}
+
+static void kp_clients_arm_block_timer(struct kp_clients *cs)
+{
+    struct kp_client *c = TAILQ_FIRST(&cs->blocked);
+    double now = ev_now(cs->loop);
+
+    ev_timer_stop(cs->loop, &cs->block_timer);
+    if (c) {
+        double at = (double)(c->block_since_ms +
+                             (*cs->conf)->max_block_ms) / 1000.0;
+        ev_timer_set(&cs->block_timer, KP_MAX(at - now, 0.), 0.);
+        ev_timer_start(cs->loop, &cs->block_timer);
+    }
+}
+
+/* No longer paused on a full topic (it took a message, or the writer
+ * moved on, or closed). */
+static void kp_client_block_end(struct kp_client *c)
+{
+    struct kp_clients *cs = c->set;
+
+    if (!c->block_topic) {
+        return;
+    }
+    bool head = TAILQ_FIRST(&cs->blocked) == c;
+    TAILQ_REMOVE(&cs->blocked, c, block_link);
+    c->block_topic = NULL;
+    if (head) {
+        kp_clients_arm_block_timer(cs);
+    }
+}
+
+/* Paused on full topic t: the clock of max_block_ms runs from the first
+ * pause, across wake-ups that gave it nothing. */
+static void kp_client_block_start(struct kp_client *c, struct kp_topic *t)
+{
+    struct kp_clients *cs = c->set;
+    uint64_t epoch = cs->router->topic_epoch;
+
+    if (c->block_topic == t && c->block_epoch == epoch) {
+        return;
+    }
+    kp_client_block_end(c);
+    c->block_topic = t;
+    c->block_epoch = epoch;
+    c->block_since_ms = (int64_t)(ev_now(cs->loop) * 1000);
+    TAILQ_INSERT_TAIL(&cs->blocked, c, block_link);
+    if (TAILQ_FIRST(&cs->blocked) == c) {
+        kp_clients_arm_block_timer(cs);
+    }
+}
+
+/* Resumed from the prepare phase: never inside the settle or metadata
+ * callback that woke it. */
+static void kp_client_schedule_resume(struct kp_client *c)
+{
+    if (!c->resuming) {
+        c->resuming = true;
+        TAILQ_INSERT_TAIL(&c->set->resume, c, resume_link);
+    }
+}
+
+static void kp_client_on_wake(struct kp_topic_waiter *w)
+{
+    struct kp_client *c =
+        (struct kp_client *)((char *)w - offsetof(struct kp_client, wait));
+    kp_client_schedule_resume(c);
+}
+
+/* max_block_ms ran out for the oldest blocked connections: their messages
+ * for that topic fail at once from now on, until it takes one again. */
+static void kp_clients_on_block_timer(struct ev_loop *loop, ev_timer *w,
+                                      int revents)
+{
+    struct kp_clients *cs = w->data;
+    int64_t now = (int64_t)(ev_now(loop) * 1000);
+    int64_t max_block = (*cs->conf)->max_block_ms;
+    struct kp_client *c;
+    (void)revents;
+
+    while ((c = TAILQ_FIRST(&cs->blocked)) != NULL &&
+           now - c->block_since_ms >= max_block) {
+        struct kp_topic *t = c->block_topic;
+        bool valid = kp_client_topic_valid(c, t, c->block_epoch);
+        TAILQ_REMOVE(&cs->blocked, c, block_link);
+        c->block_topic = NULL;
+        if (!valid) {
+            continue;
+        }
+        cs->n->block_timeouts++;
+        kp_log_rl(&kp_client_block_rl, KP_LOG_WARNING,
+                  "client %llu (pid %ld uid %ld): paused on full topic %s "
+                  "for max_block_ms (%lld ms); its messages for it fail "
+                  "(buffer_full) until the topic has room",
+                  (unsigned long long)c->id, (long)c->peer_pid,
+                  (long)c->peer_uid, t->name, (long long)max_block);
+        c->fail_topic = t;
+        c->fail_epoch = c->block_epoch;
+        if (c->wait.topic == t) {
+            kp_topic_unwait(&c->wait);
+            kp_client_schedule_resume(c);
+        }
+    }
+    kp_clients_arm_block_timer(cs);
+}
+
+/* The message at data[start..] waits for topic t: it and everything after
+ * it stay in the carry, and the connection is not read until t wakes it. */
+static void kp_client_stall(struct kp_client *c, struct kp_topic *t,
+                            enum kp_route why, const uint8_t *data,
+                            size_t start, size_t len)
+{
+    struct kp_clients *cs = c->set;
+
+    kp_client_keep_carry(c, data + start, len - start);
+    kp_client_set_partial(c, 0);
+    c->stalled = true;
+    cs->n->topic_waits++;
+    kp_router_wait(cs->router, t, &c->wait);
+    if (why == KP_ROUTE_WAIT_ROOM) {
+        kp_client_block_start(c, t);
+    } else {
+        kp_client_block_end(c);
+    }
+    kp_debug("client %llu: waits for topic %s (%s)",
+             (unsigned long long)c->id, t->name, kp_route_names[why]);
+    kp_client_set_state(c, c->state);
+}
+
+/* A woken connection offers its carry again: it may stall anew. */
+static void kp_client_continue(struct kp_client *c)
+{
+    size_t len = c->carry_len;
+
+    c->stalled = false;
+    c->carry_len = 0;
+    kp_client_frame(c, c->carry, len, c->eof_seen);
+    if (c->stalled) {
+        return;
+    }
+    if (c->eof_seen) {
+        kp_client_finish_eof(c);
+    } else {
+        kp_client_set_state(c, c->state);
+    }
+}
+
+void kp_clients_resume(struct kp_clients *cs)
+{
+    struct kp_client *c;
+
+    while ((c = TAILQ_FIRST(&cs->resume)) != NULL) {
+        TAILQ_REMOVE(&cs->resume, c, resume_link);
+        c->resuming = false;
+        if (c->state != KP_CLIENT_CLOSED && c->stalled && !c->wait.topic) {
+            kp_client_continue(c);
+        }
+    }
 }
 
 void kp_client_close(struct kp_client *c)
@@ -234,6 +445,13 @@ void kp_client_close(struct kp_client *c)
         TAILQ_REMOVE(&cs->writable, c, out_link);
         c->queued = false;
     }
+    if (c->resuming) {
+        TAILQ_REMOVE(&cs->resume, c, resume_link);
+        c->resuming = false;
+    }
+    kp_topic_unwait(&c->wait);
+    kp_client_block_end(c);
+    kp_client_set_partial(c, 0);
     TAILQ_REMOVE(&cs->open, c, link);
     TAILQ_INSERT_TAIL(&cs->closed, c, link);
     cs->cnt--;
@@ -318,53 +536,82 @@ static struct kp_topic *kp_client_topic(struct kp_client *c, const char *name,
     return t;
 }
 
-/* Parses and routes one message; returns why it is rejected, or NONE. */
-static enum kp_reason kp_client_route(struct kp_client *c, const uint8_t *msg,
-                                      size_t len)
+/* Parses and routes one message (*tp: its topic, for a wait). A message
+ * the topic took ends a pause on it, and the failing after max_block_ms. */
+static enum kp_route kp_client_route(struct kp_client *c, const uint8_t *msg,
+                                     size_t len, struct kp_topic **tp,
+                                     enum kp_reason *why)
 {
     struct kp_clients *cs = c->set;
     const struct kp_listener_conf *lc = c->lc;
     struct kp_msg m;
 
-    enum kp_reason why = kp_line_parse(lc->format, lc->separator, lc->topic,
-                                       msg, len, &cs->scratch, &m);
-    if (why != KP_REASON_NONE) {
-        return why;
+    *why = kp_line_parse(lc->format, lc->separator, lc->topic, msg, len,
+                         &cs->scratch, &m);
+    if (*why != KP_REASON_NONE) {
+        return KP_ROUTE_REJECTED;
     }
     if (lc->allow_topic_cnt &&
         !kp_topic_allowed(lc->allow_topics, lc->allow_topic_cnt, m.topic,
                           m.topic_len)) {
-        return KP_REASON_TOPIC_DENIED;
+        *why = KP_REASON_TOPIC_DENIED;
+        return KP_ROUTE_REJECTED;
     }
-    struct kp_topic *t = kp_client_topic(c, m.topic, m.topic_len);
+    struct kp_topic *t = *tp = kp_client_topic(c, m.topic, m.topic_len);
     if (!t) {
-        return KP_REASON_TOO_MANY_TOPICS;
+        *why = KP_REASON_TOO_MANY_TOPICS;
+        return KP_ROUTE_REJECTED;
     }
     int64_t ts = m.timestamp >= 0 ? m.timestamp
                                   : (int64_t)(ev_now(cs->loop) * 1000);
-    return kp_router_route(cs->router, t, &m, ts, c->tally, c->extra,
-                           c->extra_cnt);
+    bool full_fails = c->fail_topic == t &&
+                      kp_client_topic_valid(c, t, c->fail_epoch);
+    enum kp_route r = kp_router_route(cs->router, t, &m, ts, c->tally,
+                                      c->extra, c->extra_cnt, full_fails,
+                                      why);
+    if (r == KP_ROUTE_QUEUED) {
+        if (c->block_topic == t) {
+            kp_client_block_end(c);
+        }
+        if (c->fail_topic == t) {
+            c->fail_topic = NULL;
+        }
+    }
+    return r;
 }
 
+/* Keeps n bytes at p (the rest of the shared buffer, or a tail of the
+ * carry itself) as the carry; a large buffer is given back once it holds
+ * little, so an idle or slow connection keeps no large buffer. */
 static void kp_client_keep_carry(struct kp_client *c, const uint8_t *p,
                                  size_t n)
 {
-    if (n > c->carry_cap) {
-        /* p never points into carry here: framing in place (below) only
-         * ever keeps a tail of the carry itself */
-        c->carry_cap = KP_MAX(n, 256);
-        free(c->carry);
-        c->carry = kp_malloc(c->carry_cap);
+    uintptr_t a = (uintptr_t)p, lo = (uintptr_t)c->carry;
+    bool inside = c->carry && a >= lo && a < lo + c->carry_cap;
+
+    if (n == 0) {
+        c->carry_len = 0;
+        if (c->carry_cap > 4096) {
+            free(c->carry);
+            c->carry = NULL;
+            c->carry_cap = 0;
+        }
+        return;
     }
-    if (n) {
+    if (inside) {
         memmove(c->carry, p, n);
+    } else {
+        if (n > c->carry_cap) {
+            free(c->carry);
+            c->carry_cap = KP_MAX(n, 256);
+            c->carry = kp_malloc(c->carry_cap);
+        }
+        memcpy(c->carry, p, n);
     }
     c->carry_len = n;
-    if (n == 0 && c->carry_cap > 4096) {
-        /* an idle connection keeps no large buffer */
-        free(c->carry);
-        c->carry = NULL;
-        c->carry_cap = 0;
+    if (c->carry_cap > 65536 && c->carry_cap / 4 > n) {
+        c->carry_cap = KP_MAX(n, 4096);
+        c->carry = kp_realloc(c->carry, c->carry_cap);
     }
 }
 
@@ -372,7 +619,8 @@ static void kp_client_keep_carry(struct kp_client *c, const uint8_t *p,
  * Frames data[0..len) into messages, each numbered on the connection
  * (tally->seq, rejected ones included). With `final` (EOF) a last line
  * without '\n' is a message and a partial frame is rejected; otherwise
- * the partial message is carried to the next read.
+ * the partial message is carried to the next read. A message whose topic
+ * cannot take it now stalls the connection there (kp_client_stall).
  */
 static void kp_client_frame(struct kp_client *c, const uint8_t *data,
                             size_t len, bool final)
@@ -381,33 +629,52 @@ static void kp_client_frame(struct kp_client *c, const uint8_t *data,
     const uint8_t *msg;
     enum kp_frame_kind k;
     enum kp_reason why;
+    enum kp_route r;
+    struct kp_topic *t = NULL;
 
     while ((k = kp_frame_next(&c->framer, c->set->max_line, data, len, &off,
                               final, &msg, &msg_len, &shown)) !=
            KP_FRAME_NONE) {
         c->tally->seq++;
         if (k == KP_FRAME_MSG) {
-            why = kp_client_route(c, msg, msg_len);
+            r = kp_client_route(c, msg, msg_len, &t, &why);
+            if (r == KP_ROUTE_WAIT_ROOM || r == KP_ROUTE_WAIT_METADATA) {
+                c->tally->seq--; /* numbered when taken */
+                kp_client_stall(c, t, r, data,
+                                kp_frame_start(&c->framer, data, msg), len);
+                return;
+            }
+            if (r != KP_ROUTE_REJECTED) {
+                continue;
+            }
         } else {
             why = k == KP_FRAME_TOO_LONG ? KP_REASON_TOO_LONG
                                          : KP_REASON_BAD_FORMAT;
         }
-        if (why != KP_REASON_NONE) {
-            kp_client_reject(c, why, msg, msg_len, shown);
-        }
+        kp_client_reject(c, why, msg, msg_len, shown);
     }
     kp_client_keep_carry(c, data + off, len - off);
+    kp_client_set_partial(c, c->carry_len);
+}
+
+/* Everything read is framed (or stalled): the connection drains. */
+static void kp_client_finish_eof(struct kp_client *c)
+{
+    kp_client_set_state(c, KP_CLIENT_DRAINING);
+    kp_client_on_idle(c);
 }
 
 static void kp_client_eof(struct kp_client *c)
 {
+    c->eof_seen = true;
     if (c->carry_len) {
         size_t len = c->carry_len;
         c->carry_len = 0;
         kp_client_frame(c, c->carry, len, true);
     }
-    kp_client_set_state(c, KP_CLIENT_DRAINING);
-    kp_client_on_idle(c);
+    if (!c->stalled) {
+        kp_client_finish_eof(c);
+    }
 }
 
 /* The result of one read(): bytes (> 0), 0 at EOF, KP_AGAIN, KP_ERROR. */
@@ -425,19 +692,22 @@ static ssize_t kp_client_read_result(struct kp_client *c, ssize_t n)
 }
 
 /*
- * A long partial message grows in place at the end of the client's carry,
- * so a message trickled in small writes is not copied again on every
- * read; it is framed once it is complete (only the new bytes are searched
- * for a line's end).
+ * Fewer bytes wait than the carry holds (a message trickling in): they
+ * are read into the carry's tail, and only they are searched for a
+ * message's end; the carry is framed once something is complete. No
+ * read copies the partial message again.
  */
-static ssize_t kp_client_read_long(struct kp_client *c)
+static ssize_t kp_client_read_tail(struct kp_client *c, size_t avail)
 {
-    size_t room = KP_CLIENT_READ_BUDGET;
+    size_t want = KP_MIN(KP_MAX(avail, 1), (size_t)KP_CLIENT_READ_BUDGET);
 
-    if (c->carry_cap - c->carry_len < room) {
-        c->carry_cap = KP_MAX(c->carry_cap * 2, c->carry_len + room);
+    if (c->carry_cap - c->carry_len < want) {
+        size_t grow = KP_MIN(c->carry_len, (size_t)KP_CLIENT_READ_BUDGET);
+        c->carry_cap = c->carry_len + KP_MAX(want, grow);
         c->carry = kp_realloc(c->carry, c->carry_cap);
     }
+    size_t room = KP_MIN(c->carry_cap - c->carry_len,
+                         (size_t)KP_CLIENT_READ_BUDGET);
     ssize_t n = kp_client_read_result(
         c, read(c->fd, c->carry + c->carry_len, room));
     if (n <= 0) {
@@ -450,20 +720,30 @@ static ssize_t kp_client_read_long(struct kp_client *c)
         size_t len = c->carry_len;
         c->carry_len = 0;
         kp_client_frame(c, c->carry, len, false);
+    } else {
+        kp_client_set_partial(c, c->carry_len);
     }
     return n;
 }
 
 /* One read per wake-up: the read size is each client's budget, so one busy
- * client cannot starve the others. Returns bytes read, 0 at EOF, KP_AGAIN
- * or KP_ERROR. */
+ * client cannot starve the others. Bytes go to the shared buffer behind a
+ * copy of the carry when the carry is small, or when at least as many
+ * bytes wait as it holds (the copy costs no more than the read), else to
+ * the carry's tail. Returns bytes read, 0 at EOF, KP_AGAIN or KP_ERROR. */
 static ssize_t kp_client_read_once(struct kp_client *c)
 {
     struct kp_clients *cs = c->set;
     size_t carry = c->carry_len;
+    int avail = 0;
 
-    if (carry >= KP_CLIENT_READ_BUDGET) {
-        return kp_client_read_long(c);
+    if (carry > KP_CLIENT_COPY_MAX) {
+        if (ioctl(c->fd, FIONREAD, &avail) != 0 || avail < 0) {
+            avail = 0;
+        }
+        if ((size_t)avail < carry || carry + (size_t)avail > cs->rbuf_cap) {
+            return kp_client_read_tail(c, (size_t)avail);
+        }
     }
     if (carry) {
         memcpy(cs->rbuf, c->carry, carry);
@@ -478,6 +758,35 @@ static ssize_t kp_client_read_once(struct kp_client *c)
     return n;
 }
 
+/* Unfinished lines over their budget (buffer_bytes / 8): the largest is
+ * rejected (buffer_full) and the rest of it skipped as it arrives; its
+ * connection goes on with the next message. */
+static void kp_clients_enforce_budget(struct kp_clients *cs)
+{
+    int64_t budget = (*cs->conf)->buffer_bytes / 8;
+
+    while (cs->partial_bytes > budget) {
+        struct kp_client *c, *big = NULL;
+        TAILQ_FOREACH(c, &cs->partials, partial_link)
+        {
+            if ((!big || c->partial > big->partial) &&
+                kp_frame_abandonable(&c->framer, c->carry, c->carry_len)) {
+                big = c;
+            }
+        }
+        if (!big) {
+            return;
+        }
+        cs->n->partial_evictions++;
+        big->tally->seq++;
+        kp_client_reject(big, KP_REASON_BUFFER_FULL, big->carry,
+                         big->carry_len, big->carry_len);
+        kp_frame_abandon(&big->framer, big->carry, big->carry_len);
+        kp_client_keep_carry(big, NULL, 0);
+        kp_client_set_partial(big, 0);
+    }
+}
+
 static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct kp_client *c = w->data;
@@ -489,6 +798,8 @@ static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
         /* EOF, or the peer vanished: complete messages and the partial
          * last line are still messages. */
         kp_client_eof(c);
+    } else if (n > 0) {
+        kp_clients_enforce_budget(c->set);
     }
 }
 
@@ -507,8 +818,8 @@ static bool kp_client_idle(const struct kp_client *c, int64_t now_ms,
 {
     int avail = 0;
 
-    return c->state == KP_CLIENT_READING && c->tally->pending == 0 &&
-           kp_client_unwritten(c) == 0 &&
+    return c->state == KP_CLIENT_READING && !c->stalled &&
+           c->tally->pending == 0 && kp_client_unwritten(c) == 0 &&
            now_ms - KP_MAX(c->last_read_ms, since_ms) >= quiet_ms &&
            ioctl(c->fd, FIONREAD, &avail) == 0 && avail == 0;
 }

@@ -528,6 +528,12 @@ static void kp_ctx_on_prepare(struct ev_loop *loop, ev_prepare *w,
     struct kp_ctx *ctx = w->data;
     (void)revents;
 
+    /* writers a topic woke go first: what they route is sent now */
+    kp_clients_resume(&ctx->clients);
+    if (ctx->stopping) {
+        /* the drain: what writers wrote since goes out at once */
+        kp_router_seal_all(ctx->router);
+    }
     kp_produce_flush(&ctx->produce);
     kp_clients_reap(&ctx->clients);
     if (ctx->stopping && kp_ctx_drained(ctx)) {

@@ -150,3 +150,31 @@ bool kp_frame_ready(const struct kp_framer *f, size_t max, const uint8_t *buf,
     }
     return fresh < len && memchr(buf + fresh, '\n', len - fresh) != NULL;
 }
+
+size_t kp_frame_start(const struct kp_framer *f, const uint8_t *data,
+                      const uint8_t *msg)
+{
+    size_t at = (size_t)(msg - data);
+
+    return f->framing == KP_FRAMING_LENGTH ? at - KP_FRAME_HEADER_LEN : at;
+}
+
+bool kp_frame_abandonable(const struct kp_framer *f, const uint8_t *buf,
+                          size_t len)
+{
+    if (f->framing == KP_FRAMING_LENGTH) {
+        return !f->skip && len >= KP_FRAME_HEADER_LEN &&
+               len - KP_FRAME_HEADER_LEN < kp_frame_len(buf);
+    }
+    return !f->discarding && len > 0;
+}
+
+void kp_frame_abandon(struct kp_framer *f, const uint8_t *buf, size_t len)
+{
+    kp_assert(kp_frame_abandonable(f, buf, len));
+    if (f->framing == KP_FRAMING_LENGTH) {
+        f->skip = kp_frame_len(buf) - (len - KP_FRAME_HEADER_LEN);
+    } else {
+        f->discarding = true;
+    }
+}

@@ -159,11 +159,13 @@ static bool kp_health_cluster(struct kp_health *h,
     kp_health_broker_causes(s->md, &l);
     kp_warn("cannot reach the Kafka cluster: no broker connection for "
             "%lld s (%s); %llu message(s) waiting, failing after "
-            "delivery_timeout_ms - check `brokers` in %s, name resolution, "
+            "delivery_timeout_ms, %llu writer(s) paused for topic metadata "
+            "or room - check `brokers` in %s, name resolution, "
             "routes and firewalls to those ports, and the security "
             "(TLS, SASL) settings",
             (long long)down / 1000, l.s,
             (unsigned long long)s->router->env.queued_msgs,
+            (unsigned long long)kp_router_waiters(s->router),
             s->conf->path ? s->conf->path : "the configuration");
     h->cluster_alert_ms = now;
     return false;

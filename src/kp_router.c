@@ -42,20 +42,35 @@ static void kp_router_set_backpressure(struct kp_router *r, bool on)
     r->hooks->backpressure(r->arg, on);
 }
 
-/* Backpressure at buffer_bytes, released once a tenth is free again
- * (hysteresis); settled messages may complete flush barriers. */
+/* Backpressure at buffer_bytes (messages held, and the unfinished lines
+ * connections hold), released once a tenth is free again (hysteresis). */
+static void kp_router_check_backpressure(struct kp_router *r)
+{
+    int64_t limit = r->conf->buffer_bytes;
+    int64_t held = r->env.buffered_bytes + r->client_bytes;
+
+    if (!r->backpressure && held >= limit) {
+        kp_router_set_backpressure(r, true);
+    } else if (r->backpressure && held <= limit / 10 * 9) {
+        kp_router_set_backpressure(r, false);
+    }
+}
+
+/* A topic's bytes changed: backpressure, writers waiting for the topic's
+ * room; settled messages may complete flush barriers. */
 static void kp_router_on_accounted(void *arg, struct kp_account *acct)
 {
     struct kp_router *r = arg;
-    (void)acct;
-    int64_t limit = r->conf->buffer_bytes;
 
-    if (!r->backpressure && r->env.buffered_bytes >= limit) {
-        kp_router_set_backpressure(r, true);
-    } else if (r->backpressure && r->env.buffered_bytes <= limit / 10 * 9) {
-        kp_router_set_backpressure(r, false);
-    }
+    kp_router_check_backpressure(r);
+    kp_topic_on_accounted(&r->topics, acct);
     r->hooks->settled(r->arg);
+}
+
+void kp_router_client_bytes(struct kp_router *r, int64_t delta)
+{
+    r->client_bytes += delta;
+    kp_router_check_backpressure(r);
 }
 
 static enum kp_reason kp_router_on_stuck(void *arg, int32_t leader,
@@ -125,7 +140,7 @@ void kp_router_reconf(struct kp_router *r, struct kp_conf *conf)
     r->conf = conf;
     r->pool.limit = conf->buffer_bytes / 4;
     kp_topic_table_reconf(&r->topics, conf);
-    kp_router_on_accounted(r, NULL); /* buffer_bytes may have changed */
+    kp_router_check_backpressure(r); /* buffer_bytes may have changed */
 }
 
 struct kp_topic *kp_router_topic(struct kp_router *r, const char *name,
@@ -157,16 +172,24 @@ static bool kp_router_bad_timestamp(const struct kp_router *r,
            m->timestamp - kp_wall_ms() > r->conf->max_timestamp_skew_ms;
 }
 
-enum kp_reason kp_router_route(struct kp_router *r, struct kp_topic *t,
-                               const struct kp_msg *m, int64_t ts,
-                               struct kp_tally *tally,
-                               const struct kp_header *extra,
-                               size_t extra_cnt)
+enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
+                              const struct kp_msg *m, int64_t ts,
+                              struct kp_tally *tally,
+                              const struct kp_header *extra, size_t extra_cnt,
+                              bool full_fails, enum kp_reason *why)
 {
     if (kp_router_bad_timestamp(r, m)) {
-        return KP_REASON_BAD_TIMESTAMP;
+        *why = KP_REASON_BAD_TIMESTAMP;
+        return KP_ROUTE_REJECTED;
     }
-    return kp_topic_route(&r->topics, t, m, ts, tally, extra, extra_cnt);
+    return kp_topic_route(&r->topics, t, m, ts, tally, extra, extra_cnt,
+                          full_fails, why);
+}
+
+void kp_router_wait(struct kp_router *r, struct kp_topic *t,
+                    struct kp_topic_waiter *w)
+{
+    kp_topic_wait(&r->topics, t, w);
 }
 
 static void kp_router_seal_topic(struct kp_topic *t, void *arg)
@@ -267,7 +290,6 @@ static void kp_router_abandon_topic(struct kp_topic *t, void *arg)
 {
     struct kp_router_abandonment *a = arg;
 
-    kp_topic_fail_held(a->tt, t, a->why, NULL);
     for (int32_t i = 0; i < t->part_cnt; i++) {
         kp_partition_abandon(t->parts[i], a->why);
     }
@@ -319,6 +341,17 @@ bool kp_router_on_metadata(struct kp_router *r, const char *name,
     }
     kp_topic_on_metadata(&r->topics, t, err, part_cnt, leaders, r->seal_now);
     return true;
+}
+
+uint64_t kp_router_waiters(const struct kp_router *r)
+{
+    const struct kp_topic_table *tt = &r->topics;
+    uint64_t n = 0;
+
+    for (uint32_t i = 0; i < tt->cap; i++) {
+        n += tt->slots[i] ? tt->slots[i]->waiter_cnt : 0;
+    }
+    return n;
 }
 
 int64_t kp_router_backpressure_ms(const struct kp_router *r)

@@ -53,6 +53,8 @@ enum kp_gauge_kind { KP_G_INT, KP_G_BOOL, KP_G_MS, KP_G_MS_TOTAL };
     X(inflight_bytes, "inflight_bytes", "inflight_bytes", "bytes", KP_G_INT,  \
       "Bytes of requests awaiting a response.")                                \
     X(clients, "clients", "clients", NULL, KP_G_INT, "Connected clients.")     \
+    X(partial_bytes, "partial_bytes", "partial_bytes", "bytes", KP_G_INT,     \
+      "Bytes of unfinished lines connections hold (budget buffer_bytes/8).") \
     X(backpressure, "backpressure", "backpressure", NULL, KP_G_BOOL,          \
       "1 while reading from clients is paused.")                               \
     X(backpressure_ms, "backpressure_ms", "backpressure_seconds", "seconds",  \
@@ -148,6 +150,7 @@ static void kp_stats_gauges(const struct kp_stats_src *s, struct kp_gauges *g)
     g->buffer_limit = s->conf->buffer_bytes;
     kp_stats_inflight(s->md, &g->inflight_requests, &g->inflight_bytes);
     g->clients = s->clients->cnt;
+    g->partial_bytes = s->clients->partial_bytes;
     g->backpressure = r->backpressure;
     g->backpressure_ms = kp_router_backpressure_ms(r);
     g->uptime_ms = kp_mono_ms() - s->start_ms;
@@ -217,7 +220,7 @@ static void kp_stats_rejected_json(const struct kp_counters *n,
 
     kp_stats_printf(out, ",\"rejected_by\":{");
     for (int i = 0; i < KP_REASON__COUNT; i++) {
-        if (kp_reason_is_reject((enum kp_reason)i)) {
+        if (kp_reason_is_reject((enum kp_reason)i) || n->rejected_by[i]) {
             kp_stats_printf(out, "%s\"%s\":%llu", first ? "" : ",",
                             kp_reason_names[i],
                             (unsigned long long)n->rejected_by[i]);
@@ -426,10 +429,12 @@ static void kp_stats_topic_json(struct kp_topic *t, void *arg)
     w->first = false;
     kp_stats_jstr(w->out, t->name);
     kp_stats_printf(w->out,
-                    ":{\"state\":\"%s\",\"held\":%u,\"queued\":%llu,"
+                    ":{\"state\":\"%s\",\"held_bytes\":%lld,"
+                    "\"blocked\":%u,\"pauses\":%llu,\"queued\":%llu,"
                     "\"delivered\":%llu,\"failed\":%llu,\"batches\":%llu,"
                     "\"failed_by\":{",
-                    kp_topic_state_names[t->state], t->pending_cnt,
+                    kp_topic_state_names[t->state], (long long)t->acct.bytes,
+                    t->waiter_cnt, (unsigned long long)t->pauses,
                     (unsigned long long)kp_topic_queued(t),
                     (unsigned long long)delivered,
                     (unsigned long long)failed, (unsigned long long)batches);
@@ -593,7 +598,7 @@ static void kp_om_labelled(const struct kp_stats_src *s, struct kp_buf *out)
     kp_om_family(out, "rejected_lines", "counter", NULL,
                  "Lines rejected, by reason.");
     for (int i = 0; i < KP_REASON__COUNT; i++) {
-        if (kp_reason_is_reject((enum kp_reason)i)) {
+        if (kp_reason_is_reject((enum kp_reason)i) || n->rejected_by[i]) {
             kp_stats_printf(out,
                             "kproxyd_rejected_lines_total{reason=\"%s\"} "
                             "%llu\n",
@@ -805,12 +810,16 @@ static void kp_om_topic(struct kp_topic *t, void *arg)
     }
 }
 
+/* w->family 0: bytes held, 1: connections paused on the topic. */
 static void kp_om_topic_held(struct kp_topic *t, void *arg)
 {
     struct kp_om_walk *w = arg;
-    kp_stats_printf(w->out, "kproxyd_topic_held_messages{topic=\"");
+    kp_stats_printf(w->out, "kproxyd_topic_%s{topic=\"",
+                    w->family == 0 ? "held_bytes" : "blocked_connections");
     kp_stats_lval(w->out, t->name);
-    kp_stats_printf(w->out, "\"} %u\n", t->pending_cnt);
+    kp_stats_printf(w->out, "\"} %lld\n",
+                    w->family == 0 ? (long long)t->acct.bytes
+                                   : (long long)t->waiter_cnt);
 }
 
 /* Per-topic sums of the partition series (there whether or not
@@ -849,15 +858,21 @@ static void kp_om_topics(const struct kp_stats_src *s, struct kp_buf *out)
     w.family = 0;
     kp_topic_foreach(tt, kp_om_topic_sums, &w);
     kp_om_family(out, "topic_queued_messages", "gauge", NULL,
-                 "Messages read and not yet settled, by topic (held for "
-                 "metadata included).");
+                 "Messages read and not yet settled, by topic.");
     w.family = 1;
     kp_topic_foreach(tt, kp_om_topic_sums, &w);
     kp_om_family(out, "topic_failed_messages", "counter", NULL,
                  "Failed messages by topic and reason.");
     kp_topic_foreach(tt, kp_om_topic, &w);
-    kp_om_family(out, "topic_held_messages", "gauge", NULL,
-                 "Messages waiting for the topic's metadata.");
+    kp_om_family(out, "topic_held_bytes", "gauge", "bytes",
+                 "Message bytes a topic holds (topic_buffer_bytes bounds "
+                 "them).");
+    w.family = 0;
+    kp_topic_foreach(tt, kp_om_topic_held, &w);
+    kp_om_family(out, "topic_blocked_connections", "gauge", NULL,
+                 "Connections paused on a topic: full, or no metadata "
+                 "yet.");
+    w.family = 1;
     kp_topic_foreach(tt, kp_om_topic_held, &w);
 }
 

@@ -1,7 +1,8 @@
 /*
  * kp_topic.c - the topic table (open addressing on an FNV-1a hash), topic
  * metadata state, partition choice (keyed partitioners, sticky for
- * key-less), and the messages that wait for a topic's first metadata.
+ * key-less), the per-topic limit (topic_buffer_bytes) and the connections
+ * waiting for a topic's room or metadata.
  */
 #include "kp_topic.h"
 
@@ -18,6 +19,8 @@
 
 const char *const kp_topic_state_names[KP_TOPIC__COUNT] = {
     "unknown", "ready", "missing"};
+const char *const kp_route_names[KP_ROUTE__COUNT] = {
+    "queued", "failed", "rejected", "wait_room", "wait_metadata"};
 
 /* Asking again about a topic Metadata does not know: from this, doubling
  * up to the cap, so thousands of unknown topics do not keep a large
@@ -41,6 +44,8 @@ void kp_topic_table_init(struct kp_topic_table *tt, struct kp_part_env *env,
     tt->slots = kp_calloc(tt->cap, sizeof(*tt->slots));
     tt->env = env;
     tt->conf = conf;
+    kp_buf_init(&tt->fail_rec, 256);
+    memset(&tt->fail_run, 0, sizeof(tt->fail_run));
 }
 
 static void kp_topic_destroy(struct kp_topic *t)
@@ -50,9 +55,7 @@ static void kp_topic_destroy(struct kp_topic *t)
         free(t->parts[i]);
     }
     free(t->parts);
-    kp_buf_deinit(&t->pending);
-    free(t->pending_parts);
-    kp_runs_deinit(&t->pending_runs);
+    kp_assert(t->waiter_cnt == 0);
     free(t->name);
     free(t);
 }
@@ -65,6 +68,8 @@ void kp_topic_table_deinit(struct kp_topic_table *tt)
         }
     }
     free(tt->slots);
+    kp_buf_deinit(&tt->fail_rec);
+    kp_runs_deinit(&tt->fail_run);
     memset(tt, 0, sizeof(*tt));
 }
 
@@ -131,7 +136,7 @@ static void kp_topic_remove(struct kp_topic_table *tt, struct kp_topic *t)
 
 void kp_topic_forget(struct kp_topic_table *tt, struct kp_topic *t)
 {
-    kp_assert(t->acct.msgs == 0 && t->pending_cnt == 0);
+    kp_assert(t->acct.msgs == 0 && t->waiter_cnt == 0);
     kp_debug("topic %s: idle, forgotten", t->name);
     kp_topic_remove(tt, t);
     kp_topic_destroy(t);
@@ -140,7 +145,8 @@ void kp_topic_forget(struct kp_topic_table *tt, struct kp_topic *t)
 bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
                    int64_t idle_ms)
 {
-    return t->acct.msgs == 0 && now_loop_ms - t->last_line_ms >= idle_ms;
+    return t->acct.msgs == 0 && t->waiter_cnt == 0 &&
+           now_loop_ms - t->last_line_ms >= idle_ms;
 }
 
 bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms)
@@ -161,6 +167,7 @@ struct kp_topic *kp_topic_create(struct kp_topic_table *tt, const char *name,
     t->sticky = -1;
     t->rr = kp_random(UINT32_MAX);
     t->pconf = kp_conf_producer(tt->conf, t->name);
+    TAILQ_INIT(&t->waiters);
     kp_topic_insert(tt, t);
     kp_debug("topic %s: created, fetching metadata", t->name);
     return t;
@@ -209,29 +216,6 @@ static int32_t kp_topic_sticky(struct kp_topic *t)
     return t->sticky;
 }
 
-/* Keeps a message until the topic's metadata arrives: encoded as a record
- * whose timestamp delta is the absolute timestamp. */
-static void kp_topic_hold(struct kp_topic_table *tt, struct kp_topic *t,
-                          const struct kp_msg *m, int64_t ts,
-                          struct kp_tally *tally,
-                          const struct kp_header *extra, size_t extra_cnt)
-{
-    if (t->pending_cnt == t->pending_cap) {
-        t->pending_cap = t->pending_cap ? t->pending_cap * 2 : 64;
-        t->pending_parts = kp_realloc(t->pending_parts,
-                                      t->pending_cap * sizeof(int32_t));
-    }
-    if (t->pending_cnt == 0) {
-        t->pending_since_ms = kp_mono_ms();
-    }
-    size_t n = kp_record_append(&t->pending, 0, ts, m, extra, extra_cnt);
-    t->pending_parts[t->pending_cnt++] = m->partition;
-    t->pending_bytes += n;
-    kp_runs_add(&t->pending_runs, tally, tt->env->gens->current,
-                tally->seq);
-    kp_part_env_account(tt->env, &t->acct, (int64_t)n, 1);
-}
-
 static int32_t kp_topic_pick(struct kp_topic *t, const struct kp_msg *m)
 {
     if (m->partition >= 0) {
@@ -244,137 +228,171 @@ static int32_t kp_topic_pick(struct kp_topic *t, const struct kp_msg *m)
     return kp_topic_sticky(t);
 }
 
-enum kp_reason kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
+bool kp_topic_full(const struct kp_topic_table *tt, const struct kp_topic *t)
+{
+    return t->acct.bytes >= tt->conf->topic_buffer_bytes;
+}
+
+/* Takes one message and fails it at once: counted as received and failed,
+ * written to the dead letter (before anyone is told, DESIGN 18), then
+ * settled through its run (receipt, tally, flush generation). */
+static void kp_topic_fail_now(struct kp_topic_table *tt, struct kp_topic *t,
                               const struct kp_msg *m, int64_t ts,
                               struct kp_tally *tally,
-                              const struct kp_header *extra, size_t extra_cnt)
+                              const struct kp_header *extra,
+                              size_t extra_cnt, enum kp_reason why,
+                              const char *detail)
+{
+    struct kp_part_env *env = tt->env;
+    int32_t part = m->partition;
+    char error[256];
+
+    snprintf(error, sizeof(error), "%s: %s", kp_reason_names[why], detail);
+    kp_log_rl(&kp_topic_fail_rl, KP_LOG_ERROR,
+              "topic %s: a message from pid %ld uid %ld failed: %s", t->name,
+              (long)tally->pid, (long)tally->uid, error);
+    tally->pending++;
+    kp_gens_add(env->gens, env->gens->current, 1);
+    env->n->received++;
+    env->n->failed++;
+    t->failed_by[why]++;
+    kp_buf_reset(&tt->fail_rec);
+    /* base timestamp 0: the record's delta is its absolute timestamp */
+    kp_record_append(&tt->fail_rec, 0, ts, m, extra, extra_cnt);
+    kp_deadletter_records(env->dl, t->name, tt->fail_rec.data,
+                          tt->fail_rec.len, 0, part >= 0 ? &part : NULL,
+                          error);
+    kp_runs_add(&tt->fail_run, tally, env->gens->current, tally->seq);
+    kp_runs_settle(&tt->fail_run, env->gens, KP_FATE_FAILED, why, -1, -1);
+    kp_runs_drop_first(&tt->fail_run);
+    /* nothing was held; tells flush barriers that a message settled */
+    kp_part_env_account(env, &t->acct, 0, 0);
+}
+
+enum kp_route kp_topic_route(struct kp_topic_table *tt, struct kp_topic *t,
+                             const struct kp_msg *m, int64_t ts,
+                             struct kp_tally *tally,
+                             const struct kp_header *extra, size_t extra_cnt,
+                             bool full_fails, enum kp_reason *why)
 {
     struct kp_part_env *env = tt->env;
 
     if (m->key_len + m->value_len > (size_t)t->pconf->message_max_bytes) {
-        return KP_REASON_TOO_LONG;
+        *why = KP_REASON_TOO_LONG;
+        return KP_ROUTE_REJECTED;
     }
-    if (t->state == KP_TOPIC_READY && m->partition >= t->part_cnt) {
-        return KP_REASON_BAD_PARTITION;
+    if (t->state == KP_TOPIC_UNKNOWN) {
+        return KP_ROUTE_WAIT_METADATA;
     }
     t->last_line_ms = (int64_t)(ev_now(env->loop) * 1000);
+    if (t->state == KP_TOPIC_MISSING) {
+        *why = t->missing_why;
+        kp_topic_fail_now(tt, t, m, ts, tally, extra, extra_cnt, *why,
+                          t->missing_detail);
+        return KP_ROUTE_FAILED;
+    }
+    if (m->partition >= t->part_cnt) {
+        *why = KP_REASON_BAD_PARTITION;
+        return KP_ROUTE_REJECTED;
+    }
+    if (kp_topic_full(tt, t)) {
+        if (!full_fails) {
+            return KP_ROUTE_WAIT_ROOM;
+        }
+        *why = KP_REASON_BUFFER_FULL;
+        kp_topic_fail_now(tt, t, m, ts, tally, extra, extra_cnt, *why,
+                          "the topic held topic_buffer_bytes for "
+                          "max_block_ms");
+        return KP_ROUTE_FAILED;
+    }
     tally->pending++;
     kp_gens_add(env->gens, env->gens->current, 1);
     env->n->received++;
-    if (t->state == KP_TOPIC_READY) {
-        kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf,
-                            t->pconf, m, ts, tally, env->gens->current,
-                            tally->seq, extra, extra_cnt);
-    } else {
-        kp_topic_hold(tt, t, m, ts, tally, extra, extra_cnt);
-        if (t->state == KP_TOPIC_MISSING) {
-            /* no metadata after metadata_max_wait_ms: fails at once */
-            kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC,
-                               "the cluster does not know this topic");
+    kp_partition_append(t->parts[kp_topic_pick(t, m)], tt->conf, t->pconf, m,
+                        ts, tally, env->gens->current, tally->seq, extra,
+                        extra_cnt);
+    return KP_ROUTE_QUEUED;
+}
+
+/* Up to four waiting writers as "pid P uid U, ..." for a warning. */
+static void kp_topic_writers(const struct kp_topic *t, char *out, size_t cap)
+{
+    const struct kp_topic_waiter *w;
+    size_t n = 0;
+    int shown = 0;
+
+    out[0] = 0;
+    TAILQ_FOREACH(w, &t->waiters, link)
+    {
+        if (shown == 4) {
+            snprintf(out + n, cap - n, ", ...");
+            return;
         }
-    }
-    return KP_REASON_NONE;
-}
-
-/* Settles the `n` held messages of the front run(s): failed, or (a
- * partition the topic turned out not to have) rejected after all; their
- * receipts say why. */
-static void kp_topic_settle_held(struct kp_topic_table *tt,
-                                 struct kp_runs *runs, uint32_t n,
-                                 bool rejected, enum kp_reason why)
-{
-    struct kp_part_env *env = tt->env;
-    struct kp_runs one = {0};
-
-    kp_runs_take(&one, runs, n);
-    if (rejected) {
-        /* as if rejected when read: not received, counted by reason */
-        env->n->received -= n;
-        env->n->rejected += n;
-        env->n->rejected_by[why] += n;
-    } else {
-        env->n->failed += n;
-    }
-    kp_runs_settle(&one, env->gens,
-                   rejected ? KP_FATE_REJECTED : KP_FATE_FAILED, why, -1, -1);
-    kp_runs_deinit(&one);
-}
-
-static void kp_topic_clear_pending(struct kp_topic_table *tt,
-                                   struct kp_topic *t)
-{
-    int64_t bytes = (int64_t)t->pending_bytes, msgs = t->pending_cnt;
-
-    kp_buf_reset(&t->pending);
-    t->pending_bytes = 0;
-    t->pending_cnt = 0;
-    kp_assert(kp_runs_count(&t->pending_runs) == 0);
-    kp_part_env_account(tt->env, &t->acct, -bytes, -msgs);
-}
-
-/* A held record's message, its headers decoded into *hdrs (grown). */
-static void kp_topic_held_msg(const struct kp_topic *t,
-                              struct kp_record_view *v, int32_t partition,
-                              struct kp_header **hdrs, int32_t *hdr_cap,
-                              struct kp_msg *m)
-{
-    *m = (struct kp_msg){
-        .topic = t->name, .topic_len = t->name_len,
-        .key = v->key, .key_len = v->key_len,
-        .value = v->value, .value_len = v->value_len,
-        .partition = partition, .timestamp = v->ts_delta,
-    };
-    if (v->header_cnt > *hdr_cap) {
-        *hdr_cap = v->header_cnt;
-        *hdrs = kp_realloc(*hdrs, (size_t)*hdr_cap * sizeof(**hdrs));
-    }
-    for (int32_t h = 0; h < v->header_cnt; h++) {
-        kp_record_header_next(v, &(*hdrs)[h]);
-    }
-    m->headers = *hdrs;
-    m->header_cnt = (size_t)KP_MAX(v->header_cnt, 0);
-}
-
-/* Held lines rejected once the partition count is known (as kp_client
- * logs the lines it rejects when reading). */
-static struct kp_ratelimit kp_topic_reject_rl;
-
-/* Routes the held messages, in the order they were read. */
-static void kp_topic_replay(struct kp_topic_table *tt, struct kp_topic *t)
-{
-    struct kp_rd r;
-    struct kp_record_view v;
-    struct kp_header *hdrs = NULL;
-    int32_t hdr_cap = 0;
-    uint32_t i = 0;
-    struct kp_msg m;
-
-    kp_rd_init(&r, t->pending.data, t->pending.len);
-    for (; i < t->pending_cnt && kp_record_next(&r, &v) == KP_OK; i++) {
-        kp_topic_held_msg(t, &v, t->pending_parts[i], &hdrs, &hdr_cap, &m);
-        if (m.partition >= t->part_cnt) {
-            /* The same fate as when the partition count is known at read
-             * time: the line is rejected (SPEC), not sent. */
-            kp_log_rl(&kp_topic_reject_rl, KP_LOG_WARNING,
-                      "topic %s: held line rejected (bad_partition): "
-                      "partition %d, the topic has %d", t->name,
-                      m.partition, t->part_cnt);
-            kp_topic_settle_held(tt, &t->pending_runs, 1, true,
-                                 KP_REASON_BAD_PARTITION);
-            continue;
+        int k = snprintf(out + n, cap - n, "%spid %ld uid %ld",
+                         shown ? ", " : "", (long)w->pid, (long)w->uid);
+        if (k < 0 || (size_t)k >= cap - n) {
+            return;
         }
-        struct kp_tally *tally;
-        uint32_t gen;
-        uint64_t seq;
-        kp_runs_first(&t->pending_runs, &tally, &gen, &seq);
-        kp_partition_append(t->parts[kp_topic_pick(t, &m)], tt->conf,
-                            t->pconf, &m, v.ts_delta, tally, gen, seq, NULL,
-                            0);
-        kp_runs_drop_first(&t->pending_runs);
+        n += (size_t)k;
+        shown++;
     }
-    kp_assert(i == t->pending_cnt);
-    free(hdrs);
-    kp_topic_clear_pending(tt, t);
+}
+
+void kp_topic_wait(struct kp_topic_table *tt, struct kp_topic *t,
+                   struct kp_topic_waiter *w)
+{
+    char who[160];
+
+    kp_assert(w->topic == NULL);
+    w->topic = t;
+    TAILQ_INSERT_TAIL(&t->waiters, w, link);
+    t->waiter_cnt++;
+    t->pauses++;
+    if (t->state == KP_TOPIC_READY && kp_log_get_level() >= KP_LOG_WARNING) {
+        kp_topic_writers(t, who, sizeof(who));
+        kp_log_rl(&t->full_rl, KP_LOG_WARNING,
+                  "topic %s: full (%lld bytes held, topic_buffer_bytes "
+                  "%lld): %u writer(s) paused (%s); after max_block_ms "
+                  "(%d) their messages for it fail as buffer_full",
+                  t->name, (long long)t->acct.bytes,
+                  (long long)tt->conf->topic_buffer_bytes, t->waiter_cnt,
+                  who, tt->conf->max_block_ms);
+    }
+}
+
+void kp_topic_unwait(struct kp_topic_waiter *w)
+{
+    struct kp_topic *t = w->topic;
+
+    if (t) {
+        TAILQ_REMOVE(&t->waiters, w, link);
+        t->waiter_cnt--;
+        w->topic = NULL;
+    }
+}
+
+/* Every waiter goes on (FIFO); each is off the list before it is told. */
+static void kp_topic_wake(struct kp_topic *t)
+{
+    struct kp_topic_waiter *w;
+
+    while ((w = TAILQ_FIRST(&t->waiters)) != NULL) {
+        kp_topic_unwait(w);
+        w->on_wake(w);
+    }
+}
+
+void kp_topic_on_accounted(struct kp_topic_table *tt, struct kp_account *acct)
+{
+    struct kp_topic *t;
+
+    if (!acct) {
+        return;
+    }
+    t = (struct kp_topic *)((char *)acct - offsetof(struct kp_topic, acct));
+    if (t->waiter_cnt && t->state == KP_TOPIC_READY && !kp_topic_full(tt, t)) {
+        kp_topic_wake(t);
+    }
 }
 
 static void kp_topic_grow(struct kp_topic_table *tt, struct kp_topic *t,
@@ -393,10 +411,13 @@ static void kp_topic_grow(struct kp_topic_table *tt, struct kp_topic *t,
  * Metadata has no usable entry for t. Leaders stay as they are: a
  * transient topic error must not strand batches. An unknown topic is
  * asked about again with a growing backoff, and the first answer that
- * says it does not exist while it holds messages is a warning at once.
+ * says it does not exist while writers wait for it is a warning at once,
+ * naming them.
  */
 static void kp_topic_md_failed(struct kp_topic *t, int16_t err)
 {
+    char who[160];
+
     kp_debug("topic %s: metadata error %s", t->name, kp_kerr_name(err));
     if (t->state == KP_TOPIC_READY) {
         return;
@@ -405,14 +426,15 @@ static void kp_topic_md_failed(struct kp_topic *t, int16_t err)
                                      KP_TOPIC_MD_BACKOFF_MIN_MS),
                               KP_TOPIC_MD_BACKOFF_MAX_MS);
     t->md_next_ms = kp_mono_ms() + t->md_backoff_ms;
-    if (!t->md_warned && t->pending_cnt &&
+    if (!t->md_warned && t->waiter_cnt &&
         err == KP_KERR_UNKNOWN_TOPIC_OR_PARTITION) {
         t->md_warned = true;
+        kp_topic_writers(t, who, sizeof(who));
         kp_log_rl(&kp_topic_warn_rl, KP_LOG_WARNING,
                   "topic %s: the cluster does not know it (%s); %u "
-                  "message(s) wait for it, up to metadata_max_wait_ms: "
+                  "writer(s) wait for it (%s), up to metadata_max_wait_ms: "
                   "check the topic name, or create the topic",
-                  t->name, kp_kerr_name(err), t->pending_cnt);
+                  t->name, kp_kerr_name(err), t->waiter_cnt, who);
     }
 }
 
@@ -440,82 +462,71 @@ void kp_topic_on_metadata(struct kp_topic_table *tt, struct kp_topic *t,
     if (t->state != KP_TOPIC_READY) {
         t->state = KP_TOPIC_READY;
         kp_info("topic %s: %d partitions", t->name, t->part_cnt);
-        kp_topic_replay(tt, t);
+        if (!kp_topic_full(tt, t)) {
+            kp_topic_wake(t);
+        }
     }
     for (int32_t i = 0; seal_now && i < t->part_cnt; i++) {
         kp_partition_seal(t->parts[i]);
     }
 }
 
-void kp_topic_fail_held(struct kp_topic_table *tt, struct kp_topic *t,
-                        enum kp_reason why, const char *detail)
+/* No usable metadata for metadata_max_wait_ms (or the topic's delivery
+ * timeout, when shorter: no message waits longer than that): MISSING; the
+ * writers that waited go on, and their lines for it fail at once
+ * (unknown_topic, or authentication when no broker let kproxyd in:
+ * `auth` is then why). */
+static void kp_topic_missing(struct kp_topic *t, int64_t waited_ms,
+                             const char *auth)
 {
-    char error[256];
+    char who[160];
 
-    if (!t->pending_cnt) {
-        return;
+    kp_topic_writers(t, who, sizeof(who));
+    t->missing_why = auth ? KP_REASON_AUTHENTICATION : KP_REASON_UNKNOWN_TOPIC;
+    if (auth) {
+        snprintf(t->missing_detail, sizeof(t->missing_detail), "%s", auth);
+    } else {
+        snprintf(t->missing_detail, sizeof(t->missing_detail),
+                 "no metadata for topic (%s)",
+                 t->md_error ? kp_kerr_name(t->md_error)
+                             : "no broker answered");
     }
-    snprintf(error, sizeof(error), "%s%s%s", kp_reason_names[why],
-             detail ? ": " : "", detail ? detail : "");
-    kp_log_rl(&kp_topic_fail_rl, KP_LOG_ERROR,
-              "topic %s: %u message(s) failed: %s", t->name, t->pending_cnt,
-              error);
-    /* Recorded before anyone is told (DESIGN 18). */
-    kp_deadletter_records(tt->env->dl, t->name, t->pending.data,
-                          t->pending.len, 0, t->pending_parts, error);
-    t->failed_by[why] += t->pending_cnt;
-    kp_topic_settle_held(tt, &t->pending_runs, t->pending_cnt, false, why);
-    kp_topic_clear_pending(tt, t);
-}
-
-/* Why held messages fail now, or NULL: held past their delivery timeout,
- * or the topic had no usable metadata for metadata_max_wait_ms (then it
- * turns MISSING). */
-static const char *kp_topic_held_expired(struct kp_topic_table *tt,
-                                         struct kp_topic *t, int64_t now_ms)
-{
-    if (t->state == KP_TOPIC_UNKNOWN &&
-        now_ms - t->unknown_since_ms >= tt->conf->metadata_max_wait_ms) {
-        kp_log_rl(&kp_topic_warn_rl, KP_LOG_WARNING,
-                  "topic %s: no metadata after %d ms (%s): its messages "
-                  "fail as unknown_topic until the cluster knows it; check "
-                  "the topic name, or create the topic",
-                  t->name, tt->conf->metadata_max_wait_ms,
-                  t->md_error ? kp_kerr_name(t->md_error)
-                              : "no broker answered");
-        t->state = KP_TOPIC_MISSING;
-        return "no metadata for topic";
-    }
-    if (t->pending_cnt &&
-        now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
-        return "no metadata for topic before the delivery timeout";
-    }
-    return NULL;
+    kp_log_rl(&kp_topic_warn_rl, KP_LOG_WARNING,
+              "topic %s: no metadata after %lld ms (%s): its messages fail "
+              "as %s until the cluster knows it%s%s%s; check %s",
+              t->name, (long long)waited_ms,
+              auth ? auth
+                   : t->md_error ? kp_kerr_name(t->md_error)
+                                 : "no broker answered",
+              kp_reason_names[t->missing_why],
+              t->waiter_cnt ? " (writers: " : "", who,
+              t->waiter_cnt ? ")" : "",
+              auth ? "the security settings"
+                   : "the topic name, or create the topic");
+    t->state = KP_TOPIC_MISSING;
+    kp_topic_wake(t);
 }
 
 void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
                      int64_t now_ms, const char *idemp_detail)
 {
-    /* No broker could authenticate: that, not the topic, is why its
-     * messages wait (metadata_max_wait_ms does not make it missing); they
-     * fail as such at their delivery timeout. */
-    const char *auth = NULL;
-    if (t->state != KP_TOPIC_READY && !t->md_error &&
-        kp_part_env_stuck(tt->env, -1, &auth) != KP_REASON_AUTHENTICATION) {
-        auth = NULL;
-    }
-    const char *why = t->state != KP_TOPIC_READY && !auth
-                          ? kp_topic_held_expired(tt, t, now_ms)
-                          : NULL;
-    if (auth && t->pending_cnt &&
-        now_ms - t->pending_since_ms >= t->pconf->delivery_timeout_ms) {
-        kp_topic_fail_held(tt, t, KP_REASON_AUTHENTICATION, auth);
-    } else if (why && t->pending_cnt) {
-        char detail[160];
-        snprintf(detail, sizeof(detail), "%s (%s)", why,
-                 t->md_error ? kp_kerr_name(t->md_error)
-                             : "no broker answered");
-        kp_topic_fail_held(tt, t, KP_REASON_UNKNOWN_TOPIC, detail);
+    if (t->state == KP_TOPIC_UNKNOWN) {
+        /* No broker could authenticate: that, not the topic, is why its
+         * writers wait (metadata_max_wait_ms does not make it missing);
+         * their lines fail as such at the delivery timeout. */
+        const char *auth = NULL;
+        if (t->md_error ||
+            kp_part_env_stuck(tt->env, -1, &auth) !=
+                KP_REASON_AUTHENTICATION) {
+            auth = NULL;
+        }
+        int64_t wait = t->pconf->delivery_timeout_ms;
+        if (!auth) {
+            wait = KP_MIN(wait, (int64_t)tt->conf->metadata_max_wait_ms);
+        }
+        if (now_ms - t->unknown_since_ms >= wait) {
+            kp_topic_missing(t, wait, auth);
+        }
     }
     for (int32_t i = 0; i < t->part_cnt; i++) {
         kp_partition_expire(t->parts[i], now_ms, idemp_detail);
@@ -524,7 +535,7 @@ void kp_topic_expire(struct kp_topic_table *tt, struct kp_topic *t,
 
 uint64_t kp_topic_queued(const struct kp_topic *t)
 {
-    uint64_t q = t->pending_cnt;
+    uint64_t q = 0;
     for (int32_t i = 0; i < t->part_cnt; i++) {
         q += t->parts[i]->queued_msgs;
     }

@@ -6,12 +6,19 @@
  * stay in the socket), the half-close summary once everything is settled,
  * and a client that goes away before its messages do.
  *
+ * Stalls: a connection whose next line is for a topic without metadata
+ * or a full one stops there (its bytes wait) while others go on, resumes
+ * when the topic wakes it, and after max_block_ms fails that topic's
+ * lines as buffer_full until it has room; unfinished lines share a budget
+ * of buffer_bytes / 8 and the largest is rejected beyond it.
+ *
  * The test is the router's owner and the sender: its hooks count, pause
- * the clients on backpressure (as kp_ctx does), and it settles batches
- * itself with kp_partition_delivered / kp_partition_fail. Routed messages
- * are read back from the topic (held for metadata) or its partition's
- * batches. Each test runs its own loop with EVRUN_NOWAIT: the bytes are
- * always in the socket before the loop runs.
+ * the clients on backpressure (as kp_ctx does), give a new topic its
+ * metadata at once (unless a test wants it unknown), and it settles
+ * batches itself with kp_partition_delivered / kp_partition_fail. Routed
+ * messages are read back from the topic's partition's batches. Each test
+ * runs its own loop with EVRUN_NOWAIT: the bytes are always in the socket
+ * before the loop runs; fx_prepare stands in for the prepare phase.
  */
 #include "kp_client.h"
 
@@ -40,7 +47,7 @@
     " \"producer\": {\"linger_ms\": 600000, \"delivery_timeout_ms\": 900000,"  \
     "                \"batch_messages\": %d, \"message_max_bytes\": %d,"       \
     "                \"acks\": 1},"                                            \
-    " \"buffer_bytes\": %d}"
+    " \"buffer_bytes\": %d%s}"
 
 struct fixture {
     struct ev_loop *loop;
@@ -50,7 +57,11 @@ struct fixture {
     struct kp_clients cs;
     int changed, new_topics, settled;
     int bp_on, bp_off;
+    bool unknown_topics; /* new topics get no metadata by themselves */
 };
+
+/* Extra configuration keys for the next fx_start (", \"key\": value"). */
+static const char *fx_extra = "";
 
 static struct fixture F;
 
@@ -70,11 +81,16 @@ static void fx_seq_gap(void *arg, int64_t pid, int16_t epoch, const char *why)
     ck_abort_msg("no sequences without idempotence");
 }
 
+/* A new topic: known at once (one partition, leader 1), as if Metadata
+ * answered before the line was routed, unless the test wants it unknown. */
 static void fx_new_topic(void *arg, struct kp_topic *t)
 {
+    static const int32_t leaders[] = {1};
     (void)arg;
-    (void)t;
     F.new_topics++;
+    if (!F.unknown_topics) {
+        kp_topic_on_metadata(&F.router->topics, t, 0, 1, leaders, false);
+    }
 }
 
 /* As kp_ctx does: backpressure pauses every client. */
@@ -108,7 +124,8 @@ static void fx_start(int batch_messages, int message_max, int buffer_bytes)
     char json[1024];
 
     snprintf(json, sizeof(json), CONF_FMT, batch_messages, message_max,
-             buffer_bytes);
+             buffer_bytes, fx_extra);
+    fx_extra = "";
     memset(&F, 0, sizeof(F));
     F.loop = ev_loop_new(EVFLAG_AUTO);
     F.conf = kpt_conf(json);
@@ -164,8 +181,8 @@ static struct kp_topic *fx_ready_topic(const char *name)
     return t;
 }
 
-/* Every message value topic `name` holds, in order: held for metadata,
- * then its (one) partition's sealed and open batches. "" if unknown. */
+/* Every message value topic `name` holds, in order: its (one)
+ * partition's sealed and open batches. "" if unknown. */
 static const char *fx_values(const char *name)
 {
     static char out[65536];
@@ -176,7 +193,6 @@ static const char *fx_values(const char *name)
     if (!t) {
         return out;
     }
-    kpt_values(t->pending.data, t->pending.len, out, sizeof(out));
     for (int32_t i = 0; i < t->part_cnt; i++) {
         struct kp_partition *p = t->parts[i];
         TAILQ_FOREACH(b, &p->queue, link)
@@ -398,19 +414,24 @@ START_TEST(test_overlong_at_eof)
 }
 END_TEST
 
-/* The value of the i-th message topic `name` holds for metadata. */
+/* The i-th message of topic `name`, in its partition's batches (each a
+ * batch of its own here: batch_messages 1). */
 static struct kp_record_view fx_held(const char *name, uint32_t i)
 {
-    struct kp_topic *t = fx_topic(name);
+    struct kp_partition *p = fx_topic(name)->parts[0];
+    struct kp_batch *b = TAILQ_FIRST(&p->queue);
     struct kp_record_view v;
     struct kp_rd r;
 
-    ck_assert_ptr_nonnull(t);
-    ck_assert_uint_gt(t->pending_cnt, i);
-    kp_rd_init(&r, t->pending.data, t->pending.len);
-    for (uint32_t k = 0; k <= i; k++) {
-        ck_assert_int_eq(kp_record_next(&r, &v), KP_OK);
+    for (uint32_t k = 0; k < i && b; k++) {
+        b = TAILQ_NEXT(b, link);
     }
+    if (!b) {
+        b = p->open;
+    }
+    ck_assert_ptr_nonnull(b);
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
+    ck_assert_int_eq(kp_record_next(&r, &v), KP_OK);
     return v;
 }
 
@@ -446,7 +467,7 @@ START_TEST(test_long_lines_across_reads)
 {
     int peer;
 
-    fx_start(10000, 700000, 1 << 30);
+    fx_start(1, 700000, 1 << 30);
     struct kp_client *c = fx_client(&peer);
     kpt_write_str(peer, "t ");
     trickle(c, peer, 'L', 600000);
@@ -567,30 +588,37 @@ END_TEST
 
 /* ---- backpressure ---- */
 
-/* buffer_bytes 4000: a few dozen 60-byte lines reach it. */
+/* buffer_bytes 4000: a few dozen 60-byte lines reach it. They alternate
+ * between two topics, so that neither reaches its own limit
+ * (topic_buffer_bytes 4000) first: this is the daemon-wide limit. */
 START_TEST(test_backpressure_pauses_reads)
 {
-    char line[64];
+    char line[2][64];
     int peer;
 
+    fx_extra = ", \"topic_buffer_bytes\": 4000";
     fx_start(100000, 100, 4000);
     struct kp_topic *t = fx_ready_topic("t");
+    struct kp_topic *u = fx_ready_topic("u");
     struct kp_client *c = fx_client(&peer);
-    memset(line, 'v', sizeof(line));
-    memcpy(line, "t ", 2);
-    line[59] = '\n';
+    for (int k = 0; k < 2; k++) {
+        memset(line[k], 'v', sizeof(line[k]));
+        memcpy(line[k], k ? "u " : "t ", 2);
+        line[k][59] = '\n';
+    }
     for (int i = 0; i < 80; i++) {
-        kpt_write(peer, line, 60);
+        kpt_write(peer, line[i % 2], 60);
     }
     fx_drain(c);
     ck_assert_int_eq(F.bp_on, 1);
     ck_assert(F.router->backpressure);
     ck_assert(c->paused);
+    ck_assert(!c->stalled);
     ck_assert_uint_eq(c->tally->pending, 80);
 
     /* paused: the bytes stay in the socket, however long the loop runs */
     for (int i = 0; i < 10; i++) {
-        kpt_write(peer, line, 60);
+        kpt_write(peer, line[i % 2], 60);
     }
     for (int i = 0; i < 10; i++) {
         ev_run(F.loop, EVRUN_NOWAIT);
@@ -602,12 +630,13 @@ START_TEST(test_backpressure_pauses_reads)
     int peer2;
     struct kp_client *c2 = fx_client(&peer2);
     ck_assert(c2->paused);
-    kpt_write(peer2, line, 60);
+    kpt_write(peer2, line[0], 60);
     ev_run(F.loop, EVRUN_NOWAIT);
     ck_assert_int_eq(kpt_unread(c2->fd), 60);
 
     /* settled: released, and what waited is read */
     fx_settle(t, 0);
+    fx_settle(u, 0);
     ck_assert_int_eq(F.bp_off, 1);
     ck_assert(!c->paused);
     ck_assert_int_eq(F.router->env.buffered_bytes, 0);
@@ -617,6 +646,7 @@ START_TEST(test_backpressure_pauses_reads)
     ck_assert_uint_eq(c->tally->pending, 10);
     ck_assert_uint_eq(c2->tally->pending, 1);
     fx_settle(t, 0);
+    fx_settle(u, 0);
     ck_assert_int_eq(F.router->env.buffered_bytes, 0);
     close(peer);
     close(peer2);
@@ -666,9 +696,7 @@ START_TEST(test_summary_after_settled)
     ck_assert_int_eq(read(peer, buf, sizeof(buf)), -1);
     ck_assert_int_eq(errno, EAGAIN);
 
-    /* metadata: the held messages go to batches [a b] [c] */
-    static const int32_t leaders[] = {1};
-    ck_assert(kp_router_on_metadata(F.router, "t", 0, 1, leaders));
+    /* the messages are in batches [a b] [c] */
     struct kp_partition *p = fx_topic("t")->parts[0];
     kp_partition_seal(p);
     struct kp_batch *b1 = kp_partition_take(p, 1, -1, -1);
@@ -772,6 +800,269 @@ START_TEST(test_client_freed_before_its_messages)
 }
 END_TEST
 
+/* ---- stalls: a topic without metadata, a full topic ---- */
+
+/* The prepare phase: woken clients go on. */
+static void fx_prepare(void)
+{
+    kp_clients_resume(&F.cs);
+}
+
+/* A line for a topic without metadata stops its connection there (its
+ * bytes wait, unread and unnumbered) while another connection goes on;
+ * metadata wakes it and its lines go in order. */
+START_TEST(test_stall_on_unknown_topic)
+{
+    static const int32_t leaders[] = {1};
+    int pa, pb;
+
+    fx_start(10000, 1000, 1 << 20);
+    F.unknown_topics = true;
+    fx_ready_topic("k");
+    struct kp_client *a = fx_client(&pa);
+    struct kp_client *b = fx_client(&pb);
+    kpt_write_str(pa, "k zero\nu one\nk two\nu three\n");
+    fx_drain(a);
+    kpt_write_str(pb, "k other\n");
+    fx_drain(b);
+    struct kp_topic *u = fx_topic("u");
+    ck_assert(a->stalled);
+    ck_assert_ptr_eq(a->wait.topic, u);
+    ck_assert_uint_eq(u->waiter_cnt, 1);
+    ck_assert_uint_eq(a->tally->seq, 1);
+    ck_assert_uint_eq(a->carry_len, strlen("u one\nk two\nu three\n"));
+    ck_assert_uint_eq(a->partial, 0);
+    ck_assert_str_eq(fx_values("k"), "zero|other");
+    ck_assert_uint_eq(F.n.topic_waits, 1);
+    /* stalled: not read, whatever comes */
+    kpt_write_str(pa, "k four\n");
+    for (int i = 0; i < 5; i++) {
+        ev_run(F.loop, EVRUN_NOWAIT);
+    }
+    ck_assert_int_eq(kpt_unread(a->fd), 7);
+    fx_prepare();
+    ck_assert(a->stalled);
+
+    ck_assert(kp_router_on_metadata(F.router, "u", 0, 1, leaders));
+    ck_assert_uint_eq(u->waiter_cnt, 0);
+    ck_assert(a->resuming);
+    fx_prepare();
+    ck_assert(!a->stalled);
+    fx_drain(a);
+    ck_assert_str_eq(fx_values("u"), "one|three");
+    ck_assert_str_eq(fx_values("k"), "zero|other|two|four");
+    ck_assert_uint_eq(a->tally->seq, 5);
+    ck_assert_uint_eq(a->tally->pending, 5);
+    close(pa);
+    close(pb);
+    fx_stop();
+}
+END_TEST
+
+/* metadata_max_wait_ms passes without metadata: the waiting connection
+ * goes on, its lines for the topic fail at once (unknown_topic), the
+ * others go through; so do later ones. EOF while stalled finishes once
+ * the rest is through. */
+START_TEST(test_stall_unknown_topic_goes_missing)
+{
+    int pa;
+
+    fx_start(10000, 1000, 1 << 20);
+    F.unknown_topics = true;
+    fx_ready_topic("k");
+    struct kp_client *a = fx_client(&pa);
+    kpt_write_str(pa, "u one\nk two\nu three");
+    shutdown(pa, SHUT_WR);
+    fx_drain(a);
+    ck_assert(a->stalled);
+    struct kp_topic *u = fx_topic("u");
+    u->unknown_since_ms -= F.conf->metadata_max_wait_ms;
+    kp_router_expire(F.router, kp_mono_ms(), NULL);
+    ck_assert_int_eq(u->state, KP_TOPIC_MISSING);
+    fx_prepare();
+    fx_eof(a);
+    ck_assert_int_eq(a->state, KP_CLIENT_DRAINING);
+    ck_assert_uint_eq(a->tally->failed, 2);
+    ck_assert_uint_eq(a->tally->pending, 1);
+    ck_assert_uint_eq(u->failed_by[KP_REASON_UNKNOWN_TOPIC], 2);
+    ck_assert_uint_eq(F.n.received, 3);
+    ck_assert_uint_eq(F.n.failed, 2);
+    ck_assert_str_eq(fx_values("k"), "two");
+    fx_settle(fx_topic("k"), 0);
+    ck_assert_str_eq(fx_read_all(pa), "delivered=1 failed=2 rejected=0\n");
+    close(pa);
+    fx_stop();
+}
+END_TEST
+
+/* 60-byte lines to a topic whose limit (topic_buffer_bytes 1000) a dozen
+ * of them reach. */
+static void fx_write_lines(int peer, const char *topic, int n)
+{
+    char line[64];
+
+    memset(line, 'v', sizeof(line));
+    memcpy(line, topic, strlen(topic));
+    line[strlen(topic)] = ' ';
+    line[59] = '\n';
+    for (int i = 0; i < n; i++) {
+        kpt_write(peer, line, 60);
+    }
+}
+
+/* A full topic pauses only the connection writing to it; each settle
+ * gives it room again and it goes on, in order, to the last line. */
+START_TEST(test_full_topic_stalls_alone)
+{
+    int pa, pb;
+
+    fx_extra = ", \"topic_buffer_bytes\": 1000, \"max_block_ms\": 600000";
+    fx_start(100000, 100, 1 << 20);
+    struct kp_topic *t = fx_ready_topic("t");
+    struct kp_client *a = fx_client(&pa);
+    struct kp_client *b = fx_client(&pb);
+    fx_write_lines(pa, "t", 40);
+    fx_drain(a);
+    ck_assert(a->stalled);
+    ck_assert_uint_eq(t->waiter_cnt, 1);
+    ck_assert_ptr_eq(a->block_topic, t);
+    uint64_t first = a->tally->pending;
+    ck_assert_uint_gt(first, 5);
+    ck_assert_uint_lt(first, 40);
+    ck_assert(kp_topic_full(&F.router->topics, t));
+    ck_assert(!F.router->backpressure);
+    /* another connection, another topic: not held up */
+    fx_write_lines(pb, "u", 3);
+    fx_drain(b);
+    ck_assert_uint_eq(b->tally->pending, 3);
+    int rounds = 0;
+    while (a->tally->delivered + a->tally->pending < 40 && rounds++ < 40) {
+        fx_settle(t, 0); /* room: a is woken */
+        ck_assert(a->resuming || !a->stalled);
+        fx_prepare();
+    }
+    ck_assert_uint_eq(a->tally->delivered + a->tally->pending, 40);
+    ck_assert(!a->stalled);
+    ck_assert_ptr_null(a->block_topic);
+    ck_assert_uint_eq(a->tally->failed, 0);
+    ck_assert_uint_ge(F.n.topic_waits, 2);
+    close(pa);
+    close(pb);
+    fx_stop();
+}
+END_TEST
+
+/* max_block_ms (0 here) paused on a full topic: that topic's lines from
+ * the connection fail at once (buffer_full) and it goes on with the
+ * others; once the topic takes a line again, it waits again. */
+START_TEST(test_max_block_fails_until_room)
+{
+    int pa;
+
+    fx_extra = ", \"topic_buffer_bytes\": 1000, \"max_block_ms\": 0";
+    fx_start(100000, 100, 1 << 20);
+    struct kp_topic *t = fx_ready_topic("t");
+    struct kp_client *a = fx_client(&pa);
+    fx_write_lines(pa, "t", 30);
+    fx_write_lines(pa, "u", 2);
+    fx_drain(a);
+    ck_assert(a->stalled);
+    uint64_t queued = a->tally->pending;
+    ck_assert(KPT_RUN_UNTIL(F.loop, EVRUN_NOWAIT, 64,
+                            F.n.block_timeouts == 1));
+    ck_assert_ptr_eq(a->fail_topic, t);
+    ck_assert_uint_eq(t->waiter_cnt, 0);
+    fx_prepare();
+    ck_assert(!a->stalled);
+    ck_assert_uint_eq(a->tally->failed, 30 - queued);
+    ck_assert_uint_eq(t->failed_by[KP_REASON_BUFFER_FULL], 30 - queued);
+    char vs[128];
+    memset(vs, 'v', 57);
+    vs[57] = '|';
+    memset(vs + 58, 'v', 57);
+    vs[115] = '\0';
+    ck_assert_str_eq(fx_values("u"), vs);
+    /* still full: fails at once, no new wait */
+    fx_write_lines(pa, "t", 1);
+    fx_drain(a);
+    ck_assert(!a->stalled);
+    ck_assert_uint_eq(a->tally->failed, 31 - queued);
+    /* room again: taken, and the next time it is full it waits again
+     * (max_block_ms anew: 0 here, so it times out again at once) */
+    uint64_t waits = F.n.topic_waits;
+    fx_settle(t, 0);
+    ck_assert_int_eq(t->acct.bytes, 0);
+    fx_write_lines(pa, "t", 30);
+    fx_drain(a);
+    ck_assert_uint_eq(F.n.topic_waits, waits + 1);
+    ck_assert(KPT_RUN_UNTIL(F.loop, EVRUN_NOWAIT, 64,
+                            F.n.block_timeouts == 2));
+    fx_prepare();
+    ck_assert_uint_eq(a->tally->pending + a->tally->failed +
+                          a->tally->delivered,
+                      63);
+    close(pa);
+    fx_stop();
+}
+END_TEST
+
+/* ---- unfinished lines: their shared budget ---- */
+
+/* Writes "t " and n bytes of c, no newline. */
+static void fx_partial(int peer, char c, size_t n)
+{
+    static char buf[20000];
+
+    memset(buf, c, n);
+    memcpy(buf, "t ", 2);
+    kpt_write(peer, buf, n);
+}
+
+/* buffer_bytes 128 KiB: unfinished lines may hold 16 KiB together. The
+ * one that takes them over has the largest line rejected (buffer_full),
+ * whose rest is skipped to its newline; the connections go on. */
+START_TEST(test_partial_budget_rejects_largest)
+{
+    int pa, pb, pc;
+
+    fx_start(10000, 100000, 1 << 17);
+    struct kp_client *a = fx_client(&pa);
+    struct kp_client *b = fx_client(&pb);
+    struct kp_client *c = fx_client(&pc);
+    fx_partial(pa, 'a', 6000);
+    fx_drain(a);
+    fx_partial(pb, 'b', 9000);
+    fx_drain(b);
+    ck_assert_int_eq(F.cs.partial_bytes, 15000);
+    ck_assert_int_eq(F.router->client_bytes, 15000);
+    ck_assert_uint_eq(F.n.partial_evictions, 0);
+    fx_partial(pc, 'c', 2000);
+    fx_drain(c);
+    ck_assert_uint_eq(F.n.partial_evictions, 1);
+    ck_assert_uint_eq(b->tally->rejected, 1);
+    ck_assert_uint_eq(F.n.rejected_by[KP_REASON_BUFFER_FULL], 1);
+    ck_assert(b->framer.discarding);
+    ck_assert_uint_eq(b->carry_len, 0);
+    ck_assert_int_eq(F.cs.partial_bytes, 8000);
+    ck_assert_int_eq(F.router->client_bytes, 8000);
+    /* b's line goes on being skipped to its end; b goes on after it */
+    kpt_write_str(pb, "bbbbbbbb\nt b-next\n");
+    kpt_write_str(pa, "aaa\n");
+    fx_drain(b);
+    fx_drain(a);
+    ck_assert_uint_eq(b->tally->pending, 1);
+    ck_assert_uint_eq(a->tally->pending, 1);
+    ck_assert_int_eq(F.cs.partial_bytes, 2000);
+    close(pa);
+    close(pb);
+    close(pc);
+    fx_drain(c);
+    ck_assert_int_eq(F.cs.partial_bytes, 0);
+    ck_assert_int_eq(F.router->client_bytes, 0);
+    fx_stop();
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("client");
@@ -797,6 +1088,14 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_summary_only_at_half_close);
     tcase_add_test(tc, test_peer_closed_both_ways);
     tcase_add_test(tc, test_client_freed_before_its_messages);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("isolation");
+    tcase_add_test(tc, test_stall_on_unknown_topic);
+    tcase_add_test(tc, test_stall_unknown_topic_goes_missing);
+    tcase_add_test(tc, test_full_topic_stalls_alone);
+    tcase_add_test(tc, test_max_block_fails_until_room);
+    tcase_add_test(tc, test_partial_budget_rejects_largest);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -5,9 +5,11 @@
  * framing intact, zero-length frames, EOF inside a frame, and a writer
  * that does not read its receipts paused at 1 MiB and resumed.
  *
- * The client runs on a real router whose topic never gets metadata: the
- * messages it accepts are held in the topic, in order, where the test
- * reads them back; failing them (kp_topic_fail_held) sends their receipts.
+ * The client runs on a real router whose topics get metadata (one
+ * partition) as soon as they are created and nothing is ever sent: the
+ * messages it accepts stay in the partition's batch, in order, where the
+ * test reads them back; failing them (kp_router_abandon) sends their
+ * receipts.
  */
 #include "kp_frame.h"
 
@@ -185,6 +187,16 @@ static void hook_topic(void *arg, struct kp_topic *t)
     (void)t;
 }
 
+static struct kp_router *cur_router; /* the fixture's, for new topics */
+
+/* Metadata at once: one partition, leader 1. */
+static void hook_new_topic(void *arg, struct kp_topic *t)
+{
+    static const int32_t leaders[] = {1};
+    (void)arg;
+    kp_topic_on_metadata(&cur_router->topics, t, 0, 1, leaders, false);
+}
+
 static void hook_bool(void *arg, bool on)
 {
     (void)arg;
@@ -199,7 +211,7 @@ static void hook_void(void *arg)
 static const struct kp_router_hooks hooks = {
     .changed = hook_changed,
     .seq_gap = hook_gap,
-    .new_topic = hook_topic,
+    .new_topic = hook_new_topic,
     .forget_topic = hook_topic,
     .backpressure = hook_bool,
     .settled = hook_void,
@@ -233,6 +245,7 @@ static void fx_open(struct fx *x, const char *listener, int max)
     ck_assert_msg(x->conf != NULL, "%s", json);
     x->router = kp_router_create(x->loop, x->conf, &x->n, NULL, &hooks,
                                  NULL);
+    cur_router = x->router;
     kp_clients_init(&x->cs, x->loop, &x->conf, x->router, &x->n);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
@@ -264,20 +277,27 @@ static void fx_write(struct fx *x, const void *p, size_t n)
     fx_pump(x);
 }
 
-/* The values the topic holds, '|'-separated; returns the length. */
-static size_t fx_held(struct fx *x, const char *topic, char *out, size_t cap)
+/* The open batch of the topic's one partition. */
+static struct kp_batch *fx_batch(struct fx *x, const char *topic)
 {
     struct kp_topic *t = kp_topic_lookup(&x->router->topics, topic,
                                          strlen(topic));
+    return t && t->part_cnt ? t->parts[0]->open : NULL;
+}
+
+/* The values the topic holds, '|'-separated; returns the length. */
+static size_t fx_held(struct fx *x, const char *topic, char *out, size_t cap)
+{
+    struct kp_batch *b = fx_batch(x, topic);
     struct kp_record_view v;
     struct kp_rd r;
     size_t o = 0;
 
     out[0] = '\0';
-    if (!t) {
+    if (!b) {
         return 0;
     }
-    kp_rd_init(&r, t->pending.data, t->pending.len);
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
     while (kp_record_next(&r, &v) == KP_OK) {
         ck_assert_uint_lt(o + v.value_len + 2, cap);
         memcpy(out + o, v.value, v.value_len);
@@ -361,9 +381,8 @@ START_TEST(test_client_frames_split_everywhere)
                       "cut %zu: %zu bytes held", cut, n);
         ck_assert_uint_eq(x.c->tally->seq, 8);
         ck_assert_uint_eq(x.n.rejected_by[KP_REASON_TOO_LONG], 1);
-        /* the topic never gets metadata: fail what it holds */
-        struct kp_topic *t = kp_topic_lookup(&x.router->topics, "t", 1);
-        kp_topic_fail_held(&x.router->topics, t, KP_REASON_SHUTDOWN, NULL);
+        /* nothing is sent: fail what it holds */
+        kp_router_abandon(x.router, KP_REASON_SHUTDOWN);
         fx_pump(&x);
         fx_read(&x, out, sizeof(out));
         ck_assert_str_eq(out, "rejected 3 too_long\n"
@@ -404,11 +423,11 @@ START_TEST(test_client_long_frames)
     ck_assert_uint_eq(x.c->tally->seq, 3);
     ck_assert_uint_eq(x.c->tally->pending, 2);
     ck_assert_uint_eq(x.n.rejected_by[KP_REASON_TOO_LONG], 1);
-    struct kp_topic *t = kp_topic_lookup(&x.router->topics, "t", 1);
+    struct kp_batch *b = fx_batch(&x, "t");
     struct kp_record_view v;
     struct kp_rd r;
-    ck_assert_uint_eq(t->pending_cnt, 2);
-    kp_rd_init(&r, t->pending.data, t->pending.len);
+    ck_assert_int_eq(b->count, 2);
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
     ck_assert_int_eq(kp_record_next(&r, &v), KP_OK);
     ck_assert_uint_eq(v.value_len, big);
     ck_assert(v.value[0] == 'x' && v.value[big - 1] == 'x');

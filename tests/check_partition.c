@@ -205,9 +205,10 @@ static void fx_route(const char *name, const char *v)
         .partition = -1,
         .timestamp = -1,
     };
-    ck_assert_int_eq(
-        kp_router_route(F.router, t, &m, 1700000000000, F.tally, NULL, 0),
-        KP_REASON_NONE);
+    enum kp_reason why = KP_REASON_NONE;
+    enum kp_route r = kp_router_route(F.router, t, &m, 1700000000000,
+                                      F.tally, NULL, 0, false, &why);
+    ck_assert(r == KP_ROUTE_QUEUED || r == KP_ROUTE_FAILED);
 }
 
 /* Routes `cnt` messages "<prefix>0", "<prefix>1", ... */
@@ -676,22 +677,30 @@ START_TEST(test_expire_only_old_queued)
 }
 END_TEST
 
-/* Messages held for a topic's metadata expire too (unknown_topic). */
-START_TEST(test_expire_held_messages)
+/* A topic without metadata takes nothing (its writers wait); after
+ * metadata_max_wait_ms it is MISSING and its messages fail at once
+ * (unknown_topic), before anyone is told. */
+START_TEST(test_missing_topic_fails_at_once)
 {
-    fx_start("\"acks\": 1, \"linger_ms\": 1, \"request_timeout_ms\": 1,"
-             " \"delivery_timeout_ms\": 100",
-             "");
-    fx_route_n("u", "h", 3);
-    struct kp_topic *t = kp_topic_lookup(&F.router->topics, "u", 1);
-    ck_assert_uint_eq(t->pending_cnt, 3);
-    ck_assert_int_gt(F.router->env.buffered_bytes, 0);
-    int64_t now = t->pending_since_ms + 99;
+    struct kp_msg m = {.topic = "u", .topic_len = 1, .value = (uint8_t *)"x",
+                       .value_len = 1, .partition = -1, .timestamp = -1};
+    enum kp_reason why = KP_REASON_NONE;
+
+    fx_start("\"acks\": 1", "");
+    struct kp_topic *t = kp_router_topic(F.router, "u", 1);
+    ck_assert_int_eq(kp_router_route(F.router, t, &m, 1, F.tally, NULL, 0,
+                                     false, &why),
+                     KP_ROUTE_WAIT_METADATA);
+    ck_assert_uint_eq(F.n.received, 0);
+    int64_t now = t->unknown_since_ms + F.conf->metadata_max_wait_ms;
+    kp_router_expire(F.router, now - 1, NULL);
+    ck_assert_int_eq(t->state, KP_TOPIC_UNKNOWN);
     kp_router_expire(F.router, now, NULL);
-    ck_assert_uint_eq(t->pending_cnt, 3);
-    kp_router_expire(F.router, now + 1, NULL);
-    ck_assert_uint_eq(t->pending_cnt, 0);
+    ck_assert_int_eq(t->state, KP_TOPIC_MISSING);
+    fx_route_n("u", "h", 3);
     ck_assert_uint_eq(t->failed_by[KP_REASON_UNKNOWN_TOPIC], 3);
+    ck_assert_uint_eq(F.n.received, 3);
+    ck_assert_uint_eq(F.n.failed, 3);
     expect_settled();
     ck_assert_uint_eq(F.tally->failed, 3);
     fx_stop();
@@ -705,15 +714,21 @@ enum fail_path {
     FAIL_DROP_HEAD, /* kp_partition_drop_head */
     FAIL_EXPIRE,    /* kp_partition_expire */
     FAIL_ABANDON,   /* kp_router_abandon at shutdown */
-    FAIL_HELD,      /* held for metadata, failed by kp_router_abandon */
+    FAIL_MISSING,   /* a MISSING topic: each fails as it is routed */
     FAIL__COUNT
 };
 
 static void fail_by(enum fail_path how)
 {
-    struct kp_partition *p = how == FAIL_HELD ? NULL : fx_part("t");
+    struct kp_partition *p = how == FAIL_MISSING ? NULL : fx_part("t");
 
-    fx_route_n(how == FAIL_HELD ? "u" : "t", "m", 3);
+    if (how == FAIL_MISSING) {
+        struct kp_topic *t = kp_router_topic(F.router, "u", 1);
+        kp_router_expire(F.router,
+                         t->unknown_since_ms + F.conf->metadata_max_wait_ms,
+                         NULL);
+    }
+    fx_route_n(how == FAIL_MISSING ? "u" : "t", "m", 3);
     switch (how) {
     case FAIL_TAKEN:
         kp_partition_seal(p);
@@ -729,8 +744,9 @@ static void fail_by(enum fail_path how)
         kp_partition_expire(p, kp_mono_ms() + 10000000, NULL);
         break;
     case FAIL_ABANDON:
-    case FAIL_HELD:
         kp_router_abandon(F.router, KP_REASON_SHUTDOWN);
+        break;
+    case FAIL_MISSING:
         break;
     case FAIL__COUNT:
         break;
@@ -742,9 +758,10 @@ START_TEST(test_dead_letter_before_tally)
     for (int how = 0; how < FAIL__COUNT; how++) {
         fx_start_dl(P_PLAIN, "", true);
         fail_by((enum fail_path)how);
-        /* the writer was told once, and by then the lines were in the
-         * file and the messages counted */
-        ck_assert_int_eq(F.idle_calls, 1);
+        /* the writer was told once (a MISSING topic's messages, one by
+         * one), and by then the lines were in the file and the messages
+         * counted */
+        ck_assert_int_eq(F.idle_calls, how == FAIL_MISSING ? 3 : 1);
         ck_assert_int_eq(F.dl_lines_at_idle, 3);
         ck_assert_uint_eq(F.failed_at_idle, 3);
         ck_assert_uint_eq(F.tally->failed, 3);
@@ -830,9 +847,12 @@ START_TEST(test_accounting_back_to_zero)
     static const int32_t leaders[] = {1};
     struct kp_barrier bar;
 
+    /* about 210 bytes for h, 220 for t: each within its topic's limit,
+     * together over buffer_bytes */
     fx_start(P_PLAIN ", \"batch_messages\": 4, \"message_max_bytes\": 100",
-             "\"buffer_bytes\": 200");
+             "\"buffer_bytes\": 400, \"topic_buffer_bytes\": 400");
     struct kp_partition *p = fx_part("t");
+    fx_part("h");
     fx_route_n("h", "held-message-", 10);
     fx_route_n("t", "ready-message-", 10);
     ck_assert_int_eq(F.bp_on, 1);
@@ -898,7 +918,7 @@ static Suite *partition_suite(void)
 
     tc = tcase_create("settle");
     tcase_add_test(tc, test_expire_only_old_queued);
-    tcase_add_test(tc, test_expire_held_messages);
+    tcase_add_test(tc, test_missing_topic_fails_at_once);
     tcase_add_test(tc, test_dead_letter_before_tally);
     tcase_add_test(tc, test_dead_letter_content);
     tcase_add_test(tc, test_abandon_unconfirmed);

@@ -23,6 +23,7 @@ def test_dead_letter_replays_unchanged(t):
                       {"path": "tkv.sock", "format": "topic,key,value"}],
         "producer": {"delivery_timeout_ms": 1500, "request_timeout_ms": 1000,
                      "retry_backoff_ms": 20, "retry_backoff_max_ms": 200},
+        "metadata_max_wait_ms": 1500,
     }, dead_letter=True)
     jsock, tkv = k.listener_paths
     r = send(jsock, b'{"topic":"dl","value":"warm"}\n')
@@ -57,7 +58,8 @@ def test_dead_letter_replays_unchanged(t):
          (b"zz", b"pinned", [], None, pinned)),
         ({"topic": "dl", "key": "e", "value": ""},
          (b"e", b"", [], None, None)),
-        # A topic whose metadata never comes: held, then failed.
+        # A topic whose metadata never comes: its writer waits, then its
+        # lines fail (metadata_max_wait_ms).
         ({"topic": "nosuch", "value": "held", "partition": 1},
          (None, b"held", [], None, 1)),
         ({"topic": "nosuch", "key": "a", "value": "held2"},
@@ -110,6 +112,8 @@ def test_dead_letter_replays_unchanged(t):
     for b in (1, 2, 3):
         c.cmd("up %d" % b)
     c.cmd("topic_err nosuch 0")   # (the mock created it when asked)
+    wait_for(lambda: k.stats()["topics"]["nosuch"]["state"] == "ready", 30,
+             "nosuch known")
     with open(k.dead_letter_path, "rb") as f:
         replay = f.read()
     size = os.path.getsize(k.dead_letter_path)

@@ -390,7 +390,8 @@ def test_backpressure_brokers_down(t):
     # 16 partitions: librdkafka's mock keeps at most 5 MB per partition
     # log (it deletes the oldest batches beyond that).
     c = t.cluster(brokers=3, topics={"bp": 16})
-    k = t.kproxyd(c, {"buffer_bytes": limit})
+    # one topic may hold the whole buffer: this is the daemon-wide limit
+    k = t.kproxyd(c, {"buffer_bytes": limit, "topic_buffer_bytes": limit})
     assert send(k.sock, b"bp warm-up\n")["delivered"] == 1
     stats_quiet(k)
     base = proc_status(k)["VmRSS"]

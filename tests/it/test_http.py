@@ -191,12 +191,14 @@ def test_http_readyz(t):
     r = send(k.sock, b"rz ready\n")
     assert r == {"delivered": 1, "failed": 0, "rejected": 0}, r
 
-    # The drain: a held message keeps kproxyd draining until the timeout.
+    # The drain: a writer waiting for a topic's metadata keeps kproxyd
+    # draining until the timeout.
     c.cmd("topic_err held UNKNOWN_TOPIC_OR_PART")
     s = connect(k.sock)
     try:
         s.sendall(b"held waits\n")
-        wait_for(lambda: k.stats()["received"] >= 2, 10, "the held line")
+        wait_for(lambda: k.stats()["topics"].get("held", {}).get("blocked"),
+                 10, "the writer waiting")
         k.send_signal(signal.SIGTERM)
         wait_for(lambda: get(port, "/readyz")[0] == 503, 10,
                  "/readyz 503 in the drain")

@@ -274,9 +274,11 @@ def test_json_dead_letter_replay(t):
     (repeated names, in order), explicit timestamp and partition survive
     the round trip through the file."""
     c1 = t.cluster(topics={"dl": 3})
-    # A topic the cluster does not have: held until the delivery timeout.
+    # A topic the cluster does not have: the writer waits, then the lines
+    # fail (metadata_max_wait_ms).
     c1.cmd("topic_err dl UNKNOWN_TOPIC_OR_PART")
     k1 = t.kproxyd(c1, {"listeners": [{"path": "j.sock", "format": "json"}],
+                        "metadata_max_wait_ms": 1000,
                         "producer": {"delivery_timeout_ms": 1000,
                                      "request_timeout_ms": 900}},
                    dead_letter=True)

@@ -112,6 +112,7 @@ def test_sigterm_with_broker_down_exits_in_time(t):
     k = t.kproxyd(c, {"shutdown_timeout_ms": 1000,
                       "producer": {"delivery_timeout_ms": 60000}},
                   dead_letter=True)
+    assert send(k.sock, b"dn known\n")["delivered"] == 1  # its metadata
     c.cmd("down 1")
     s = connect(k.sock)
     try:
