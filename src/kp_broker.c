@@ -695,13 +695,15 @@ void kp_broker_set_addr(struct kp_broker *b, const char *host, int port)
     }
     kp_info("%s: address changes to %s:%d", kp_broker_name(b), host, port);
     bool was_connected = b->state != KP_BROKER_INIT;
+    /* The new address first: closing fails the requests in flight back to
+     * their owners, and a retry may connect this broker again at once. */
+    free(b->host);
+    b->host = kp_strdup(host);
+    b->port = port;
     kp_broker_close(b, "address changed", false);
     if (b->state == KP_BROKER_BACKOFF) {
         kp_broker_set_state(b, KP_BROKER_INIT); /* connect at once */
     }
-    free(b->host);
-    b->host = kp_strdup(host);
-    b->port = port;
     if (was_connected && !b->retired) {
         kp_broker_connect(b);
     }
@@ -731,10 +733,9 @@ struct kp_request *kp_broker_request_start(struct kp_broker *b, int16_t api_key,
                                            int16_t version)
 {
     struct kp_request *r = kp_calloc(1, sizeof(*r));
-    r->corr_id = b->next_corr++;
-    if (b->next_corr < 0) {
-        b->next_corr = 0;
-    }
+    r->corr_id = b->next_corr;
+    /* wraps to 0 without signed overflow */
+    b->next_corr = b->next_corr == INT32_MAX ? 0 : b->next_corr + 1;
     r->api_key = api_key;
     r->version = version;
     kp_req_init(&r->req);
@@ -926,6 +927,10 @@ void kp_broker_write(struct kp_broker *b)
     /* KIP-219: nothing goes to a broker that throttles this connection
      * until its throttle time has passed. */
     if (b->write_head && !b->reauth && kp_broker_throttled(b)) {
+        /* not watched for writability meanwhile, or a socket that is
+         * writable would spin the loop: the throttle timer resumes */
+        b->wwant = KP_TLS_WANT_NONE;
+        kp_broker_watch(b);
         return;
     }
     for (;;) {
@@ -1167,6 +1172,19 @@ static int kp_broker_recv(struct kp_broker *b, uint8_t *dst, size_t cap,
     return KP_ERROR;
 }
 
+/*
+ * Acknowledges at once what was read, instead of after the delayed-ACK
+ * timer: a peer that does not set TCP_NODELAY (librdkafka's mock does
+ * not) holds a small answer behind an unacknowledged one (Nagle), which
+ * cost pipelined requests 40 ms. Linux clears the flag again by itself,
+ * so it is set after every read (harmless on a socketpair).
+ */
+static void kp_broker_quickack(struct kp_broker *b)
+{
+    int one = 1;
+    setsockopt(b->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 /* Reads what arrived, a budget of reads per wake-up, and hands over every
  * complete frame. Stops as soon as a callback closed the connection. */
 static void kp_broker_read(struct kp_broker *b)
@@ -1186,6 +1204,9 @@ static void kp_broker_read(struct kp_broker *b)
         }
         b->rbuf.len += n;
         b->got_bytes = true;
+        if (!any) {
+            kp_broker_quickack(b);
+        }
         any = true;
         if (!kp_broker_frames(b, gen)) {
             return;

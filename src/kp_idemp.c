@@ -171,10 +171,13 @@ static void kp_idemp_on_response(void *arg, struct kp_broker *b,
     bool malformed = answered && kp_proto_dec_initpid(body, len, r->version,
                                                       &ir) != KP_OK;
 
-    if (!answered || malformed || ir.error != KP_KERR_NONE) {
+    /* a producer id or epoch below 0 is no id: asked again */
+    if (!answered || malformed || ir.error != KP_KERR_NONE ||
+        ir.producer_id < 0 || ir.producer_epoch < 0) {
         if (answered && !malformed) {
             kp_warn("%s: InitProducerId failed: %s", kp_broker_name(b),
-                    kp_kerr_name(ir.error));
+                    ir.error != KP_KERR_NONE ? kp_kerr_name(ir.error)
+                                             : "no valid producer id");
         }
         kp_idemp_set(id, KP_IDEMP_NEED_PID);
         if (malformed) {

@@ -235,8 +235,10 @@ void kp_metadata_close_all(struct kp_metadata *md)
 
 void kp_metadata_destroy(struct kp_metadata *md)
 {
-    ev_timer_stop(md->loop, &md->timer);
     kp_metadata_close_all(md);
+    /* after close_all: a Metadata request failed back by it schedules
+     * the timer again */
+    ev_timer_stop(md->loop, &md->timer);
     for (size_t i = 0; i < md->broker_cnt; i++) {
         md->hooks->broker_removed(md->arg, md->brokers[i]);
         kp_broker_destroy(md->brokers[i]);

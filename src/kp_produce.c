@@ -92,7 +92,7 @@ void kp_produce_on_changed(struct kp_produce *pr, struct kp_partition *p)
         kp_sender_unready(p);
         if (p->leader >= 0 && !s) {
             struct kp_broker *b = kp_metadata_broker(pr->md, p->leader);
-            if (b && b->state == KP_BROKER_INIT) {
+            if (b && b->state == KP_BROKER_INIT && !b->retired) {
                 kp_broker_connect(b); /* a new leader: connect to it */
             }
         }
@@ -293,16 +293,24 @@ static void kp_produce_answered(struct kp_produce *pr, struct kp_broker *b,
 }
 
 /* No answer will come: the batches may be in Kafka. */
+/* No answer will come. When some of the request was written the batches
+ * may be in Kafka (unconfirmed); when none was, they are plainly retried
+ * (or, at the shutdown deadline, fail as never sent). */
 static void kp_produce_unanswered(struct kp_produce *pr,
-                                  struct kp_inflight *fl)
+                                  struct kp_inflight *fl, bool written)
 {
     for (uint32_t i = 0; i < fl->cnt; i++) {
         struct kp_batch *bt = fl->v[i];
+        bool sure = bt->unconfirmed || written;
         if (pr->abandoning) {
-            kp_partition_fail(bt->part, bt, KP_REASON_SHUTDOWN_UNCONFIRMED,
+            kp_partition_fail(bt->part, bt,
+                              sure ? KP_REASON_SHUTDOWN_UNCONFIRMED
+                                   : KP_REASON_SHUTDOWN,
                               NULL);
-        } else {
+        } else if (written) {
             kp_partition_unanswered(bt->part, bt);
+        } else {
+            kp_partition_retry(bt->part, bt, true);
         }
     }
 }
@@ -321,13 +329,13 @@ static void kp_produce_on_response(void *arg, struct kp_broker *b,
             kp_partition_delivered(fl->v[i]->part, fl->v[i], -1);
         }
     } else if (st == KP_REQ_FAILED) {
-        kp_produce_unanswered(pr, fl);
+        kp_produce_unanswered(pr, fl, r->written > 0);
     } else if (kp_proto_dec_produce(body, len, r->version, &resp) != KP_OK) {
         kp_proto_produce_resp_free(&resp);
         /* The connection is not to be believed any more: its other
          * requests fail back first, then these batches, all in order. */
         kp_broker_close(b, "malformed Produce response", true);
-        kp_produce_unanswered(pr, fl);
+        kp_produce_unanswered(pr, fl, r->written > 0);
     } else {
         kp_broker_proven(b);
         kp_produce_answered(pr, b, fl, &resp);

@@ -701,6 +701,39 @@ START_TEST(test_short_write)
 }
 END_TEST
 
+/* A throttle that starts while a short write has the write watcher armed:
+ * the watcher is stopped (the throttle timer resumes writing), or the
+ * writable socket would spin the loop for the whole throttle time. */
+START_TEST(test_throttle_during_short_write_does_not_spin)
+{
+    static uint8_t payload[3 << 20];
+    struct call c = {0};
+
+    fx_start(30000);
+    fx_up();
+    struct kp_request *r = kp_broker_request_start(F.b, KP_API_METADATA, 1);
+    kp_proto_req_begin(&r->req, KP_API_METADATA, 1, r->corr_id, "kp");
+    memset(payload, 'p', sizeof(payload));
+    kp_req_splice(&r->req, payload, sizeof(payload));
+    kp_req_finish(&r->req);
+    kp_broker_request_send(F.b, r, on_done, &c);
+    ck_assert(ev_is_active(&F.b->wio));
+    kp_broker_throttle(F.b, 300);
+    ck_assert(peer_read(F.peer)); /* the socket is writable again */
+    int iterations = 0;
+    while (iterations < 1000 && ev_run(F.loop, EVRUN_NOWAIT)) {
+        iterations++;
+        if (!ev_is_active(&F.b->wio)) {
+            break;
+        }
+    }
+    ck_assert_msg(!ev_is_active(&F.b->wio),
+                  "write watcher armed while throttled");
+    ck_assert_ptr_nonnull(F.b->write_head); /* still held back */
+    fx_stop();
+}
+END_TEST
+
 /* KIP-219: nothing is written until the throttle time has passed. */
 START_TEST(test_throttle_holds_requests)
 {
@@ -1024,6 +1057,7 @@ static Suite *broker_suite(void)
     tcase_add_test(tc, test_no_response_written);
     tcase_add_test(tc, test_short_write);
     tcase_add_test(tc, test_throttle_holds_requests);
+    tcase_add_test(tc, test_throttle_during_short_write_does_not_spin);
     tcase_add_test(tc, test_request_timeout);
     tcase_add_test(tc, test_apiversions_timeout);
     suite_add_tcase(s, tc);

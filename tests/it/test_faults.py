@@ -609,3 +609,49 @@ def test_metadata_moves_the_answering_broker(t):
     assert sorted(r[3]["value"] for r in fk.records()) == \
         [b"after", b"before", b"later"]
     assert k.stop() == 0
+
+
+def test_moved_broker_dialled_at_its_new_address(t):
+    """A broker moves while a Produce request to it is in flight: closing
+    the old connection fails that request back, its batch is retried, and
+    the retry connects the broker again — at its new address (before:
+    the old one, as the address was changed only after the close, and the
+    broker then stayed at the wrong endpoint)."""
+    from fake_kafka import API_PRODUCE, FakeKafka
+    fk = FakeKafka("modern", {"mv": 1}, brokers=2).start()
+    t.clusters.append(fk)
+    k = t.kproxyd(fk, {"shutdown_timeout_ms": 500,
+                       "producer": {"linger_ms": 5,
+                                    "request_timeout_ms": 30000}})
+    assert send(k.sock, b"mv warm\n")["delivered"] == 1
+    leader = fk.leader("mv", 0)[0]
+    old_port = int(fk.brokers[leader - 1].rsplit(":", 1)[1])
+    fk.delay_responses(None, api=API_PRODUCE, broker=leader)
+    s = connect(k.sock)
+    s.sendall(b"mv held\n")
+    before = len(fk.reqs(API_PRODUCE, broker=leader))
+    wait_for(lambda: len(fk.reqs(API_PRODUCE, broker=leader)) > before,
+             tmo(10), "a Produce request in flight")
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    new_port = srv.getsockname()[1]
+    try:
+        fk.advertise(leader, "127.0.0.1", new_port)
+        fk.add_topic("mv2", 1)
+        s2 = connect(k.sock)
+        s2.sendall(b"mv2 trigger\n")
+        moved = "address changes to 127.0.0.1:%d" % new_port
+        wait_for(lambda: moved in k.log_text(), tmo(10), "the move")
+        dial = re.compile(r"broker %d \([^)]*\): connecting to "
+                          r"127\.0\.0\.1:(\d+)" % leader)
+        wait_for(lambda: [int(p) for p in dial.findall(
+            k.log_text().split(moved, 1)[1])], tmo(10), "a new dial")
+        after = [int(p) for p in dial.findall(
+            k.log_text().split(moved, 1)[1])]
+        assert old_port not in after and after[0] == new_port, after
+        s2.close()
+    finally:
+        srv.close()
+        s.close()
+    fk.delay_responses(0)
