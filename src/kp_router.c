@@ -516,8 +516,11 @@ static void kp_router_spool_unblock(struct kp_router *r)
 
 void kp_router_spool_retry(struct kp_router *r)
 {
-    if (r->spool && r->spool_blocked && r->spool_error &&
-        kp_spool_flush(r->spool) == KP_OK) {
+    if (r->spool && r->spool_blocked && r->spool_error) {
+        /* the writers try again; the next append that fails pauses them
+         * again (acks the journal could not take wait in memory and do
+         * not stop appends) */
+        kp_spool_flush(r->spool);
         r->spool_error = false;
         kp_router_spool_unblock(r);
     }

@@ -161,6 +161,7 @@ struct kp_spool {
     uint64_t written_seq;  /* last seq on file */
     struct kp_buf pending; /* owned: frames not yet written (active's) */
     int write_errno;       /* last write failed: appends refused */
+    int ack_errno;         /* last journal write failed (acks in memory) */
     bool roll;             /* the active segment takes no more appends */
     bool acks_pending;     /* some segment has dirty words */
     bool closing;
@@ -482,6 +483,25 @@ static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
     kp_spool_seg_free(seg);
 }
 
+/* Whether the file system refuses writes now (ENOSPC and the like). */
+static bool kp_spool_refused(const struct kp_spool *s)
+{
+    return s->write_errno || s->ack_errno;
+}
+
+/* While writes fail, an active segment whose records are all acknowledged
+ * (its unwritten tail included) is given back: its space is what the next
+ * writes need, and nothing else would free it. */
+static void kp_spool_release_done(struct kp_spool *s)
+{
+    struct kp_spool_segment *a = s->active;
+
+    if (a && kp_spool_refused(s) && a->rec_cnt > 0 &&
+        a->acked_cnt == a->rec_cnt) {
+        kp_spool_reclaim(s, a);
+    }
+}
+
 static void kp_spool_dirty(struct kp_spool *s, struct kp_spool_segment *seg,
                            size_t w)
 {
@@ -567,9 +587,11 @@ static int kp_spool_journal_rewrite(struct kp_spool *s,
                   "spool %s/%s: write: %s (acks kept in memory, retried)",
                   s->dir, name, strerror(e));
         s->st.write_errors++;
+        s->ack_errno = e;
         errno = e;
         return KP_ERROR;
     }
+    s->ack_errno = 0;
     if (seg->ack_fd >= 0) {
         close(seg->ack_fd);
     }
@@ -615,9 +637,11 @@ static int kp_spool_journal_write(struct kp_spool *s,
                   "memory, retried)",
                   s->dir, seg->first_seq, strerror(e));
         s->st.write_errors++;
+        s->ack_errno = e;
         errno = e;
         return KP_ERROR;
     }
+    s->ack_errno = 0;
     seg->ack_size += s->jbuf.len;
     s->bytes += s->jbuf.len;
     kp_spool_undirty(seg);
@@ -1121,7 +1145,8 @@ static int kp_spool_make_room(struct kp_spool *s, size_t flen)
     bool done = a && a->rec_cnt > 0 && a->acked_cnt == a->rec_cnt;
     /* A full file system (ENOSPC) is over the budget too: a segment whose
      * records are all acknowledged is then given back at once. */
-    bool over = s->bytes + flen > (uint64_t)s->max_bytes || s->write_errno;
+    bool over = s->bytes + flen > (uint64_t)s->max_bytes ||
+                kp_spool_refused(s);
     bool roll = !a || s->roll || (done && over) ||
                 (a->rec_cnt > 0 && a->size + flen > (uint64_t)s->segment_bytes);
     uint64_t after = s->bytes + flen + (roll ? KP_SPOOL_HDR_LEN : 0);
@@ -1173,6 +1198,7 @@ int kp_spool_append(struct kp_spool *s, const struct kp_spool_rec *rec,
         errno = EMSGSIZE;
         return KP_ERROR;
     }
+    kp_spool_release_done(s);
     if (s->write_errno && kp_spool_write_pending(s) != KP_OK) {
         return KP_ERROR;
     }
@@ -1224,7 +1250,7 @@ int kp_spool_ack(struct kp_spool *s, uint64_t seq)
     s->backlog--;
     s->st.acked++;
     if (seg->acked_cnt == seg->rec_cnt &&
-        (seg != s->active || s->write_errno)) {
+        (seg != s->active || kp_spool_refused(s))) {
         /* The active one too when writes fail (a full file system):
          * nothing of it is needed any more, its unwritten tail included,
          * and its space is what lets the next segment be written. */
@@ -1282,7 +1308,7 @@ int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n)
         s->backlog -= added;
         s->st.acked += added;
         if (seg->acked_cnt == seg->rec_cnt &&
-            (seg != s->active || s->write_errno)) {
+            (seg != s->active || kp_spool_refused(s))) {
             kp_spool_reclaim(s, seg); /* as kp_spool_ack */
         } else if (seg->dirty_cnt >= KP_SPOOL_DIRTY_FLUSH) {
             kp_spool_journal_write(s, seg); /* retried by a flush */
@@ -1297,6 +1323,7 @@ int kp_spool_flush(struct kp_spool *s)
 {
     int rc = KP_OK, e = 0;
 
+    kp_spool_release_done(s);
     if (s->pending.len && kp_spool_write_pending(s) != KP_OK) {
         rc = KP_ERROR;
         e = errno;
