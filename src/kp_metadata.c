@@ -276,6 +276,14 @@ void kp_metadata_start(struct kp_metadata *md)
     kp_metadata_schedule(md, 0);
 }
 
+/* The least time between two refreshes. A request that named no topic
+ * (the one at start-up) costs nothing to follow at once: the first writer's
+ * new topic is asked for without waiting behind it. */
+static int64_t kp_metadata_gap_ms(const struct kp_metadata *md)
+{
+    return md->asked == 0 ? 0 : KP_MD_MIN_GAP_MS;
+}
+
 void kp_metadata_refresh(struct kp_metadata *md, const char *why)
 {
     if (md->inflight) {
@@ -283,7 +291,7 @@ void kp_metadata_refresh(struct kp_metadata *md, const char *why)
         return;
     }
     kp_debug("metadata refresh requested: %s", why);
-    kp_metadata_schedule(md, md->last_ms + KP_MD_MIN_GAP_MS - kp_mono_ms());
+    kp_metadata_schedule(md, md->last_ms + kp_metadata_gap_ms(md) - kp_mono_ms());
 }
 
 static void kp_metadata_on_response(void *arg, struct kp_broker *b,
@@ -656,7 +664,7 @@ static void kp_metadata_on_response(void *arg, struct kp_broker *b,
     kp_proto_metadata_resp_free(&mr);
     md->hooks->applied(md->arg);
     if (md->again) {
-        kp_metadata_schedule(md, KP_MD_MIN_GAP_MS);
+        kp_metadata_schedule(md, kp_metadata_gap_ms(md));
     } else if (!complete) {
         kp_metadata_schedule(md, kp_metadata_retry_ms(md));
     } else {

@@ -151,9 +151,13 @@ bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
            now_loop_ms - t->last_line_ms >= idle_ms;
 }
 
+/* A topic in backoff is due once half its wait has passed: a request that
+ * goes out anyway takes it along, so topics that failed at different times
+ * fall into step instead of each phase costing a request of its own. */
 bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms)
 {
-    return t->state == KP_TOPIC_READY || now_ms >= t->md_next_ms;
+    return t->state == KP_TOPIC_READY ||
+           now_ms + t->md_backoff_ms / 2 >= t->md_next_ms;
 }
 
 struct kp_topic *kp_topic_create(struct kp_topic_table *tt, const char *name,
