@@ -148,3 +148,22 @@ def test_readme_console_examples(t):
     assert "shutdown: everything delivered or failed" in log, log[-3000:]
     assert "ERROR: AddressSanitizer" not in log and \
         "runtime error:" not in log, log[-6000:]
+
+
+def test_readme_names_every_reason(t):
+    """Every fate reason (include/kp_reason.h, the one fixed set receipts,
+    stats, metrics and the dead letter use) is named in the README's list,
+    and the list names nothing else."""
+    with open(os.path.join(REPO, "include", "kp_reason.h")) as f:
+        reasons = set(re.findall(r'^\s*X\(\w+, "(\w+)"', f.read(),
+                                 re.M)) - {"none"}
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    start = text.index("REASON is one of the fixed")
+    listed = set(re.findall(r"`([a-z_]+)`",
+                            text[start:text.index("kproxyd writes the receipts",
+                                                  start)]))
+    listed -= {"stats", "rejected_by", "failed_by", "reason", "error"}
+    assert reasons, "no reasons found in kp_reason.h"
+    assert listed == reasons, (sorted(reasons - listed),
+                               sorted(listed - reasons))
