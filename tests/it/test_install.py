@@ -552,9 +552,16 @@ def test_make_deps_skippable(t):
     if not shutil.which("make"):
         raise Skip("make not installed")
 
-    def dry(target, env=None, *args):
+    def clean_env():
+        # as a user's shell: not a sub-make of `make check` (whose
+        # MAKEFLAGS/MAKELEVEL make the inner make print its directory)
         e = dict(os.environ)
-        e.pop("NO_DEPS", None)
+        for k in ("NO_DEPS", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+            e.pop(k, None)
+        return e
+
+    def dry(target, env=None, *args):
+        e = clean_env()
         e.update(env or {})
         p = subprocess.run(["make", "-n", "-C", REPO, target] + list(args),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -571,7 +578,7 @@ def test_make_deps_skippable(t):
             assert "tests/deps.sh" not in out, out
             assert "deps: skipped (NO_DEPS=1)" in out, out
     # The real thing: skipped, exit 0, with no package tool run.
-    e = dict(os.environ, NO_DEPS="1", PATH="/nonexistent")
+    e = dict(clean_env(), NO_DEPS="1", PATH="/nonexistent")
     p = subprocess.run([shutil.which("make"), "-s", "-C", REPO, "deps"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        env=e, timeout=tmo(60))
