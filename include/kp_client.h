@@ -39,10 +39,10 @@
  *
  * What one connection may hold beyond the budgets shared with the others:
  * its struct and tally (about 1 KiB); while it is stalled, what its last
- * read brought from the waiting message on (at most KP_CLIENT_READ_BUDGET
- * plus the message that read completed, itself at most the longest
- * message_max_bytes); and up to KP_CLIENT_OUT_MAX of receipts its writer
- * has not read.
+ * read brought from the waiting message on (at most KP_CLIENT_READ_BUDGET,
+ * usually KP_CLIENT_STALLED_READ, plus the message that read completed,
+ * itself at most the longest message_max_bytes); and up to
+ * KP_CLIENT_OUT_MAX of receipts its writer has not read.
  */
 #ifndef KP_CLIENT_H
 #define KP_CLIENT_H
@@ -78,6 +78,12 @@ struct kp_clients;
 #define KP_CLIENT_OUT_MAX (1024 * 1024)
 /* Bytes one client may read per wake-up: its share of the loop. */
 #define KP_CLIENT_READ_BUDGET (256 * 1024)
+/* A new connection's first read, and a stalled one's next, take at most
+ * this much, doubling back to the budget with each read that does not
+ * stall: what it reads beyond the waiting message is held in its own
+ * carry, so a thousand paused writers would otherwise each hold (and
+ * fault in) a full read. */
+#define KP_CLIENT_STALLED_READ (16 * 1024)
 
 struct kp_client {
     TAILQ_ENTRY(kp_client) link;  /* the set's open or closed list */
@@ -97,6 +103,8 @@ struct kp_client {
     bool resuming; /* on the set's `resume` list */
     bool eof_seen; /* EOF read; its carry still to finish (stalled) */
     int64_t last_read_ms; /* loop time of its last read */
+    size_t read_max; /* bytes its next read may take (see
+                        KP_CLIENT_STALLED_READ) */
 
     uint8_t *carry; /* owned: partial message from the last read, or (when
                        stalled) everything from the waiting message on */

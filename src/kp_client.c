@@ -212,6 +212,7 @@ struct kp_client *kp_client_create(struct kp_clients *cs,
     c->lc = lc;
     c->fd = fd;
     c->id = ++cs->next_id;
+    c->read_max = KP_CLIENT_STALLED_READ;
     cs->n->connections++;
     c->tally = kp_tally_create(kp_client_on_idle, c);
     c->wait.on_wake = kp_client_on_wake;
@@ -387,6 +388,7 @@ static void kp_client_stall(struct kp_client *c, struct kp_topic *t,
     kp_client_keep_carry(c, data + start, len - start);
     kp_client_set_partial(c, 0);
     c->stalled = true;
+    c->read_max = KP_CLIENT_STALLED_READ;
     if (why == KP_ROUTE_WAIT_SPOOL) {
         /* every writer is paused (backpressure); the release resumes it */
         kp_client_set_state(c, c->state);
@@ -700,6 +702,15 @@ static ssize_t kp_client_read_result(struct kp_client *c, ssize_t n)
     return KP_ERROR;
 }
 
+/* A read that did not stall lets the next one take twice as much, back
+ * up to the budget. */
+static void kp_client_grow_read(struct kp_client *c)
+{
+    if (!c->stalled && c->read_max < KP_CLIENT_READ_BUDGET) {
+        c->read_max = KP_MIN(c->read_max * 2, (size_t)KP_CLIENT_READ_BUDGET);
+    }
+}
+
 /*
  * Fewer bytes wait than the carry holds (a message trickling in): they
  * are read into the carry's tail, and only they are searched for a
@@ -708,15 +719,14 @@ static ssize_t kp_client_read_result(struct kp_client *c, ssize_t n)
  */
 static ssize_t kp_client_read_tail(struct kp_client *c, size_t avail)
 {
-    size_t want = KP_MIN(KP_MAX(avail, 1), (size_t)KP_CLIENT_READ_BUDGET);
+    size_t want = KP_MIN(KP_MAX(avail, 1), c->read_max);
 
     if (c->carry_cap - c->carry_len < want) {
         size_t grow = KP_MIN(c->carry_len, (size_t)KP_CLIENT_READ_BUDGET);
         c->carry_cap = c->carry_len + KP_MAX(want, grow);
         c->carry = kp_realloc(c->carry, c->carry_cap);
     }
-    size_t room = KP_MIN(c->carry_cap - c->carry_len,
-                         (size_t)KP_CLIENT_READ_BUDGET);
+    size_t room = KP_MIN(c->carry_cap - c->carry_len, c->read_max);
     ssize_t n = kp_client_read_result(
         c, read(c->fd, c->carry + c->carry_len, room));
     if (n <= 0) {
@@ -732,6 +742,7 @@ static ssize_t kp_client_read_tail(struct kp_client *c, size_t avail)
     } else {
         kp_client_set_partial(c, c->carry_len);
     }
+    kp_client_grow_read(c);
     return n;
 }
 
@@ -759,10 +770,11 @@ static ssize_t kp_client_read_once(struct kp_client *c)
     }
     ssize_t n = kp_client_read_result(
         c, read(c->fd, cs->rbuf + carry,
-                KP_MIN(cs->rbuf_cap - carry, KP_CLIENT_READ_BUDGET)));
+                KP_MIN(cs->rbuf_cap - carry, c->read_max)));
     if (n > 0) {
         c->carry_len = 0;
         kp_client_frame(c, cs->rbuf, carry + (size_t)n, false);
+        kp_client_grow_read(c);
     }
     return n;
 }

@@ -560,7 +560,8 @@ START_TEST(test_read_budget_is_fair)
     ck_assert_uint_gt(total, READ_BUDGET);
     kpt_write_str(pb, "small one\nsmall two\n");
 
-    /* one loop iteration: a reads its budget, b is served too */
+    /* one loop iteration: a reads (at most) its budget, b is served
+     * too */
     ev_run(F.loop, EVRUN_NOWAIT);
     ck_assert_uint_eq(b->tally->pending, 2);
     ck_assert_uint_gt(a->tally->pending, 0);
@@ -952,6 +953,117 @@ START_TEST(test_full_topic_stalls_alone)
 }
 END_TEST
 
+/*
+ * A new connection reads KP_CLIENT_STALLED_READ first and doubles from
+ * there; a read that stalls on a full topic sends it back down. What a
+ * paused writer holds in its carry is one small read, not the budget: a
+ * thousand writers paused on one topic held (and faulted in) 100 MB.
+ */
+START_TEST(test_new_and_stalled_readers_read_little)
+{
+    int pa;
+
+    fx_extra = ", \"topic_buffer_bytes\": 20000, \"max_block_ms\": 600000";
+    fx_start(100000, 1000, 1 << 30);
+    struct kp_topic *t = fx_ready_topic("big");
+    struct kp_client *a = fx_client(&pa);
+    size_t total = fill_lines(pa, 3 * READ_BUDGET);
+    ck_assert_uint_gt(total, READ_BUDGET);
+
+    /* the first read: a small one, which the topic takes whole */
+    ev_run(F.loop, EVRUN_NOWAIT);
+    ck_assert(!a->stalled);
+    ck_assert_uint_gt(a->tally->pending, 0);
+    ck_assert_uint_le(a->tally->pending, KP_CLIENT_STALLED_READ / 100 + 1);
+    /* the second takes twice as much: the topic is full midway */
+    ev_run(F.loop, EVRUN_NOWAIT);
+    ck_assert(a->stalled);
+    ck_assert_uint_gt(a->carry_len, 0);
+    ck_assert_uint_le(a->carry_len, 2 * KP_CLIENT_STALLED_READ);
+
+    /* room again, its carry taken: the next read is a small one again */
+    int rounds = 0;
+    while ((a->stalled || a->carry_len > 0) && rounds++ < 64) {
+        fx_settle(t, 0);
+        fx_prepare();
+    }
+    ck_assert(!a->stalled);
+    uint64_t before = a->tally->delivered + a->tally->pending;
+    ev_run(F.loop, EVRUN_NOWAIT);
+    uint64_t taken = a->tally->delivered + a->tally->pending - before;
+    ck_assert_uint_gt(taken, 0);
+    /* (plus the line whose start the carry held) */
+    ck_assert_uint_le(taken, KP_CLIENT_STALLED_READ / 100 + 1);
+
+    /* and everything goes through, in whatever steps */
+    rounds = 0;
+    while (a->tally->delivered + a->tally->pending < total / 100 &&
+           rounds++ < 10000) {
+        fx_settle(t, 0);
+        fx_prepare();
+        ev_run(F.loop, EVRUN_NOWAIT);
+    }
+    ck_assert_uint_eq(a->tally->delivered + a->tally->pending, total / 100);
+    ck_assert_uint_eq(a->tally->failed, 0);
+    close(pa);
+    fx_stop();
+}
+END_TEST
+
+/* Delivers only the oldest sealed batch of t's partition 0. */
+static void fx_settle_head(struct kp_topic *t)
+{
+    struct kp_partition *p = t->parts[0];
+
+    ck_assert_ptr_nonnull(kp_partition_head(p));
+    kp_partition_delivered(p, kp_partition_take(p, p->leader, -1, -1), 0);
+}
+
+/*
+ * A full topic wakes its paused writers once an eighth of it is free, not
+ * at every batch settled: with a thousand writers paused, each woken one
+ * reads its waiting line again and most stall again at once.
+ */
+START_TEST(test_full_topic_wakes_at_an_eighth_free)
+{
+    int pa;
+
+    fx_extra = ", \"topic_buffer_bytes\": 4000, \"max_block_ms\": 600000";
+    fx_start(2, 100, 1 << 20);
+    struct kp_topic *t = fx_ready_topic("t");
+    struct kp_client *a = fx_client(&pa);
+    fx_write_lines(pa, "t", 200);
+    fx_drain(a);
+    ck_assert(a->stalled);
+    ck_assert(kp_topic_full(&F.router->topics, t));
+
+    int settled = 0;
+    while (!a->resuming && settled < 100) {
+        fx_settle_head(t);
+        settled++;
+        if (!a->resuming) {
+            ck_assert_int_gt(t->acct.bytes, 4000 - 4000 / 8);
+        }
+    }
+    ck_assert(a->resuming);
+    ck_assert_int_gt(settled, 1); /* one batch freed too little */
+    ck_assert_int_le(t->acct.bytes, 4000 - 4000 / 8);
+
+    /* and it goes on to the last line */
+    int rounds = 0;
+    fx_prepare();
+    while (a->tally->delivered + a->tally->pending < 200 && rounds++ < 400) {
+        fx_settle(t, 0);
+        fx_prepare();
+        ev_run(F.loop, EVRUN_NOWAIT);
+    }
+    ck_assert_uint_eq(a->tally->delivered + a->tally->pending, 200);
+    ck_assert_uint_eq(a->tally->failed, 0);
+    close(pa);
+    fx_stop();
+}
+END_TEST
+
 /* max_block_ms (0 here) paused on a full topic: that topic's lines from
  * the connection fail at once (buffer_full) and it goes on with the
  * others; once the topic takes a line again, it waits again. */
@@ -1094,6 +1206,8 @@ static Suite *client_suite(void)
     tcase_add_test(tc, test_stall_on_unknown_topic);
     tcase_add_test(tc, test_stall_unknown_topic_goes_missing);
     tcase_add_test(tc, test_full_topic_stalls_alone);
+    tcase_add_test(tc, test_new_and_stalled_readers_read_little);
+    tcase_add_test(tc, test_full_topic_wakes_at_an_eighth_free);
     tcase_add_test(tc, test_max_block_fails_until_room);
     tcase_add_test(tc, test_partial_budget_rejects_largest);
     suite_add_tcase(s, tc);
