@@ -37,6 +37,10 @@ struct kp_ratelimit {
 };
 void kp_log_rl(struct kp_ratelimit *rl, enum kp_log_level level,
                const char *fmt, ...) KP_PRINTF(3, 4);
+/* Whether kp_log_rl(rl, level, ...) would print now: a caller skips
+ * building costly arguments for a line that would be suppressed (and
+ * still calls kp_log_rl, so that it is counted). */
+bool kp_log_rl_open(const struct kp_ratelimit *rl, enum kp_log_level level);
 
 #define kp_err(...) kp_log(KP_LOG_ERROR, __VA_ARGS__)
 #define kp_warn(...) kp_log(KP_LOG_WARNING, __VA_ARGS__)

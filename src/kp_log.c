@@ -71,16 +71,24 @@ void kp_log(enum kp_log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
+enum { KP_LOG_RL_WINDOW_MS = 5000, KP_LOG_RL_BURST = 10 };
+
+bool kp_log_rl_open(const struct kp_ratelimit *rl, enum kp_log_level level)
+{
+    return level <= kp_log_level &&
+           (rl->emitted < KP_LOG_RL_BURST ||
+            kp_mono_ms() - rl->window_start_ms >= KP_LOG_RL_WINDOW_MS);
+}
+
 void kp_log_rl(struct kp_ratelimit *rl, enum kp_log_level level,
                const char *fmt, ...)
 {
-    enum { WINDOW_MS = 5000, BURST = 10 };
     int64_t now = kp_mono_ms();
 
     if (level > kp_log_level) {
         return;
     }
-    if (now - rl->window_start_ms >= WINDOW_MS) {
+    if (now - rl->window_start_ms >= KP_LOG_RL_WINDOW_MS) {
         if (rl->suppressed) {
             kp_log(level, "(%llu similar messages suppressed)",
                    (unsigned long long)rl->suppressed);
@@ -89,7 +97,7 @@ void kp_log_rl(struct kp_ratelimit *rl, enum kp_log_level level,
         rl->emitted = 0;
         rl->suppressed = 0;
     }
-    if (rl->emitted >= BURST) {
+    if (rl->emitted >= KP_LOG_RL_BURST) {
         rl->suppressed++;
         return;
     }
