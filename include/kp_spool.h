@@ -166,7 +166,9 @@ int64_t kp_spool_room(const struct kp_spool *s);
  */
 int kp_spool_ack(struct kp_spool *s, uint64_t seq);
 /* kp_spool_ack of first .. first + n - 1, a bitmap word at a time (a
- * delivered batch's records are mostly consecutive). */
+ * delivered batch's records are mostly consecutive). Seqs it does not hold
+ * (cut since) are skipped, the rest acknowledged: KP_ERROR then, once
+ * logged. */
 int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n);
 
 /*

@@ -1290,19 +1290,39 @@ static uint64_t kp_spool_ack_bits(struct kp_spool *s,
     return added;
 }
 
+/* The first seq >= seq that some segment holds; UINT64_MAX: none. */
+static uint64_t kp_spool_next_held(const struct kp_spool *s, uint64_t seq)
+{
+    for (size_t i = 0; i < s->nseg; i++) {
+        const struct kp_spool_segment *g = s->segs[i];
+        if (g->rec_cnt > 0 && g->first_seq + g->rec_cnt > seq) {
+            return KP_MAX(seq, g->first_seq);
+        }
+    }
+    return UINT64_MAX;
+}
+
 int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n)
 {
-    while (n > 0) {
+    uint64_t end = first + n;
+    int rc = KP_OK;
+
+    while (first < end) {
         struct kp_spool_segment *seg = kp_spool_find(s, first);
         if (!seg) {
+            /* Not held (cut when read back after it was handed out): the
+             * rest of the range is acknowledged all the same, or its
+             * segments would never go and its records come back. */
             kp_log_rl(&s->rl_ack, KP_LOG_WARNING,
                       "spool %s: ack of seq %" PRIu64 ", which it does not "
                       "hold",
                       s->dir, first);
-            return KP_ERROR;
+            rc = KP_ERROR;
+            first = kp_spool_next_held(s, first);
+            continue;
         }
         uint64_t idx = first - seg->first_seq;
-        uint64_t take = KP_MIN(n, seg->rec_cnt - idx);
+        uint64_t take = KP_MIN(end - first, seg->rec_cnt - idx);
         uint64_t added = kp_spool_ack_bits(s, seg, idx, take);
         seg->acked_cnt += added;
         s->backlog -= added;
@@ -1314,9 +1334,8 @@ int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n)
             kp_spool_journal_write(s, seg); /* retried by a flush */
         }
         first += take;
-        n -= take;
     }
-    return KP_OK;
+    return rc;
 }
 
 int kp_spool_flush(struct kp_spool *s)
