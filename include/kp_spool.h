@@ -102,6 +102,7 @@ struct kp_spool_stats {
     uint64_t full;         /* appends refused: max_bytes (KP_AGAIN) */
     uint64_t write_errors; /* failed writes (ENOSPC, EIO...) */
     uint64_t reclaimed;    /* segments unlinked in this run */
+    uint64_t cursor_reads; /* pread(2) calls of cursors */
     uint64_t fsyncs;       /* completed fdatasync rounds */
     uint64_t fsync_errors;
     int64_t fsync_last_us; /* duration of the last round */
@@ -206,8 +207,9 @@ void kp_spool_cursor_destroy(struct kp_spool_cursor *c);
 int kp_spool_cursor_next(struct kp_spool_cursor *c, struct kp_spool_view *v);
 
 /* Moves the cursor to seq (forward or back). Seeking to
- * kp_spool_next_seq() costs nothing; elsewhere the next call reads its
- * segment from the start. */
+ * kp_spool_next_seq() or to the record the cursor would read next costs
+ * nothing (no read); elsewhere the next call reads its segment from the
+ * start. */
 void kp_spool_cursor_seek(struct kp_spool_cursor *c, uint64_t seq);
 
 #endif

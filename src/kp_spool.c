@@ -197,6 +197,9 @@ struct kp_spool_cursor {
     uint64_t idx;      /* ... and index in the segment */
     struct kp_buf buf; /* owned: bytes [buf_off, buf_off + buf.len) */
     uint64_t buf_off;
+    /* A place known without reading (a seek to the tail): record
+     * mark_idx of segment mark_first starts at mark_off; 0: none. */
+    uint64_t mark_first, mark_off, mark_idx;
     struct kp_header *hdrs; /* owned */
     size_t hdr_cap;
 };
@@ -1572,11 +1575,27 @@ void kp_spool_cursor_destroy(struct kp_spool_cursor *c)
 
 void kp_spool_cursor_seek(struct kp_spool_cursor *c, uint64_t seq)
 {
-    /* Forward within the segment being read: keep reading it. */
-    bool keep = c->seg_first && seq >= c->seg_first + c->idx && seq >= c->pos;
+    struct kp_spool_segment *a = c->s->active;
+    bool tail = a && seq == a->first_seq + a->rec_cnt;
+
     c->pos = seq;
-    if (!keep) {
-        kp_spool_cursor_drop(c);
+    c->mark_first = 0;
+    if (c->seg_first && seq == c->seg_first + c->idx) {
+        return; /* the record at its place: read on from there */
+    }
+    if (tail && c->seg_first == a->first_seq) {
+        c->off = a->size; /* the tail of the segment it reads: no read */
+        c->idx = a->rec_cnt;
+        return;
+    }
+    /* Anywhere else the place is found again by reading its segment from
+     * the start; kept, a stale place would read (and check) every record
+     * in between in one call. The tail is known without reading. */
+    kp_spool_cursor_drop(c);
+    if (tail) {
+        c->mark_first = a->first_seq;
+        c->mark_off = a->size;
+        c->mark_idx = a->rec_cnt;
     }
 }
 
@@ -1651,7 +1670,13 @@ static struct kp_spool_segment *kp_spool_cursor_seg(struct kp_spool_cursor *c,
     if (seg == s->active && c->pos >= seg->first_seq + seg->rec_cnt) {
         c->off = seg->size; /* at the tail: nothing to skip */
         c->idx = seg->rec_cnt;
+    } else if (c->mark_first == seg->first_seq &&
+               c->pos == seg->first_seq + c->mark_idx &&
+               c->mark_idx <= seg->rec_cnt) {
+        c->off = c->mark_off; /* where the tail was when it sought it */
+        c->idx = c->mark_idx;
     }
+    c->mark_first = 0;
     return seg;
 }
 
@@ -1675,6 +1700,7 @@ static int kp_spool_cursor_fill(struct kp_spool_cursor *c,
     uint8_t *p = kp_buf_reserve(&c->buf, n);
     for (size_t got = 0; got < from_file;) {
         ssize_t r = pread(c->fd, p + got, from_file - got, (off_t)(off + got));
+        s->st.cursor_reads++;
         if (r < 0 && errno == EINTR) {
             continue;
         }
