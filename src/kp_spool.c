@@ -454,6 +454,7 @@ static struct kp_spool_segment *kp_spool_find_first(struct kp_spool *s,
 
 /* Unlinks a segment and then its journal, and forgets it. */
 static void kp_spool_cursor_drop(struct kp_spool_cursor *c);
+static void kp_spool_ack_errno_check(struct kp_spool *s);
 
 static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
 {
@@ -484,12 +485,29 @@ static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
     s->gen++;
     s->st.reclaimed++;
     kp_spool_seg_free(seg);
+    kp_spool_ack_errno_check(s); /* its acks may have been the failing ones */
 }
 
 /* Whether the file system refuses writes now (ENOSPC and the like). */
 static bool kp_spool_refused(const struct kp_spool *s)
 {
     return s->write_errno || s->ack_errno;
+}
+
+/* A journal write failed (ack_errno): once no segment has acks waiting
+ * for their journal (written since, or the segment reclaimed), nothing is
+ * refused any more. */
+static void kp_spool_ack_errno_check(struct kp_spool *s)
+{
+    if (!s->ack_errno) {
+        return;
+    }
+    for (size_t i = 0; i < s->nseg; i++) {
+        if (s->segs[i]->dirty_cnt || s->segs[i]->ack_rewrite) {
+            return;
+        }
+    }
+    s->ack_errno = 0;
 }
 
 /* While writes fail, an active segment whose records are all acknowledged
@@ -594,7 +612,6 @@ static int kp_spool_journal_rewrite(struct kp_spool *s,
         errno = e;
         return KP_ERROR;
     }
-    s->ack_errno = 0;
     if (seg->ack_fd >= 0) {
         close(seg->ack_fd);
     }
@@ -603,6 +620,7 @@ static int kp_spool_journal_rewrite(struct kp_spool *s,
     seg->ack_size = size;
     seg->ack_rewrite = false;
     kp_spool_undirty(seg);
+    kp_spool_ack_errno_check(s);
     seg->sync_ack = true;
     s->dir_dirty = true;
     kp_spool_sync_kick(s);
@@ -644,10 +662,10 @@ static int kp_spool_journal_write(struct kp_spool *s,
         errno = e;
         return KP_ERROR;
     }
-    s->ack_errno = 0;
     seg->ack_size += s->jbuf.len;
     s->bytes += s->jbuf.len;
     kp_spool_undirty(seg);
+    kp_spool_ack_errno_check(s);
     seg->sync_ack = true;
     kp_spool_sync_kick(s);
     return KP_OK;

@@ -960,6 +960,56 @@ START_TEST(test_enospc_tmpfs)
 }
 END_TEST
 
+/*
+ * A journal write that fails (EFBIG here) keeps the acks in memory and
+ * puts the spool in its "writes are refused" mode, in which a fully
+ * acknowledged active segment is given back at once. Once the segment
+ * whose journal failed is gone (all of it acknowledged), nothing is
+ * refused any more: an active segment whose records are all acknowledged
+ * stays until it is sealed, as usual, even after a flush.
+ */
+START_TEST(test_journal_error_cleared_by_reclaim)
+{
+    char *root = tmp_root(), *dir = path_join(root, "spool");
+    struct kp_spool_opts o = opts_make(MIB, 4096);
+    struct kp_spool_stats st;
+    uint64_t seq = 1;
+
+    kp_log_set_level(KP_LOG_ERROR);
+    signal(SIGXFSZ, SIG_IGN);
+    struct kp_spool *s = sp_open(dir, &o, NULL);
+    for (uint64_t i = 1; i <= 100; i++) {
+        sp_append(s, i);
+    }
+    ck_assert_int_eq(kp_spool_flush(s), KP_OK);
+    kp_spool_stats_get(s, &st);
+    uint64_t segs = st.segments;
+    ck_assert_uint_gt(segs, 2);
+    ck_assert_int_eq(kp_spool_ack(s, seq++), KP_OK);
+    ck_assert_int_eq(kp_spool_flush(s), KP_OK); /* its journal: 1 entry */
+    set_fsize(KP_SPOOL_HDR_LEN + KP_SPOOL_ACK_LEN);
+    ck_assert_int_eq(kp_spool_ack(s, seq++), KP_OK);
+    ck_assert_int_eq(kp_spool_flush(s), KP_ERROR);
+    /* the rest of segment 1: it goes, with the acks its journal lacked */
+    for (; st.segments == segs; seq++) {
+        ck_assert_int_eq(kp_spool_ack(s, seq), KP_OK);
+        kp_spool_stats_get(s, &st);
+    }
+    set_fsize(RLIM_INFINITY);
+    ck_assert_int_eq(kp_spool_flush(s), KP_OK);
+    for (; seq <= 100; seq++) {
+        ck_assert_int_eq(kp_spool_ack(s, seq), KP_OK);
+    }
+    kp_spool_stats_get(s, &st);
+    ck_assert_uint_eq(st.backlog, 0);
+    ck_assert_uint_eq(st.segments, 1); /* the active one stays */
+    ck_assert_int_eq(kp_spool_close(s), KP_OK);
+    rm_rf(root);
+    free(dir);
+    free(root);
+}
+END_TEST
+
 /* ---- fdatasync through the loop ---- */
 
 struct sync_test {
@@ -1524,6 +1574,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_isolation);
     tcase_add_test(tc, test_write_error_fsize);
     tcase_add_test(tc, test_enospc_tmpfs);
+    tcase_add_test(tc, test_journal_error_cleared_by_reclaim);
     tcase_add_test(tc, test_fsync_loop);
     tcase_add_test(tc, test_fsync_error);
     tcase_add_test(tc, test_cursor_follow);
