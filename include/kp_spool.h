@@ -133,8 +133,8 @@ struct kp_spool *kp_spool_open(const char *dir,
  * Flushes, waits for an fdatasync in progress and does a last one (when
  * fsync_ms is set), closes and frees. Destroy the cursors first. An empty spool
  * (nothing unacked) leaves no file behind. Returns KP_ERROR when buffered
- * records could not be written (logged with their count: they are lost), else
- * KP_OK.
+ * records not acknowledged could not be written (logged with their count:
+ * they are lost), else KP_OK.
  */
 int kp_spool_close(struct kp_spool *s);
 
@@ -155,8 +155,18 @@ int kp_spool_append(struct kp_spool *s, const struct kp_spool_rec *rec,
 /* Bytes an append of this record adds to the spool. */
 size_t kp_spool_rec_size(const struct kp_spool_rec *rec);
 
-/* Bytes left under max_bytes (negative when journals went over it). */
+/* Bytes left under max_bytes (negative when journals went over it); a
+ * fully acknowledged active segment counts as free (the next append gives
+ * it back). */
 int64_t kp_spool_room(const struct kp_spool *s);
+/* The budget and the record limit the spool was opened with (a reload of
+ * the configuration does not change them). */
+int64_t kp_spool_max_bytes(const struct kp_spool *s);
+size_t kp_spool_max_record(const struct kp_spool *s);
+/* Every record with a seq up to this one is on file (through the page
+ * cache), or acknowledged; later ones are in the write buffer only until a
+ * flush writes them. What a shutdown may count as kept. */
+uint64_t kp_spool_written_seq(const struct kp_spool *s);
 
 /*
  * Marks seq acknowledged (delivered, or failed for good and dead-lettered):

@@ -479,8 +479,12 @@ static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
         }
     }
     if (seg == s->active) {
+        /* All of it was acknowledged, its unwritten tail too: nothing is
+         * left to write (nor lost if it never is). */
         s->active = NULL;
         kp_buf_reset(&s->pending);
+        s->written_seq = s->next_seq - 1;
+        s->write_errno = 0;
     }
     s->gen++;
     s->st.reclaimed++;
@@ -1189,7 +1193,31 @@ size_t kp_spool_rec_size(const struct kp_spool_rec *rec)
 
 int64_t kp_spool_room(const struct kp_spool *s)
 {
-    return s->max_bytes - (int64_t)s->bytes;
+    const struct kp_spool_segment *a = s->active;
+    int64_t room = s->max_bytes - (int64_t)s->bytes;
+
+    /* A fully acknowledged active segment is given back by the append
+     * that needs its space (kp_spool_make_room): it is room. Nothing else
+     * would free it while writers wait. */
+    if (a && a->rec_cnt > 0 && a->acked_cnt == a->rec_cnt) {
+        room += (int64_t)(a->size + a->ack_size);
+    }
+    return room;
+}
+
+int64_t kp_spool_max_bytes(const struct kp_spool *s)
+{
+    return s->max_bytes;
+}
+
+size_t kp_spool_max_record(const struct kp_spool *s)
+{
+    return s->max_record;
+}
+
+uint64_t kp_spool_written_seq(const struct kp_spool *s)
+{
+    return s->written_seq;
 }
 
 /* Takes back the record just appended, whose write failed. */
@@ -1501,6 +1529,24 @@ static void kp_spool_sync_final(struct kp_spool *s)
     kp_spool_sync_wait(s->sync);
 }
 
+/* Records not acknowledged that are in the write buffer only. */
+static uint64_t kp_spool_unwritten(const struct kp_spool *s)
+{
+    const struct kp_spool_segment *a = s->active;
+    uint64_t n = 0;
+
+    if (!a) {
+        return 0;
+    }
+    for (uint64_t i = s->written_seq + 1 > a->first_seq
+                          ? s->written_seq + 1 - a->first_seq
+                          : 0;
+         i < a->rec_cnt; i++) {
+        n += !((a->acked[i / 64] >> (i % 64)) & 1);
+    }
+    return n;
+}
+
 int kp_spool_close(struct kp_spool *s)
 {
     if (!s) {
@@ -1508,8 +1554,8 @@ int kp_spool_close(struct kp_spool *s)
     }
     s->closing = true;
     int rc = kp_spool_flush(s);
-    uint64_t lost = s->next_seq - 1 - s->written_seq;
-    if (rc != KP_OK && lost) {
+    uint64_t lost = rc == KP_OK ? 0 : kp_spool_unwritten(s);
+    if (lost) {
         kp_err("spool %s: %" PRIu64 " messages could not be written and "
                "are lost",
                s->dir, lost);
@@ -1524,7 +1570,7 @@ int kp_spool_close(struct kp_spool *s)
                 s->dir, s->backlog);
     }
     kp_spool_free(s);
-    return lost && rc != KP_OK ? KP_ERROR : KP_OK;
+    return lost ? KP_ERROR : KP_OK;
 }
 
 void kp_spool_stats_get(const struct kp_spool *s, struct kp_spool_stats *st)
