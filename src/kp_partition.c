@@ -260,15 +260,15 @@ static void kp_partition_gap(struct kp_partition *p, const struct kp_batch *b,
 }
 
 /* The dead letter of a failed batch: its records, with the partitions
- * that messages named themselves. */
-static void kp_partition_dead_letter(struct kp_partition *p,
-                                     const struct kp_batch *b,
-                                     const char *error)
+ * that messages named themselves. KP_ERROR: not written (counted). */
+static int kp_partition_dead_letter(struct kp_partition *p,
+                                    const struct kp_batch *b,
+                                    const char *error)
 {
     int32_t *parts = NULL;
 
     if (!p->env->dl) {
-        return;
+        return KP_OK;
     }
     if (b->pinned) {
         parts = kp_malloc((size_t)b->count * sizeof(*parts));
@@ -276,16 +276,21 @@ static void kp_partition_dead_letter(struct kp_partition *p,
             parts[i] = kp_batch_pinned(b, i) ? p->id : -1;
         }
     }
-    kp_deadletter_records(p->env->dl, p->topic_name, kp_batch_recs(b),
-                          kp_batch_recs_len(b), b->base_ts, parts, error);
+    int rc = kp_deadletter_records(p->env->dl, p->topic_name,
+                                   kp_batch_recs(b), kp_batch_recs_len(b),
+                                   b->base_ts, parts, error);
     free(parts);
+    if (rc != KP_OK) {
+        p->env->n->dead_letter_errors += (uint64_t)b->count;
+    }
+    return rc;
 }
 
-/* Counts and records a failure: log, dead letter, counters. */
-static void kp_partition_record_failure(struct kp_partition *p,
-                                        const struct kp_batch *b,
-                                        enum kp_reason why,
-                                        const char *detail)
+/* Counts and records a failure: log, dead letter, counters. KP_ERROR:
+ * the dead letter could not take it. */
+static int kp_partition_record_failure(struct kp_partition *p,
+                                       const struct kp_batch *b,
+                                       enum kp_reason why, const char *detail)
 {
     char error[256];
 
@@ -294,10 +299,11 @@ static void kp_partition_record_failure(struct kp_partition *p,
     kp_log_rl(&kp_partition_fail_rl, KP_LOG_ERROR,
               "%s [%d]: %d message(s) failed: %s", p->topic_name, p->id,
               b->count, error);
-    kp_partition_dead_letter(p, b, error);
+    int rc = kp_partition_dead_letter(p, b, error);
     p->env->n->failed += (uint64_t)b->count;
     p->failed += (uint64_t)b->count;
     p->failed_by[why] += (uint64_t)b->count;
+    return rc;
 }
 
 /*
@@ -433,14 +439,17 @@ static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
         kp_partition_settle_kept(p, b, why);
         return;
     }
+    bool recorded = true;
     if (ok) {
         env->n->delivered += (uint64_t)b->count;
         p->delivered += (uint64_t)b->count;
     } else {
-        kp_partition_record_failure(p, b, why, detail);
+        recorded = kp_partition_record_failure(p, b, why, detail) == KP_OK;
     }
-    if (env->spool) {
-        kp_partition_spool_ack(p, b); /* after the dead letter */
+    if (env->spool && recorded) {
+        /* after the dead letter; one that could not take them leaves
+         * their records in the spool, for the next start */
+        kp_partition_spool_ack(p, b);
     }
     /* Receipts: record i of the batch is at base_offset + i. */
     kp_runs_settle(&b->runs, env->gens, ok ? KP_FATE_OK : KP_FATE_FAILED,

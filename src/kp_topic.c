@@ -270,10 +270,17 @@ void kp_topic_fail_msg(struct kp_topic_table *tt, struct kp_topic *t,
     kp_buf_reset(&tt->fail_rec);
     /* base timestamp 0: the record's delta is its absolute timestamp */
     kp_record_append(&tt->fail_rec, 0, ts, m, extra, extra_cnt);
-    kp_deadletter_records(env->dl, name, tt->fail_rec.data, tt->fail_rec.len,
-                          0, part >= 0 ? &part : NULL, error);
-    if (o->spool_seq) {
-        /* recorded: the spool may let it go (after the dead letter) */
+    bool recorded =
+        kp_deadletter_records(env->dl, name, tt->fail_rec.data,
+                              tt->fail_rec.len, 0, part >= 0 ? &part : NULL,
+                              error) == KP_OK;
+    if (!recorded) {
+        env->n->dead_letter_errors++;
+    }
+    if (o->spool_seq && recorded) {
+        /* recorded: the spool may let it go (after the dead letter); if
+         * the dead letter could not take it, the spool keeps it for the
+         * next start */
         kp_spool_ack(env->spool, o->spool_seq);
         if (t) {
             t->acct.spooled--;

@@ -1,0 +1,407 @@
+/*
+ * check_router_spool.c - the router's disk-spool wiring with no network:
+ * a router, a spool in a fresh directory and a dead letter file, driven by
+ * the test's own loop (an ev_prepare does what kp_ctx's does: pump, then
+ * flush). The test plays the sender: it takes batches and settles them.
+ *
+ * What it checks: a dead letter that cannot take failed messages leaves
+ * their records in the spool; a shutdown keeps only what is on file and
+ * fails the rest; a partition's batches reach the spool in their order at
+ * shutdown; writers paused by a full spool go on once it has room again
+ * (the spool's own budget, not a reloaded one; a spool smaller than a few
+ * messages); the spilled messages' bookkeeping is bounded; two full
+ * topics cost max_block_ms once each; a long replay does not wait for
+ * timers between rounds.
+ *
+ * Waits are bounded by loop iterations; a few tests count the firings of
+ * a 1-second timer standing in for kp_ctx's sweep.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kp_conf.h"
+#include "kp_counters.h"
+#include "kp_deadletter.h"
+#include "kp_log.h"
+#include "kp_record.h"
+#include "kp_router.h"
+#include "kp_spool.h"
+#include "kp_tally.h"
+#include "kp_testloop.h"
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
+/* Producer settings: acks 1, nothing seals by time, batches of 4. */
+#define P_PLAIN                                                                \
+    "\"acks\": 1, \"linger_ms\": 600000, \"delivery_timeout_ms\": 900000,"     \
+    " \"retry_backoff_ms\": 1, \"retry_backoff_max_ms\": 1,"                   \
+    " \"batch_messages\": 4"
+#define P_IDEMP                                                                \
+    "\"acks\": \"all\", \"linger_ms\": 600000,"                                \
+    " \"delivery_timeout_ms\": 900000, \"retry_backoff_ms\": 1,"               \
+    " \"retry_backoff_max_ms\": 1, \"batch_messages\": 2"
+
+struct fixture {
+    struct ev_loop *loop;
+    struct kp_conf *conf;
+    struct kp_counters n;
+    struct kp_router *router;
+    struct kp_spool *spool;
+    struct kp_deadletter *dl;
+    struct kp_tally *tally[2];
+    ev_prepare prepare;
+    char dir[64], spool_dir[96], dl_path[96];
+    int bp_on, bp_off;
+};
+
+static struct fixture F;
+
+static void fx_changed(void *arg, struct kp_partition *p)
+{
+    (void)arg;
+    (void)p;
+}
+
+static void fx_seq_gap(void *arg, int64_t pid, int16_t epoch, const char *why)
+{
+    (void)arg;
+    (void)pid;
+    (void)epoch;
+    (void)why;
+}
+
+static void fx_new_topic(void *arg, struct kp_topic *t)
+{
+    (void)arg;
+    (void)t;
+}
+
+static void fx_forget_topic(void *arg, struct kp_topic *t)
+{
+    (void)arg;
+    (void)t;
+}
+
+static void fx_backpressure(void *arg, bool on)
+{
+    (void)arg;
+    if (on) {
+        F.bp_on++;
+    } else {
+        F.bp_off++;
+    }
+}
+
+static void fx_settled(void *arg)
+{
+    (void)arg;
+}
+
+static const struct kp_router_hooks fx_hooks = {
+    .changed = fx_changed,
+    .seq_gap = fx_seq_gap,
+    .new_topic = fx_new_topic,
+    .forget_topic = fx_forget_topic,
+    .backpressure = fx_backpressure,
+    .settled = fx_settled,
+};
+
+/* What kp_ctx's prepare watcher does with the spool. */
+static void fx_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    kp_router_pump(F.router);
+    kp_spool_flush(F.spool);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag,
+                  struct FTW *f)
+{
+    (void)st;
+    (void)flag;
+    (void)f;
+    remove(p);
+    return 0;
+}
+
+static void fx_spool_open(void)
+{
+    char err[256] = "";
+    struct kp_spool_opts o = {
+        .max_bytes = F.conf->spool.max_bytes,
+        .max_record = (size_t)kp_conf_max_message(F.conf) + 64 * KIB,
+        .fsync_ms = -1,
+        .loop = F.loop,
+    };
+    F.spool = kp_spool_open(F.spool_dir, &o, NULL, err, sizeof(err));
+    ck_assert_msg(F.spool != NULL, "spool: %s", err);
+}
+
+static void fx_open(void);
+
+/* producer: the `producer` members; mode: the spool's; spool, top: more
+ * members of the spool and of the top level ("" or starting with a
+ * comma). The dead letter file is F.dl_path. */
+static void fx_start(const char *producer, const char *mode,
+                     const char *spool, const char *top)
+{
+    char json[2048];
+
+    kp_log_set_level(KP_LOG_ERROR);
+    signal(SIGXFSZ, SIG_IGN);
+    memset(&F, 0, sizeof(F));
+    snprintf(F.dir, sizeof(F.dir), "/tmp/kpt-rspool.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(F.dir));
+    snprintf(F.spool_dir, sizeof(F.spool_dir), "%s/spool", F.dir);
+    snprintf(F.dl_path, sizeof(F.dl_path), "%s/dead.jsonl", F.dir);
+    snprintf(json, sizeof(json),
+             "{\"brokers\": [\"127.0.0.1:9092\"], \"producer\": {%s},"
+             " \"spool\": {\"dir\": \"%s\", \"mode\": \"%s\"%s}%s}",
+             producer, F.spool_dir, mode, spool, top);
+    F.loop = ev_loop_new(EVFLAG_AUTO);
+    F.conf = kpt_conf(json);
+    fx_open();
+}
+
+/* The router, spool and dead letter of one run. */
+static void fx_open(void)
+{
+    F.dl = kp_deadletter_open(F.dl_path);
+    ck_assert_ptr_nonnull(F.dl);
+    F.router = kp_router_create(F.loop, F.conf, &F.n, F.dl, &fx_hooks, NULL);
+    fx_spool_open();
+    kp_router_set_spool(F.router, F.spool, F.conf->spool.mode);
+    for (int i = 0; i < 2; i++) {
+        F.tally[i] = kp_tally_create(NULL, NULL);
+    }
+    ev_prepare_init(&F.prepare, fx_on_prepare);
+    ev_prepare_start(F.loop, &F.prepare);
+}
+
+/* Frees the router and closes the spool (kept for reopen unless rm). */
+static void fx_stop_keep(void)
+{
+    ev_prepare_stop(F.loop, &F.prepare);
+    kp_router_destroy(F.router);
+    for (int i = 0; i < 2; i++) {
+        kp_tally_put(F.tally[i]);
+    }
+    if (F.spool) {
+        kp_spool_close(F.spool);
+        F.spool = NULL;
+    }
+    kp_deadletter_close(F.dl);
+}
+
+/* A restart: what the spool holds is an earlier run's now. */
+static void fx_restart(void)
+{
+    fx_stop_keep();
+    fx_open();
+}
+
+static void fx_stop(void)
+{
+    fx_stop_keep();
+    kp_conf_put(F.conf);
+    ev_loop_destroy(F.loop);
+    nftw(F.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A topic with one partition led by broker 1. */
+static struct kp_partition *fx_part(const char *name)
+{
+    static const int32_t leaders[] = {1};
+    struct kp_topic *t = kp_router_topic(F.router, name, strlen(name));
+
+    ck_assert(kp_router_on_metadata(F.router, name, 0, 1, leaders));
+    return t->parts[0];
+}
+
+/* Routes one key-less message with value v (of len bytes, or strlen). */
+static enum kp_route fx_route_len(int writer, const char *name,
+                                  const char *v, size_t len)
+{
+    struct kp_topic *t = kp_router_topic(F.router, name, strlen(name));
+    struct kp_msg m = {
+        .topic = t->name,
+        .topic_len = t->name_len,
+        .value = (const uint8_t *)v,
+        .value_len = len,
+        .partition = -1,
+        .timestamp = -1,
+    };
+    enum kp_reason why = KP_REASON_NONE;
+    F.tally[writer]->seq++;
+    return kp_router_route(F.router, t, &m, 1700000000000, F.tally[writer],
+                           NULL, 0, false, &why);
+}
+
+static enum kp_route fx_route(int writer, const char *name, const char *v)
+{
+    return fx_route_len(writer, name, v, strlen(v));
+}
+
+/* Routes cnt messages "<prefix>0", ...; each must be queued. */
+static void fx_route_n(const char *name, const char *prefix, int cnt)
+{
+    char v[64];
+    for (int i = 0; i < cnt; i++) {
+        snprintf(v, sizeof(v), "%s%d", prefix, i);
+        ck_assert_int_eq(fx_route(0, name, v), KP_ROUTE_QUEUED);
+    }
+}
+
+/* Takes and delivers everything p holds (sealing the open batch). */
+static KP_UNUSED void fx_deliver_all(struct kp_partition *p)
+{
+    kp_partition_seal(p);
+    while (kp_partition_head(p)) {
+        kp_partition_delivered(p, kp_partition_take(p, 1, -1, -1), 0);
+    }
+}
+
+/* A few loop iterations without blocking (prepare: pump, flush). */
+static void fx_turn(int n)
+{
+    for (int i = 0; i < n; i++) {
+        ev_run(F.loop, EVRUN_NOWAIT);
+    }
+}
+
+static struct kp_spool_stats fx_spool_stats(void)
+{
+    struct kp_spool_stats st;
+    kp_spool_stats_get(F.spool, &st);
+    return st;
+}
+
+/* Lines in the dead letter file with `what` in them (NULL: all). */
+static int fx_dl_lines(const char *what)
+{
+    char line[4096];
+    FILE *f = fopen(F.dl_path, "r");
+    int n = 0;
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f)) {
+        n += !what || strstr(line, what) != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+static void set_fsize(rlim_t cur)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+    rl.rlim_cur = cur == RLIM_INFINITY ? rl.rlim_max : cur;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+/* Makes the dead letter file refuse appends: filled to `size` bytes and
+ * every file limited to that (the spool's files stay smaller). */
+static void fx_dl_full(off_t size)
+{
+    int fd = open(F.dl_path, O_WRONLY | O_APPEND);
+    char junk[4096];
+
+    memset(junk, ' ', sizeof(junk));
+    junk[sizeof(junk) - 1] = '\n';
+    ck_assert_int_ge(fd, 0);
+    for (off_t done = 0; done < size; done += (off_t)sizeof(junk)) {
+        ck_assert_int_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    }
+    close(fd);
+    set_fsize((rlim_t)size);
+}
+
+/* ---- the dead letter cannot take them ---- */
+
+/*
+ * `always`: a batch fails for good, and the dead letter file refuses the
+ * lines (EFBIG): the messages count as failed (the writer is told), but
+ * their records stay in the spool (not acknowledged: the next start sends
+ * them), and the error is counted. Once the file takes lines again, a
+ * failure is recorded and its records acknowledged as usual.
+ */
+START_TEST(test_dead_letter_error_keeps_records)
+{
+    fx_start(P_PLAIN, "always", "", "");
+    struct kp_partition *p = fx_part("t");
+    fx_route_n("t", "m", 8); /* two batches of 4 */
+    fx_turn(1);
+    ck_assert_uint_eq(fx_spool_stats().backlog, 8);
+    fx_dl_full(64 * KIB);
+    kp_partition_fail(p, kp_partition_take(p, 1, -1, -1),
+                      KP_REASON_BROKER_ERROR, NULL);
+    set_fsize(RLIM_INFINITY);
+    ck_assert_uint_eq(F.tally[0]->failed, 4);
+    ck_assert_uint_eq(F.n.dead_letter_errors, 4);
+    ck_assert_uint_eq(fx_spool_stats().backlog, 8); /* none acknowledged */
+    kp_partition_fail(p, kp_partition_take(p, 1, -1, -1),
+                      KP_REASON_BROKER_ERROR, NULL);
+    ck_assert_int_eq(fx_dl_lines("broker_error"), 4);
+    ck_assert_uint_eq(fx_spool_stats().backlog, 4);
+    fx_stop();
+}
+END_TEST
+
+/*
+ * An earlier run's records for a topic the cluster no longer knows: after
+ * metadata_max_wait_ms they fail (unknown_topic) one by one as they are
+ * read back; while the dead letter refuses them, they stay in the spool.
+ */
+START_TEST(test_dead_letter_error_keeps_replayed)
+{
+    fx_start(P_PLAIN, "always", "", ", \"metadata_max_wait_ms\": 1000");
+    fx_part("t");
+    fx_route_n("t", "m", 3);
+    fx_turn(1);
+    fx_restart(); /* 3 records to replay, for t, which nobody knows now */
+    fx_turn(2);
+    ck_assert_uint_eq(fx_spool_stats().backlog, 3);
+    kp_router_expire(F.router, kp_mono_ms() + 10000, NULL); /* missing */
+    fx_dl_full(64 * KIB);
+    fx_turn(2);
+    set_fsize(RLIM_INFINITY);
+    ck_assert_uint_eq(F.n.failed, 3);
+    ck_assert_uint_eq(F.n.dead_letter_errors, 3);
+    ck_assert_uint_eq(fx_spool_stats().backlog, 3);
+    ck_assert_uint_eq(fx_spool_stats().replayed, 3);
+    fx_stop();
+}
+END_TEST
+
+static Suite *router_spool_suite(void)
+{
+    Suite *s = suite_create("router_spool");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_dead_letter_error_keeps_records);
+    tcase_add_test(tc, test_dead_letter_error_keeps_replayed);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(router_spool_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
