@@ -43,6 +43,10 @@ struct kp_spool;
 struct kp_spool_cursor;
 
 
+/* What a record needs beyond its key and value (which message_max_bytes
+ * bounds): topic name, headers, framing. */
+#define KP_SPOOL_REC_SLACK (64u << 10)
+
 struct kp_spool_opts {
     /* Disk budget: segment and journal bytes. An append that would exceed
      * it returns KP_AGAIN. Required (> 0). */
@@ -53,7 +57,8 @@ struct kp_spool_opts {
     int64_t segment_bytes;
     /* Encoded body limit of one record (topic, key, value, headers plus
      * about 20 bytes); a larger append fails with EMSGSIZE. 0 = 2 MiB;
-     * at most KP_SPOOL_REC_LIMIT. Pass message_max_bytes + 64 KiB. */
+     * at most KP_SPOOL_REC_LIMIT. Pass the largest message_max_bytes +
+     * KP_SPOOL_REC_SLACK. */
     size_t max_record;
     /* Appended bytes held before they are written; 0 = 64 KiB. 1 writes
      * every record at once: one pwrite(2) per message, measured at ~7x

@@ -163,8 +163,30 @@ void kp_router_set_deadletter(struct kp_router *r, struct kp_deadletter *dl)
     r->env.dl = dl;
 }
 
+/* The spool's record limit was set at start from message_max_bytes: a
+ * reload that raises it cannot raise the limit of the open spool. */
+static void kp_router_spool_reconf(struct kp_router *r,
+                                   const struct kp_conf *conf)
+{
+    size_t max_msg = (size_t)kp_conf_max_message(conf);
+    size_t limit = kp_spool_max_record(r->spool);
+
+    if (max_msg + KP_SPOOL_REC_SLACK > limit) {
+        kp_warn("reload: message_max_bytes %zu is more than the disk spool "
+                "was opened for (%zu): messages longer than that are "
+                "rejected (too_long) when they go through the spool; takes "
+                "effect on restart",
+                max_msg, limit > KP_SPOOL_REC_SLACK
+                             ? limit - KP_SPOOL_REC_SLACK
+                             : 0);
+    }
+}
+
 void kp_router_reconf(struct kp_router *r, struct kp_conf *conf)
 {
+    if (r->spool) {
+        kp_router_spool_reconf(r, conf);
+    }
     r->conf = conf;
     r->pool.limit = conf->buffer_bytes / 4;
     kp_topic_table_reconf(&r->topics, conf);
@@ -501,14 +523,20 @@ static int kp_router_place(struct kp_router *r)
 }
 
 /* Writers paused by a full spool go on once it has room again (a write
- * error is retried by kp_router_spool_retry). */
+ * error is retried by kp_router_spool_retry): an eighth of it, or two of
+ * its largest records, but never more than half (the configuration asks
+ * for room for four messages), so the room wanted can always free. The
+ * spool's own sizes: a reload changes the configuration, not the open
+ * spool. */
 static void kp_router_spool_unblock(struct kp_router *r)
 {
-    int64_t want = KP_MAX(r->conf->spool.max_bytes / 8,
-                          (int64_t)r->conf->producer.message_max_bytes * 2);
+    int64_t max = kp_spool_max_bytes(r->spool);
+    int64_t want = KP_MIN(KP_MAX(max / 8,
+                                 (int64_t)kp_spool_max_record(r->spool) * 2),
+                          max / 2);
 
     if (r->spool_blocked && !r->spool_error &&
-        kp_spool_room(r->spool) >= KP_MIN(want, r->conf->spool.max_bytes)) {
+        kp_spool_room(r->spool) >= want) {
         r->spool_blocked = false;
         kp_router_check_backpressure(r);
     }

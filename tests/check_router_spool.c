@@ -266,7 +266,7 @@ static void fx_route_n(const char *name, const char *prefix, int cnt)
 }
 
 /* Takes and delivers everything p holds (sealing the open batch). */
-static KP_UNUSED void fx_deliver_all(struct kp_partition *p)
+static void fx_deliver_all(struct kp_partition *p)
 {
     kp_partition_seal(p);
     while (kp_partition_head(p)) {
@@ -386,6 +386,84 @@ START_TEST(test_dead_letter_error_keeps_replayed)
 }
 END_TEST
 
+/* ---- writers paused by a full spool ---- */
+
+/* Routes small messages to t until the spool takes no more; returns how
+ * many it took. */
+static int fx_fill(const char *topic)
+{
+    char v[64];
+    int n = 0;
+    for (;; n++) {
+        snprintf(v, sizeof(v), "fill-%d", n);
+        enum kp_route r = fx_route(0, topic, v);
+        if (r == KP_ROUTE_WAIT_SPOOL) {
+            return n;
+        }
+        ck_assert_int_eq(r, KP_ROUTE_QUEUED);
+        ck_assert_int_lt(n, 1000000);
+    }
+}
+
+/*
+ * A reload raises spool.max_bytes (which takes effect on restart): the
+ * open spool keeps its budget, and writers paused on it go on once the
+ * room it wants frees in that budget, not in the new one (where it never
+ * would).
+ */
+START_TEST(test_unblock_uses_the_spools_budget)
+{
+    char json[1024];
+
+    fx_start(P_PLAIN ", \"message_max_bytes\": 16384", "always",
+             ", \"max_bytes\": 262144", "");
+    struct kp_partition *p = fx_part("t");
+    int n = fx_fill("t");
+    ck_assert_int_gt(n, 100);
+    ck_assert(F.router->spool_blocked);
+    snprintf(json, sizeof(json),
+             "{\"brokers\": [\"127.0.0.1:9092\"], \"producer\": {%s},"
+             " \"spool\": {\"dir\": \"%s\", \"mode\": \"always\","
+             " \"max_bytes\": 67108864}}",
+             P_PLAIN ", \"message_max_bytes\": 16384", F.spool_dir);
+    struct kp_conf *c2 = kpt_conf(json);
+    kp_router_reconf(F.router, c2);
+    fx_deliver_all(p); /* everything acknowledged: the spool is empty */
+    fx_turn(2);
+    ck_assert(!F.router->spool_blocked);
+    ck_assert_int_eq(fx_route(0, "t", "after"), KP_ROUTE_QUEUED);
+    fx_stop_keep();
+    kp_conf_put(c2);
+    kp_conf_put(F.conf);
+    ev_loop_destroy(F.loop);
+    nftw(F.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+END_TEST
+
+/*
+ * The smallest spool the configuration allows (4 x message_max_bytes),
+ * whose segments (4 KiB at least) are half of it: once everything in it
+ * is acknowledged, the active segment is room, and the paused writers go
+ * on (they wait no longer for an append that would free it).
+ */
+START_TEST(test_unblock_small_spool)
+{
+    fx_start(P_PLAIN ", \"message_max_bytes\": 2048", "always",
+             ", \"max_bytes\": 8192", "");
+    struct kp_partition *p = fx_part("t");
+    int n = fx_fill("t");
+    ck_assert_int_gt(n, 20);
+    ck_assert(F.router->spool_blocked);
+    ck_assert_int_eq(F.bp_on, 1);
+    fx_deliver_all(p);
+    fx_turn(2);
+    ck_assert(!F.router->spool_blocked);
+    ck_assert_int_eq(F.bp_off, 1);
+    ck_assert_int_gt(fx_fill("t"), 20); /* the whole spool again */
+    fx_stop();
+}
+END_TEST
+
 static Suite *router_spool_suite(void)
 {
     Suite *s = suite_create("router_spool");
@@ -393,6 +471,8 @@ static Suite *router_spool_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_dead_letter_error_keeps_records);
     tcase_add_test(tc, test_dead_letter_error_keeps_replayed);
+    tcase_add_test(tc, test_unblock_uses_the_spools_budget);
+    tcase_add_test(tc, test_unblock_small_spool);
     suite_add_tcase(s, tc);
     return s;
 }
