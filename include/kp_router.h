@@ -140,7 +140,10 @@ void kp_router_drain(struct kp_router *r);
  * topics are forgotten. */
 void kp_router_expire(struct kp_router *r, int64_t now_ms,
                       const char *idemp_detail);
-/* Shutdown deadline: fails what is queued (not in flight). */
+/* Shutdown deadline: fails what is queued (not in flight). With a disk
+ * spool it flushes first, and keeps (leaves unacknowledged for the next
+ * start) only messages whose records are on file; the rest fail and are
+ * counted in n->failed (exit status 3). */
 void kp_router_abandon(struct kp_router *r, enum kp_reason why);
 /* Re-evaluates every partition (a broker came up, a producer id came). */
 void kp_router_poke_all(struct kp_router *r);

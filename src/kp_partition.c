@@ -336,15 +336,15 @@ static void kp_partition_spool_ack(struct kp_partition *p,
     }
 }
 
-/* Appends the record v of b (a message in memory only) to the spool;
- * KP_OK, or KP_ERROR (full, or a write error: it is not kept). */
+/* Appends the record v of b (a message in memory only) to the spool as
+ * *seq; KP_OK, or KP_ERROR (full, or a write error: it is not kept). */
 static int kp_partition_spool_keep(struct kp_partition *p,
                                    const struct kp_batch *b,
-                                   struct kp_record_view *v, int32_t i)
+                                   struct kp_record_view *v, int32_t i,
+                                   uint64_t *seq)
 {
     struct kp_header *hdrs = NULL;
     int32_t hc = 0;
-    uint64_t seq;
 
     if (v->header_cnt > 0) {
         hdrs = kp_calloc((size_t)v->header_cnt, sizeof(*hdrs));
@@ -360,26 +360,64 @@ static int kp_partition_spool_keep(struct kp_partition *p,
                 .partition = kp_batch_pinned(b, i) ? p->id : -1,
                 .timestamp = b->base_ts + v->ts_delta, .headers = hdrs,
                 .header_cnt = (size_t)hc}};
-    int rc = kp_spool_append(p->env->spool, &rec, &seq);
+    int rc = kp_spool_append(p->env->spool, &rec, seq);
     free(hdrs);
     return rc;
 }
 
 /* One message of a batch given up at shutdown fails: dead letter (its
- * record is rec[0..len)), counters, receipt. */
-static void kp_partition_fail_one(struct kp_partition *p,
-                                  const struct kp_batch *b, int32_t i,
-                                  const uint8_t *rec, size_t len,
-                                  struct kp_runs *one, enum kp_reason why)
+ * record is rec[0..len)), counters, receipt. KP_ERROR: the dead letter
+ * could not take it (counted). */
+static int kp_partition_fail_one(struct kp_partition *p,
+                                 const struct kp_batch *b, int32_t i,
+                                 const uint8_t *rec, size_t len,
+                                 struct kp_runs *one, enum kp_reason why)
 {
     int32_t part = kp_batch_pinned(b, i) ? p->id : -1;
 
-    kp_deadletter_records(p->env->dl, p->topic_name, rec, len, b->base_ts,
-                          part >= 0 ? &part : NULL, kp_reason_names[why]);
+    int rc = kp_deadletter_records(p->env->dl, p->topic_name, rec, len,
+                                   b->base_ts, part >= 0 ? &part : NULL,
+                                   kp_reason_names[why]);
+    if (rc != KP_OK) {
+        p->env->n->dead_letter_errors++;
+    }
     p->env->n->failed++;
     p->failed++;
     p->failed_by[why]++;
     kp_runs_settle(one, p->env->gens, KP_FATE_FAILED, why, -1, -1);
+    return rc;
+}
+
+/* The spool record of each message of b at shutdown (0: none): the one it
+ * has, or one appended now when its topic may keep it (see below). Then a
+ * flush: only what is on file is kept (a failed write at close would lose
+ * the rest silently). Returns the array (b->count entries, malloc'd). */
+static uint64_t *kp_partition_keep_seqs(struct kp_partition *p,
+                                        const struct kp_batch *b)
+{
+    uint64_t *out = kp_calloc((size_t)b->count + 1, sizeof(*out));
+    uint32_t n = 0;
+    const uint64_t *seq = kp_runs_spool(&b->runs, &n);
+    struct kp_record_view v;
+    struct kp_rd r;
+    bool unwritten = false;
+
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
+    for (int32_t i = 0; i < b->count; i++) {
+        if (kp_record_next(&r, &v) != KP_OK) {
+            break;
+        }
+        out[i] = seq && (uint32_t)i < n ? seq[i] : 0;
+        if (!out[i] && p->acct->keep > 0 &&
+            kp_partition_spool_keep(p, b, &v, i, &out[i]) != KP_OK) {
+            out[i] = 0;
+        }
+        unwritten |= out[i] > kp_spool_written_seq(p->env->spool);
+    }
+    if (unwritten) {
+        kp_spool_flush(p->env->spool); /* a failure is logged */
+    }
+    return out;
 }
 
 /*
@@ -388,9 +426,11 @@ static void kp_partition_fail_one(struct kp_partition *p,
  * again after the next start). One in memory only (overflow mode) is
  * appended now if that keeps its partition's order: its topic has no
  * unacknowledged record in the spool and no record of an earlier run is
- * unread (decided once per topic); else it fails as `why`, dead-lettered.
- * Kept messages are not settled: no receipt says they failed, and their
- * connections close without a summary.
+ * unread (decided once per topic). Kept is only what is on file after a
+ * flush; the rest fails as `why`, dead-lettered, and a record it has is
+ * acknowledged (once the dead letter holds it) lest a later write bring
+ * it back. Kept messages are not settled: no receipt says they failed,
+ * and their connections close without a summary.
  */
 static void kp_partition_settle_kept(struct kp_partition *p,
                                      struct kp_batch *b, enum kp_reason why)
@@ -402,6 +442,8 @@ static void kp_partition_settle_kept(struct kp_partition *p,
     if (p->acct->keep == 0) {
         p->acct->keep = p->acct->spooled == 0 && !env->spool_unread ? 1 : -1;
     }
+    uint64_t *seqs = kp_partition_keep_seqs(p, b);
+    uint64_t written = kp_spool_written_seq(env->spool);
     kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
     for (int32_t i = 0; i < b->count; i++) {
         const uint8_t *rec = r.p;
@@ -411,17 +453,18 @@ static void kp_partition_settle_kept(struct kp_partition *p,
             break;
         }
         kp_runs_take(&one, &b->runs, 1);
-        const uint64_t *seq = kp_runs_spool(&one, &n);
-        if ((seq && seq[0]) ||
-            (p->acct->keep > 0 &&
-             kp_partition_spool_keep(p, b, &v, i) == KP_OK)) {
+        const uint64_t *own = kp_runs_spool(&one, &n); /* not appended */
+        if (seqs[i] && seqs[i] <= written) {
             env->n->spool_kept++;
-        } else {
-            kp_partition_fail_one(p, b, i, rec, (size_t)(r.p - rec), &one,
-                                  why);
+        } else if (kp_partition_fail_one(p, b, i, rec, (size_t)(r.p - rec),
+                                         &one, why) == KP_OK &&
+                   seqs[i]) {
+            kp_spool_ack(env->spool, seqs[i]);
+            p->acct->spooled -= own && own[0];
         }
         kp_runs_deinit(&one);
     }
+    free(seqs);
     p->queued_msgs -= (uint32_t)b->count;
     int64_t bytes = (int64_t)b->msg_bytes, msgs = b->count;
     kp_batch_destroy(b);

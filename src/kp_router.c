@@ -700,9 +700,45 @@ static void kp_router_abandon_topic(struct kp_topic *t, void *arg)
     }
 }
 
+/* Shutdown: this run's spool-only messages stay for the next start only
+ * if their records are on file (a write that fails at close would lose
+ * them silently). The others fail (spool_error: their bodies are in the
+ * spool's write buffer only, there is no dead letter line) and are
+ * acknowledged, lest a later write bring them back. */
+static void kp_router_spilled_unwritten(struct kp_router *r)
+{
+    uint64_t written = kp_spool_written_seq(r->spool);
+    uint64_t end = r->spilled_first + r->spilled_cnt; /* seqs [first, end) */
+    struct kp_runs keep = {0};
+
+    if (!r->spilled_cnt || end - 1 <= written) {
+        return;
+    }
+    uint64_t from = KP_MAX(written + 1, r->spilled_first);
+    uint64_t n = end - from;
+    kp_err("spool: %llu message(s) could not be written to the spool at "
+           "shutdown: they fail (spool_error)",
+           (unsigned long long)n);
+    kp_runs_take(&keep, &r->spilled, (uint32_t)(r->spilled_cnt - n));
+    r->env.n->failed += n;
+    kp_runs_settle(&r->spilled, &r->gens, KP_FATE_FAILED,
+                   KP_REASON_SPOOL_ERROR, -1, -1);
+    kp_spool_ack_range(r->spool, from, n);
+    kp_runs_deinit(&r->spilled);
+    r->spilled = keep;
+    r->spilled_cnt -= n;
+}
+
 void kp_router_abandon(struct kp_router *r, enum kp_reason why)
 {
     struct kp_router_abandonment a = {&r->topics, why};
+
+    if (r->spool) {
+        /* what is kept must be on file: written first (a failure is
+         * logged; see kp_partition_settle_kept) */
+        kp_spool_flush(r->spool);
+        kp_router_spilled_unwritten(r);
+    }
     kp_topic_foreach(&r->topics, kp_router_abandon_topic, &a);
 }
 

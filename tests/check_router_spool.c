@@ -386,6 +386,99 @@ START_TEST(test_dead_letter_error_keeps_replayed)
 }
 END_TEST
 
+/* ---- shutdown keeps only what is on file ---- */
+
+/* Bytes of the spool's segment files now (on file, not buffered). */
+static off_t fx_seg_bytes(void)
+{
+    DIR *d = opendir(F.spool_dir);
+    struct dirent *e;
+    off_t sum = 0;
+    char path[512];
+    struct stat st;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len > 4 && strcmp(e->d_name + len - 4, ".seg") == 0) {
+            snprintf(path, sizeof(path), "%s/%s", F.spool_dir, e->d_name);
+            ck_assert_int_eq(stat(path, &st), 0);
+            sum += st.st_size;
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+/*
+ * `always`: a first batch reaches the file, a second is appended but
+ * still in the write buffer when the shutdown deadline comes, and the
+ * spool's writes fail (EFBIG) from then on. The first is kept; the second
+ * fails (dead-lettered as shutdown, exit status 3 by n.failed) instead of
+ * being counted as kept and lost at close; once the spool writes again it
+ * does not come back after a restart.
+ */
+START_TEST(test_shutdown_keeps_only_written)
+{
+    char big[1024];
+
+    memset(big, 'b', sizeof(big));
+    fx_start(P_PLAIN, "always", "", "");
+    fx_part("t");
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(fx_route_len(0, "t", big, sizeof(big)),
+                         KP_ROUTE_QUEUED);
+    }
+    fx_turn(1); /* written */
+    fx_route_n("t", "late", 4);
+    ck_assert_uint_eq(fx_spool_stats().backlog, 8);
+    set_fsize((rlim_t)fx_seg_bytes()); /* the segment cannot grow */
+    kp_router_abandon(F.router, KP_REASON_SHUTDOWN);
+    set_fsize(RLIM_INFINITY);
+    ck_assert_uint_eq(F.n.spool_kept, 4);
+    ck_assert_uint_eq(F.n.failed, 4);
+    ck_assert_uint_eq(F.tally[0]->failed, 4);
+    ck_assert_int_eq(fx_dl_lines("shutdown"), 4);
+    ck_assert_int_eq(fx_dl_lines("late"), 4);
+    fx_restart();
+    ck_assert_uint_eq(fx_spool_stats().backlog, 4);
+    fx_stop();
+}
+END_TEST
+
+/*
+ * The same for messages in the spool only (spilled: the topic's memory is
+ * full): those on file stay for the next start, those in the write buffer
+ * fail (spool_error) and are acknowledged.
+ */
+START_TEST(test_shutdown_spilled_unwritten)
+{
+    fx_start(P_PLAIN ", \"message_max_bytes\": 1024", "always", "",
+             ", \"buffer_bytes\": 4096, \"topic_buffer_bytes\": 2048");
+    char v[100];
+    memset(v, 'v', sizeof(v));
+    fx_part("t");
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(fx_route_len(0, "t", v, sizeof(v)), KP_ROUTE_QUEUED);
+    }
+    fx_turn(1); /* written */
+    uint64_t on_file = F.router->spilled_cnt;
+    ck_assert_uint_gt(on_file, 50);
+    fx_route_n("t", "late", 10);
+    ck_assert_uint_eq(F.router->spilled_cnt, on_file + 10);
+    set_fsize((rlim_t)fx_seg_bytes());
+    kp_router_abandon(F.router, KP_REASON_SHUTDOWN);
+    set_fsize(RLIM_INFINITY);
+    ck_assert_uint_eq(F.router->spilled_cnt, on_file);
+    ck_assert_uint_eq(F.n.failed, 10);
+    ck_assert_uint_eq(F.tally[0]->failed, 10);
+    ck_assert_uint_eq(F.n.spool_kept, 100 - on_file);
+    fx_restart();
+    ck_assert_uint_eq(fx_spool_stats().backlog, 100);
+    fx_stop();
+}
+END_TEST
+
 /* ---- writers paused by a full spool ---- */
 
 /* Routes small messages to t until the spool takes no more; returns how
@@ -471,6 +564,8 @@ static Suite *router_spool_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_dead_letter_error_keeps_records);
     tcase_add_test(tc, test_dead_letter_error_keeps_replayed);
+    tcase_add_test(tc, test_shutdown_keeps_only_written);
+    tcase_add_test(tc, test_shutdown_spilled_unwritten);
     tcase_add_test(tc, test_unblock_uses_the_spools_budget);
     tcase_add_test(tc, test_unblock_small_spool);
     suite_add_tcase(s, tc);
