@@ -74,11 +74,6 @@ struct kp_router {
     struct kp_tally *replay;     /* owned: the records of earlier runs */
     struct kp_spool_view head;   /* the record read back, not placed yet */
     bool head_valid;
-    int64_t head_since_ms;       /* loop time it began to wait for room */
-    struct kp_topic *head_full;  /* borrowed, valid in head_full_epoch:
-                                    full past max_block_ms, its records
-                                    fail until it takes one again */
-    uint64_t head_full_epoch;
 
     bool backpressure;
     int64_t backpressure_since_ms;

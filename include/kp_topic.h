@@ -126,6 +126,11 @@ struct kp_topic {
     uint32_t waiter_cnt;
     uint64_t pauses; /* connections paused on it (full or unknown) */
     struct kp_ratelimit full_rl; /* "topic full" warnings */
+    /* Its records read back from a disk spool while it is full: since
+     * when (loop ms; 0: not waiting), and whether they fail now (full past
+     * max_block_ms); cleared once it has room (kp_topic_on_accounted). */
+    int64_t spool_full_since_ms;
+    bool spool_full_fails;
 };
 
 struct kp_topic_table {

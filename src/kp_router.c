@@ -417,7 +417,6 @@ static int kp_router_spool_next(struct kp_router *r)
         return rc;
     }
     r->head_valid = true;
-    r->head_since_ms = 0;
     if (r->head.seq >= kp_spool_start_seq(r->spool)) {
         r->env.spool_unread = false;
         if (r->head.seq > r->spilled_first) {
@@ -454,30 +453,34 @@ static void kp_router_head_done(struct kp_router *r, bool replay)
 }
 
 /* How the head's topic being full is treated: it waits for room, up to
- * max_block_ms; then that topic's records fail until it has room. */
+ * max_block_ms; then that topic's records fail until it has room. The
+ * state is the topic's (kp_topic_on_accounted clears it once the topic
+ * has room): with several full topics each times out once, however their
+ * records alternate at the head. */
 static enum kp_topic_full kp_router_head_full(struct kp_router *r,
                                               struct kp_topic *t)
 {
     int64_t now = (int64_t)(ev_now(r->env.loop) * 1000);
 
-    if (r->head_full == t && r->head_full_epoch == r->topic_epoch) {
-        return KP_TOPIC_FULL_FAILS;
-    }
     if (!kp_topic_full(&r->topics, t)) {
+        t->spool_full_since_ms = 0;
+        t->spool_full_fails = false;
         return KP_TOPIC_FULL_WAITS;
     }
-    if (!r->head_since_ms) {
-        r->head_since_ms = now;
+    if (t->spool_full_fails) {
+        return KP_TOPIC_FULL_FAILS;
     }
-    if (now - r->head_since_ms < r->conf->max_block_ms) {
+    if (!t->spool_full_since_ms) {
+        t->spool_full_since_ms = now;
+    }
+    if (now - t->spool_full_since_ms < r->conf->max_block_ms) {
         return KP_TOPIC_FULL_WAITS;
     }
     kp_log_rl(&kp_router_spool_rl, KP_LOG_WARNING,
               "spool: topic %s full for max_block_ms (%d ms): its records "
               "read back fail (buffer_full) until it has room",
               t->name, r->conf->max_block_ms);
-    r->head_full = t;
-    r->head_full_epoch = r->topic_epoch;
+    t->spool_full_fails = true;
     return KP_TOPIC_FULL_FAILS;
 }
 
@@ -504,9 +507,6 @@ static int kp_router_place(struct kp_router *r)
     }
     kp_router_head_origin(r, replay, &o);
     if (rc == KP_ROUTE_QUEUED) {
-        if (r->head_full == t) {
-            r->head_full = NULL; /* room again */
-        }
         t->acct.spooled += replay;
         kp_topic_append(tt, t, m, m->timestamp, &o, NULL, 0);
     } else {

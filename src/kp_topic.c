@@ -437,6 +437,11 @@ void kp_topic_on_accounted(struct kp_topic_table *tt, struct kp_account *acct)
         return;
     }
     t = (struct kp_topic *)((char *)acct - offsetof(struct kp_topic, acct));
+    if (!kp_topic_full(tt, t)) {
+        /* room: a full spell of its spooled records starts anew */
+        t->spool_full_since_ms = 0;
+        t->spool_full_fails = false;
+    }
     if (t->waiter_cnt && t->state == KP_TOPIC_READY && !kp_topic_full(tt, t)) {
         kp_topic_wake(t);
     }

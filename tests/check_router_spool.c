@@ -479,6 +479,67 @@ START_TEST(test_shutdown_spilled_unwritten)
 }
 END_TEST
 
+/* ---- full topics while the spool drains ---- */
+
+static int fx_ticks;
+
+static void fx_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    fx_ticks++;
+}
+
+/*
+ * `always`, draining: two topics whose memory is full (nobody delivers
+ * them) have records read back alternately with a third, healthy one.
+ * Each full topic waits max_block_ms once, then its records fail
+ * (buffer_full) while it stays full; the healthy topic's records go on.
+ * A single "full since" for the head was reset whenever the head changed
+ * topic: every record waited max_block_ms anew. Counted in firings of a
+ * 1-second timer (max_block_ms is 1 s): a few, not one per record.
+ */
+START_TEST(test_two_full_topics)
+{
+    char v[100];
+    ev_timer tick;
+    int c_done = 0;
+
+    memset(v, 'v', sizeof(v));
+    fx_start(P_PLAIN ", \"message_max_bytes\": 1024", "always", "",
+             ", \"buffer_bytes\": 1048576, \"topic_buffer_bytes\": 2048,"
+             " \"max_block_ms\": 1000");
+    fx_part("a");
+    fx_part("b");
+    struct kp_partition *pc = fx_part("c");
+    while (!F.router->draining) {
+        ck_assert_int_eq(fx_route_len(0, "a", v, sizeof(v)), KP_ROUTE_QUEUED);
+    }
+    for (int i = 0; i < 60; i++) {
+        ck_assert_int_eq(fx_route_len(0, "a", v, sizeof(v)), KP_ROUTE_QUEUED);
+        ck_assert_int_eq(fx_route_len(0, "b", v, sizeof(v)), KP_ROUTE_QUEUED);
+        ck_assert_int_eq(fx_route_len(1, "c", v, sizeof(v)), KP_ROUTE_QUEUED);
+    }
+    fx_ticks = 0;
+    ev_timer_init(&tick, fx_on_tick, 1., 1.);
+    ev_timer_start(F.loop, &tick);
+    while (F.router->spilled_cnt > 0 && fx_ticks < 12) {
+        ev_run(F.loop, EVRUN_ONCE);
+        c_done += (int)pc->queued_msgs;
+        fx_deliver_all(pc);
+    }
+    ev_timer_stop(F.loop, &tick);
+    ck_assert_uint_eq(F.router->spilled_cnt, 0);
+    ck_assert_int_le(fx_ticks, 5);
+    ck_assert_int_eq(c_done, 60);
+    ck_assert_uint_eq(F.tally[1]->failed, 0);
+    ck_assert_uint_ge(F.tally[0]->failed, 60);
+    ck_assert_int_eq(fx_dl_lines("buffer_full"), (int)F.tally[0]->failed);
+    fx_stop();
+}
+END_TEST
+
 /* ---- writers paused by a full spool ---- */
 
 /* Routes small messages to t until the spool takes no more; returns how
@@ -566,6 +627,7 @@ static Suite *router_spool_suite(void)
     tcase_add_test(tc, test_dead_letter_error_keeps_replayed);
     tcase_add_test(tc, test_shutdown_keeps_only_written);
     tcase_add_test(tc, test_shutdown_spilled_unwritten);
+    tcase_add_test(tc, test_two_full_topics);
     tcase_add_test(tc, test_unblock_uses_the_spools_budget);
     tcase_add_test(tc, test_unblock_small_spool);
     suite_add_tcase(s, tc);
