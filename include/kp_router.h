@@ -74,6 +74,8 @@ struct kp_router {
     struct kp_tally *replay;     /* owned: the records of earlier runs */
     struct kp_spool_view head;   /* the record read back, not placed yet */
     bool head_valid;
+    ev_idle pump_idle; /* a replay round stopped by its budget: the loop
+                          turns again at once (its prepare pumps on) */
 
     bool backpressure;
     int64_t backpressure_since_ms;
@@ -122,7 +124,9 @@ void kp_router_client_bytes(struct kp_router *r, int64_t delta);
 void kp_router_set_spool(struct kp_router *r, struct kp_spool *s,
                          enum kp_spool_mode mode);
 /* The prepare phase: records read back from the spool as memory frees,
- * writers let go once the spool has room again. */
+ * writers let go once the spool has room again. A round is bounded; when
+ * more is left to read, an idle watcher of the router's keeps the loop
+ * from blocking, so the next prepare goes on at once. */
 void kp_router_pump(struct kp_router *r);
 /* Once a second: a spool that failed to write is tried again. */
 void kp_router_spool_retry(struct kp_router *r);

@@ -109,6 +109,15 @@ static const struct kp_part_hooks kp_router_part_hooks = {
     .stuck = kp_router_on_stuck,
 };
 
+/* Does nothing: an active idle watcher keeps the loop from blocking, so
+ * the next prepare pumps on (kp_router_pump). */
+static void kp_router_on_pump_idle(struct ev_loop *loop, ev_idle *w,
+                                   int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);
+}
+
 /* A lingering batch is due: its partition seals it. */
 static void kp_router_on_linger(void *arg, struct kp_batch *b)
 {
@@ -138,11 +147,13 @@ struct kp_router *kp_router_create(struct ev_loop *loop, struct kp_conf *conf,
         .hooks = &kp_router_part_hooks, .arg = r,
     };
     kp_topic_table_init(&r->topics, &r->env, conf);
+    ev_idle_init(&r->pump_idle, kp_router_on_pump_idle);
     return r;
 }
 
 void kp_router_destroy(struct kp_router *r)
 {
+    ev_idle_stop(r->env.loop, &r->pump_idle);
     if (r->cursor) {
         kp_spool_cursor_destroy(r->cursor);
     }
@@ -570,6 +581,11 @@ void kp_router_pump(struct kp_router *r)
         if (kp_router_place(r) != KP_OK) {
             break;
         }
+    }
+    if (budget < 0 && r->draining && !kp_router_memory_full(r)) {
+        /* more to read and room for it: the next round comes at once,
+         * not with the next event (a timer a second away) */
+        ev_idle_start(r->env.loop, &r->pump_idle);
     }
 }
 
