@@ -234,8 +234,8 @@ uint64_t kp_topic_queued(const struct kp_topic *t);
 /* Whether the next Metadata request should ask about t (known topics
  * always; unknown ones when their backoff allows). */
 bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms);
-/* Whether t may be forgotten: nothing held, nobody waiting, no line for
- * idle_ms. */
+/* Whether t may be forgotten: nothing held (in memory or the disk
+ * spool), nobody waiting, no line for idle_ms. */
 bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
                    int64_t idle_ms);
 /* Removes t from the table and frees it (it holds nothing). */

@@ -147,8 +147,11 @@ void kp_topic_forget(struct kp_topic_table *tt, struct kp_topic *t)
 bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
                    int64_t idle_ms)
 {
-    return t->acct.msgs == 0 && t->waiter_cnt == 0 &&
-           now_loop_ms - t->last_line_ms >= idle_ms;
+    /* records in the spool (unread, or kept for want of a dead letter)
+     * hold it too: a topic made anew would not count them, and a
+     * shutdown could append its memory-only messages behind them */
+    return t->acct.msgs == 0 && t->acct.spooled == 0 &&
+           t->waiter_cnt == 0 && now_loop_ms - t->last_line_ms >= idle_ms;
 }
 
 /* A topic in backoff is due once half its wait has passed: a request that

@@ -386,6 +386,17 @@ START_TEST(test_dead_letter_error_keeps_replayed)
 }
 END_TEST
 
+/* Firings of a test timer (a stand-in for kp_ctx's 1-second sweep). */
+static int fx_ticks;
+
+static void fx_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    fx_ticks++;
+}
+
 /* ---- shutdown keeps only what is on file ---- */
 
 /* Bytes of the spool's segment files now (on file, not buffered). */
@@ -479,17 +490,114 @@ START_TEST(test_shutdown_spilled_unwritten)
 }
 END_TEST
 
-/* ---- full topics while the spool drains ---- */
-
-static int fx_ticks;
-
-static void fx_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+/*
+ * `overflow`: a topic whose memory filled has older messages in memory
+ * only and newer ones in the spool only. At shutdown, appending the
+ * memory-only ones would put them behind the newer ones: they fail
+ * (dead-lettered) instead. Another topic with nothing in the spool has
+ * its memory-only messages appended (kept), even while the spool drains
+ * for the first.
+ */
+START_TEST(test_shutdown_overflow_order)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
-    fx_ticks++;
+    char v[100];
+    int a_mem = 0;
+
+    memset(v, 'v', sizeof(v));
+    fx_start(P_PLAIN ", \"message_max_bytes\": 1024", "overflow", "",
+             ", \"buffer_bytes\": 1048576, \"topic_buffer_bytes\": 2048");
+    fx_part("a");
+    fx_part("c");
+    fx_route_n("c", "c-mem", 3);
+    for (; !F.router->draining; a_mem++) {
+        ck_assert_int_eq(fx_route_len(0, "a", v, sizeof(v)), KP_ROUTE_QUEUED);
+    }
+    a_mem--; /* the last one went to the spool */
+    fx_route_n("a", "a-spill", 5);
+    fx_turn(1);
+    ck_assert_uint_eq(F.router->spilled_cnt, 6);
+    kp_router_abandon(F.router, KP_REASON_SHUTDOWN);
+    ck_assert_uint_eq(F.n.failed, (uint64_t)a_mem);
+    ck_assert_uint_eq(F.n.spool_kept, 3);
+    ck_assert_int_eq(fx_dl_lines("shutdown"), a_mem);
+    ck_assert_int_eq(fx_dl_lines("c-mem"), 0);
+    fx_restart();
+    ck_assert_uint_eq(fx_spool_stats().backlog, 9);
+    fx_stop();
 }
+END_TEST
+
+/* Routes 100-byte messages "<prefix>..." to topic until the spool takes
+ * one (overflow: the topic or memory is full); returns how many went to
+ * memory. */
+static int fx_route_until_spill(const char *topic, const char *prefix)
+{
+    char v[100];
+    uint64_t spilled = F.router->spilled_cnt;
+    int n = 0;
+
+    memset(v, 'v', sizeof(v));
+    memcpy(v, prefix, strlen(prefix));
+    for (; F.router->spilled_cnt == spilled; n++) {
+        ck_assert_int_eq(fx_route_len(0, topic, v, sizeof(v)),
+                         KP_ROUTE_QUEUED);
+        ck_assert_int_lt(n, 1000);
+    }
+    return n - 1;
+}
+
+/* The loop's time moves on by about ms (idle topics are measured in it). */
+static void fx_let_time_pass(int ms)
+{
+    ev_timer w;
+    ev_timer_init(&w, fx_on_tick, ms / 1000.0, 0.);
+    ev_timer_start(F.loop, &w);
+    while (ev_is_active(&w)) {
+        ev_run(F.loop, EVRUN_ONCE);
+    }
+}
+
+/*
+ * `overflow`: a topic whose only messages are in the spool (waiting behind
+ * a full topic's) is not idle: were it forgotten, the topic made anew for
+ * its records would not know they are in the spool, its count of records
+ * there would go wrong (below zero once they are acknowledged), and a
+ * shutdown could append its memory-only messages behind newer records of
+ * its own in the spool. Here: "a-mem" messages in memory, newer "a-new"
+ * ones in the spool at shutdown: the former fail (dead-lettered), they
+ * are not appended.
+ */
+START_TEST(test_shutdown_overflow_forgotten_topic)
+{
+    fx_start(P_PLAIN ", \"message_max_bytes\": 1024", "overflow", "",
+             ", \"buffer_bytes\": 1048576, \"topic_buffer_bytes\": 2048,"
+             " \"topic_idle_ms\": 1");
+    struct kp_partition *pb = fx_part("b");
+    fx_part("a");
+    fx_route_until_spill("b", "b-");    /* b full: the spool drains */
+    fx_route_n("a", "a-old", 3);        /* a: in the spool only */
+    fx_let_time_pass(20);
+    kp_router_expire(F.router, kp_mono_ms(), NULL);
+    struct kp_partition *pa = fx_part("a");
+    fx_deliver_all(pb);
+    fx_turn(2);                         /* b's and a's records placed */
+    ck_assert(!F.router->draining);
+    fx_deliver_all(pa);
+    fx_deliver_all(pb);
+    fx_route_n("a", "a-mem", 3);        /* memory only */
+    int filled = fx_route_until_spill("a", "a-fill");
+    fx_route_n("a", "a-new", 2);        /* three in the spool: as many as
+                                           were placed once */
+    ck_assert_uint_eq(F.router->spilled_cnt, 3);
+    kp_router_abandon(F.router, KP_REASON_SHUTDOWN);
+    ck_assert_int_eq(fx_dl_lines("a-mem"), 3);
+    ck_assert_int_eq(fx_dl_lines("a-fill"), filled);
+    ck_assert_uint_eq(F.n.spool_kept, 0);
+    fx_stop();
+}
+END_TEST
+
+/* ---- full topics while the spool drains ---- */
 
 /*
  * `always`, draining: two topics whose memory is full (nobody delivers
@@ -667,6 +775,8 @@ static Suite *router_spool_suite(void)
     tcase_add_test(tc, test_dead_letter_error_keeps_replayed);
     tcase_add_test(tc, test_shutdown_keeps_only_written);
     tcase_add_test(tc, test_shutdown_spilled_unwritten);
+    tcase_add_test(tc, test_shutdown_overflow_order);
+    tcase_add_test(tc, test_shutdown_overflow_forgotten_topic);
     tcase_add_test(tc, test_two_full_topics);
     tcase_add_test(tc, test_long_replay_continues);
     tcase_add_test(tc, test_unblock_uses_the_spools_budget);
