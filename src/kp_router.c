@@ -49,11 +49,30 @@ static void kp_router_set_backpressure(struct kp_router *r, bool on)
     r->hooks->backpressure(r->arg, on);
 }
 
-/* Whether buffer_bytes is taken: messages held, and the unfinished lines
- * connections hold. */
+/*
+ * What this run's spool-only messages cost in `spilled` (a run of their
+ * own and a receipt number each, at worst): memory like the messages'.
+ * It counts against buffer_bytes and is capped at half of it (and far
+ * below kp_runs' 32-bit counts), so that messages always have the other
+ * half: when the cap is reached, the writers pause as for a full spool.
+ */
+#define KP_ROUTER_SPILLED_COST ((int64_t)(sizeof(struct kp_run) + 8))
+#define KP_ROUTER_SPILLED_LIMIT ((uint64_t)1 << 28)
+
+static uint64_t kp_router_spilled_max(const struct kp_router *r)
+{
+    uint64_t n = (uint64_t)(r->conf->buffer_bytes / 2 /
+                            KP_ROUTER_SPILLED_COST);
+    return KP_MIN(KP_MAX(n, 16), KP_ROUTER_SPILLED_LIMIT);
+}
+
+/* Whether buffer_bytes is taken: messages held, the unfinished lines
+ * connections hold, the bookkeeping of spool-only messages. */
 static bool kp_router_memory_full(const struct kp_router *r)
 {
-    return r->env.buffered_bytes + r->client_bytes >= r->conf->buffer_bytes;
+    int64_t spilled = (int64_t)r->spilled_cnt * KP_ROUTER_SPILLED_COST;
+    return r->env.buffered_bytes + r->client_bytes + spilled >=
+           r->conf->buffer_bytes;
 }
 
 /* Backpressure at buffer_bytes, released once a tenth is free again
@@ -254,20 +273,27 @@ static bool kp_router_bad_timestamp(const struct kp_router *r,
  * This run's spool-only messages keep their writer's tally, flush
  * generation and number in `spilled` (runs, in seq order); the records of
  * earlier runs are counted, when read back, in the `replay` tally (nobody
- * to tell). Writers are paused only when the spool takes no more
- * (max_bytes, or a write error): KP_ROUTE_WAIT_SPOOL and backpressure.
+ * to tell); that bookkeeping counts against buffer_bytes, up to half of
+ * it. Writers are paused only when the spool takes no more (max_bytes, a
+ * write error, or that half is taken): KP_ROUTE_WAIT_SPOOL and
+ * backpressure.
  */
 
 static struct kp_ratelimit kp_router_spool_rl;
 
-static void kp_router_spool_block(struct kp_router *r, int rc, int err)
+/* rc: KP_AGAIN (max_bytes reached, or why says what), or KP_ERROR (a
+ * write failed with err). */
+static void kp_router_spool_block(struct kp_router *r, int rc, int err,
+                                  const char *why)
 {
     r->spool_blocked = true;
     r->spool_error = rc == KP_ERROR;
     r->env.n->spool_pauses++;
     kp_log_rl(&kp_router_spool_rl, KP_LOG_WARNING,
               "spool: %s: writers paused until it has room",
-              rc == KP_AGAIN ? "max_bytes reached" : strerror(err));
+              rc == KP_ERROR ? strerror(err)
+              : why          ? why
+                             : "max_bytes reached");
     kp_router_check_backpressure(r);
 }
 
@@ -285,7 +311,7 @@ static int kp_router_spool_append(struct kp_router *r, const struct kp_msg *m,
     if (rc == KP_OK || (rc == KP_ERROR && errno == EMSGSIZE)) {
         return rc;
     }
-    kp_router_spool_block(r, rc, errno);
+    kp_router_spool_block(r, rc, errno, NULL);
     return KP_AGAIN;
 }
 
@@ -315,6 +341,12 @@ static enum kp_route kp_router_spool_take(struct kp_router *r,
         o.gen = kp_topic_count(tt, tally);
         kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
         return KP_ROUTE_QUEUED;
+    }
+    if (spill && r->spilled_cnt >= kp_router_spilled_max(r)) {
+        kp_router_spool_block(r, KP_AGAIN, 0,
+                              "as many messages as memory can track are "
+                              "in the spool only");
+        return KP_ROUTE_WAIT_SPOOL;
     }
     if (spill && !r->draining) {
         kp_router_start_draining(r);
@@ -538,7 +570,8 @@ static int kp_router_place(struct kp_router *r)
  * its largest records, but never more than half (the configuration asks
  * for room for four messages), so the room wanted can always free. The
  * spool's own sizes: a reload changes the configuration, not the open
- * spool. */
+ * spool. And the spool-only messages' bookkeeping must be an eighth below
+ * its cap. */
 static void kp_router_spool_unblock(struct kp_router *r)
 {
     int64_t max = kp_spool_max_bytes(r->spool);
@@ -547,7 +580,8 @@ static void kp_router_spool_unblock(struct kp_router *r)
                           max / 2);
 
     if (r->spool_blocked && !r->spool_error &&
-        kp_spool_room(r->spool) >= want) {
+        kp_spool_room(r->spool) >= want &&
+        r->spilled_cnt <= kp_router_spilled_max(r) / 8 * 7) {
         r->spool_blocked = false;
         kp_router_check_backpressure(r);
     }
@@ -573,7 +607,6 @@ void kp_router_pump(struct kp_router *r)
     if (!r->spool) {
         return;
     }
-    kp_router_spool_unblock(r);
     while (r->draining && budget-- > 0 && !kp_router_memory_full(r)) {
         if (!r->head_valid && kp_router_spool_next(r) != KP_OK) {
             break;
@@ -587,6 +620,7 @@ void kp_router_pump(struct kp_router *r)
          * not with the next event (a timer a second away) */
         ev_idle_start(r->env.loop, &r->pump_idle);
     }
+    kp_router_spool_unblock(r); /* after the round: it may free the cap */
 }
 
 enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
