@@ -333,6 +333,8 @@ const struct kp_hostport *kp_conf_address_lookup(const struct kp_conf *c,
 /* Producer settings for a topic: its `topics` entry, else the defaults. */
 const struct kp_producer_conf *kp_conf_producer(const struct kp_conf *c,
                                                 const char *topic);
+/* The largest message_max_bytes: the defaults' or a topic's. */
+int kp_conf_max_message(const struct kp_conf *c);
 
 /*
  * Lists (logs at warning) the top-level keys that differ between old and

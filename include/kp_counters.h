@@ -48,6 +48,10 @@
     X(spool_pauses, "spool", "pauses", "spool_pauses",                        \
       "Times writers were paused because the spool took no more (max_bytes " \
       "or a write error).")                                                    \
+    X(dead_letter_errors, NULL, "dead_letter_errors", "dead_letter_errors",   \
+      "Failed messages the dead letter file could not take (a write "        \
+      "error); with a disk spool their records stay there for the next "      \
+      "start.")                                                                \
     X(partial_evictions, NULL, "partial_evictions", "partial_evictions",      \
       "Unfinished lines rejected (buffer_full) because unfinished lines "    \
       "held buffer_bytes / 8.")                                                \

@@ -74,11 +74,8 @@ struct kp_router {
     struct kp_tally *replay;     /* owned: the records of earlier runs */
     struct kp_spool_view head;   /* the record read back, not placed yet */
     bool head_valid;
-    int64_t head_since_ms;       /* loop time it began to wait for room */
-    struct kp_topic *head_full;  /* borrowed, valid in head_full_epoch:
-                                    full past max_block_ms, its records
-                                    fail until it takes one again */
-    uint64_t head_full_epoch;
+    ev_idle pump_idle; /* a replay round stopped by its budget: the loop
+                          turns again at once (its prepare pumps on) */
 
     bool backpressure;
     int64_t backpressure_since_ms;
@@ -127,7 +124,9 @@ void kp_router_client_bytes(struct kp_router *r, int64_t delta);
 void kp_router_set_spool(struct kp_router *r, struct kp_spool *s,
                          enum kp_spool_mode mode);
 /* The prepare phase: records read back from the spool as memory frees,
- * writers let go once the spool has room again. */
+ * writers let go once the spool has room again. A round is bounded; when
+ * more is left to read, an idle watcher of the router's keeps the loop
+ * from blocking, so the next prepare goes on at once. */
 void kp_router_pump(struct kp_router *r);
 /* Once a second: a spool that failed to write is tried again. */
 void kp_router_spool_retry(struct kp_router *r);
@@ -140,7 +139,10 @@ void kp_router_drain(struct kp_router *r);
  * topics are forgotten. */
 void kp_router_expire(struct kp_router *r, int64_t now_ms,
                       const char *idemp_detail);
-/* Shutdown deadline: fails what is queued (not in flight). */
+/* Shutdown deadline: fails what is queued (not in flight). With a disk
+ * spool it flushes first, and keeps (leaves unacknowledged for the next
+ * start) only messages whose records are on file; the rest fail and are
+ * counted in n->failed (exit status 3). */
 void kp_router_abandon(struct kp_router *r, enum kp_reason why);
 /* Re-evaluates every partition (a broker came up, a producer id came). */
 void kp_router_poke_all(struct kp_router *r);

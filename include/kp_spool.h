@@ -43,6 +43,10 @@ struct kp_spool;
 struct kp_spool_cursor;
 
 
+/* What a record needs beyond its key and value (which message_max_bytes
+ * bounds): topic name, headers, framing. */
+#define KP_SPOOL_REC_SLACK (64u << 10)
+
 struct kp_spool_opts {
     /* Disk budget: segment and journal bytes. An append that would exceed
      * it returns KP_AGAIN. Required (> 0). */
@@ -53,7 +57,8 @@ struct kp_spool_opts {
     int64_t segment_bytes;
     /* Encoded body limit of one record (topic, key, value, headers plus
      * about 20 bytes); a larger append fails with EMSGSIZE. 0 = 2 MiB;
-     * at most KP_SPOOL_REC_LIMIT. Pass message_max_bytes + 64 KiB. */
+     * at most KP_SPOOL_REC_LIMIT. Pass the largest message_max_bytes +
+     * KP_SPOOL_REC_SLACK. */
     size_t max_record;
     /* Appended bytes held before they are written; 0 = 64 KiB. 1 writes
      * every record at once: one pwrite(2) per message, measured at ~7x
@@ -102,6 +107,7 @@ struct kp_spool_stats {
     uint64_t full;         /* appends refused: max_bytes (KP_AGAIN) */
     uint64_t write_errors; /* failed writes (ENOSPC, EIO...) */
     uint64_t reclaimed;    /* segments unlinked in this run */
+    uint64_t cursor_reads; /* pread(2) calls of cursors */
     uint64_t fsyncs;       /* completed fdatasync rounds */
     uint64_t fsync_errors;
     int64_t fsync_last_us; /* duration of the last round */
@@ -132,8 +138,8 @@ struct kp_spool *kp_spool_open(const char *dir,
  * Flushes, waits for an fdatasync in progress and does a last one (when
  * fsync_ms is set), closes and frees. Destroy the cursors first. An empty spool
  * (nothing unacked) leaves no file behind. Returns KP_ERROR when buffered
- * records could not be written (logged with their count: they are lost), else
- * KP_OK.
+ * records not acknowledged could not be written (logged with their count:
+ * they are lost), else KP_OK.
  */
 int kp_spool_close(struct kp_spool *s);
 
@@ -154,8 +160,18 @@ int kp_spool_append(struct kp_spool *s, const struct kp_spool_rec *rec,
 /* Bytes an append of this record adds to the spool. */
 size_t kp_spool_rec_size(const struct kp_spool_rec *rec);
 
-/* Bytes left under max_bytes (negative when journals went over it). */
+/* Bytes left under max_bytes (negative when journals went over it); a
+ * fully acknowledged active segment counts as free (the next append gives
+ * it back). */
 int64_t kp_spool_room(const struct kp_spool *s);
+/* The budget and the record limit the spool was opened with (a reload of
+ * the configuration does not change them). */
+int64_t kp_spool_max_bytes(const struct kp_spool *s);
+size_t kp_spool_max_record(const struct kp_spool *s);
+/* Every record with a seq up to this one is on file (through the page
+ * cache), or acknowledged; later ones are in the write buffer only until a
+ * flush writes them. What a shutdown may count as kept. */
+uint64_t kp_spool_written_seq(const struct kp_spool *s);
 
 /*
  * Marks seq acknowledged (delivered, or failed for good and dead-lettered):
@@ -166,7 +182,9 @@ int64_t kp_spool_room(const struct kp_spool *s);
  */
 int kp_spool_ack(struct kp_spool *s, uint64_t seq);
 /* kp_spool_ack of first .. first + n - 1, a bitmap word at a time (a
- * delivered batch's records are mostly consecutive). */
+ * delivered batch's records are mostly consecutive). Seqs it does not hold
+ * (cut since) are skipped, the rest acknowledged: KP_ERROR then, once
+ * logged. */
 int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n);
 
 /*
@@ -204,8 +222,9 @@ void kp_spool_cursor_destroy(struct kp_spool_cursor *c);
 int kp_spool_cursor_next(struct kp_spool_cursor *c, struct kp_spool_view *v);
 
 /* Moves the cursor to seq (forward or back). Seeking to
- * kp_spool_next_seq() costs nothing; elsewhere the next call reads its
- * segment from the start. */
+ * kp_spool_next_seq() or to the record the cursor would read next costs
+ * nothing (no read); elsewhere the next call reads its segment from the
+ * start. */
 void kp_spool_cursor_seek(struct kp_spool_cursor *c, uint64_t seq);
 
 #endif

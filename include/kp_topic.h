@@ -126,6 +126,11 @@ struct kp_topic {
     uint32_t waiter_cnt;
     uint64_t pauses; /* connections paused on it (full or unknown) */
     struct kp_ratelimit full_rl; /* "topic full" warnings */
+    /* Its records read back from a disk spool while it is full: since
+     * when (loop ms; 0: not waiting), and whether they fail now (full past
+     * max_block_ms); cleared once it has room (kp_topic_on_accounted). */
+    int64_t spool_full_since_ms;
+    bool spool_full_fails;
 };
 
 struct kp_topic_table {
@@ -229,8 +234,8 @@ uint64_t kp_topic_queued(const struct kp_topic *t);
 /* Whether the next Metadata request should ask about t (known topics
  * always; unknown ones when their backoff allows). */
 bool kp_topic_md_due(const struct kp_topic *t, int64_t now_ms);
-/* Whether t may be forgotten: nothing held, nobody waiting, no line for
- * idle_ms. */
+/* Whether t may be forgotten: nothing held (in memory or the disk
+ * spool), nobody waiting, no line for idle_ms. */
 bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
                    int64_t idle_ms);
 /* Removes t from the table and frees it (it holds nothing). */

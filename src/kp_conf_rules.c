@@ -348,7 +348,7 @@ bool kp_security_shown(const struct kp_opt *o, const void *base)
 /* ------------------------------------------------------------------ */
 /* The whole configuration                                              */
 
-static int kp_conf_max_message(const struct kp_conf *c)
+int kp_conf_max_message(const struct kp_conf *c)
 {
     int max_msg = c->producer.message_max_bytes;
     for (size_t i = 0; i < c->topic_cnt; i++) {
@@ -423,11 +423,15 @@ void kp_conf_finish(void *base, json_t *obj, const char *key,
                            c->producer.retry_backoff_ms,
                            c->reconnect_backoff_max_ms);
     }
-    if (c->spool.dir && c->spool.max_bytes < max_msg) {
+    /* The spool frees whole segments (a quarter of it each at most) and
+     * lets paused writers go once a few messages fit again: below four
+     * messages of the largest size it could stall with nothing to free. */
+    if (c->spool.dir && c->spool.max_bytes / 4 < max_msg) {
         kp_conf_errors_add(ps->errs,
-                           "spool.max_bytes: must be at least "
-                           "message_max_bytes (%d), got %lld",
-                           max_msg, (long long)c->spool.max_bytes);
+                           "spool.max_bytes: must be at least 4 x "
+                           "message_max_bytes (4 x %d = %lld), got %lld",
+                           max_msg, 4LL * max_msg,
+                           (long long)c->spool.max_bytes);
     }
     kp_conf_broker_addrs(c);
 }

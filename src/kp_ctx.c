@@ -468,18 +468,15 @@ static int kp_ctx_open_spool(struct kp_ctx *ctx)
 {
     const struct kp_conf *c = ctx->boot_conf;
     struct kp_spool_recovery rec;
-    size_t max_msg = (size_t)c->producer.message_max_bytes;
 
     if (!c->spool.dir) {
         return KP_OK;
     }
-    for (size_t i = 0; i < c->topic_cnt; i++) {
-        max_msg = KP_MAX(max_msg,
-                         (size_t)c->topics[i].producer.message_max_bytes);
-    }
+    /* A reload that raises message_max_bytes beyond this is warned about
+     * (kp_router_reconf): the limit holds until a restart. */
     struct kp_spool_opts o = {
         .max_bytes = c->spool.max_bytes,
-        .max_record = max_msg + 64 * 1024,
+        .max_record = (size_t)kp_conf_max_message(c) + KP_SPOOL_REC_SLACK,
         .fsync_ms = c->spool.fsync_ms,
         .loop = ctx->loop,
     };

@@ -19,6 +19,8 @@
 struct kp_deadletter {
     int fd;
     char *path; /* owned */
+    uint64_t errors; /* messages whose lines could not be written */
+    struct kp_ratelimit rl;
 };
 
 /* A file we may append to: regular, and writable by no one but its owner
@@ -192,9 +194,39 @@ static json_t *kp_deadletter_headers(struct kp_record_view *v)
     return arr;
 }
 
-void kp_deadletter_records(struct kp_deadletter *dl, const char *topic,
-                           const uint8_t *records, size_t len, int64_t base_ts,
-                           const int32_t *partitions, const char *error)
+/* Appends all of out to the file; a line written in part is taken back
+ * (the file stays a sequence of whole lines). KP_OK or KP_ERROR (errno). */
+static int kp_deadletter_write(struct kp_deadletter *dl,
+                               const struct kp_buf *out)
+{
+    struct stat st;
+    off_t before = fstat(dl->fd, &st) == 0 ? st.st_size : -1;
+    size_t off = 0;
+
+    while (off < out->len) {
+        ssize_t n = write(dl->fd, out->data + off, out->len - off);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            if (off > 0 && before >= 0 && ftruncate(dl->fd, before) != 0) {
+                kp_log_rl(&dl->rl, KP_LOG_ERROR,
+                          "dead_letter %s: truncate: %s (a partial line "
+                          "stays)",
+                          dl->path, strerror(errno));
+            }
+            errno = e;
+            return KP_ERROR;
+        }
+        off += (size_t)n;
+    }
+    return KP_OK;
+}
+
+int kp_deadletter_records(struct kp_deadletter *dl, const char *topic,
+                          const uint8_t *records, size_t len, int64_t base_ts,
+                          const int32_t *partitions, const char *error)
 {
     struct kp_rd r;
     struct kp_record_view v;
@@ -203,7 +235,7 @@ void kp_deadletter_records(struct kp_deadletter *dl, const char *topic,
     size_t i = 0;
 
     if (!dl || !records || !len) {
-        return;
+        return KP_OK;
     }
     kp_buf_init(&out, 4096);
     kp_rd_init(&r, records, len);
@@ -231,17 +263,20 @@ void kp_deadletter_records(struct kp_deadletter *dl, const char *topic,
         json_decref(o);
         i++;
     }
-    size_t off = 0;
-    while (off < out.len) {
-        ssize_t n = write(dl->fd, out.data + off, out.len - off);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            kp_err("dead_letter %s: write: %s", dl->path, strerror(errno));
-            break;
-        }
-        off += (size_t)n;
+    int rc = kp_deadletter_write(dl, &out);
+    if (rc != KP_OK) {
+        dl->errors += i;
+        kp_log_rl(&dl->rl, KP_LOG_ERROR,
+                  "dead_letter %s: write: %s (%llu failed message(s) not "
+                  "recorded so far; those in the disk spool stay there for "
+                  "the next start)",
+                  dl->path, strerror(errno), (unsigned long long)dl->errors);
     }
     kp_buf_deinit(&out);
+    return rc;
+}
+
+uint64_t kp_deadletter_errors(const struct kp_deadletter *dl)
+{
+    return dl ? dl->errors : 0;
 }

@@ -260,15 +260,15 @@ static void kp_partition_gap(struct kp_partition *p, const struct kp_batch *b,
 }
 
 /* The dead letter of a failed batch: its records, with the partitions
- * that messages named themselves. */
-static void kp_partition_dead_letter(struct kp_partition *p,
-                                     const struct kp_batch *b,
-                                     const char *error)
+ * that messages named themselves. KP_ERROR: not written (counted). */
+static int kp_partition_dead_letter(struct kp_partition *p,
+                                    const struct kp_batch *b,
+                                    const char *error)
 {
     int32_t *parts = NULL;
 
     if (!p->env->dl) {
-        return;
+        return KP_OK;
     }
     if (b->pinned) {
         parts = kp_malloc((size_t)b->count * sizeof(*parts));
@@ -276,16 +276,21 @@ static void kp_partition_dead_letter(struct kp_partition *p,
             parts[i] = kp_batch_pinned(b, i) ? p->id : -1;
         }
     }
-    kp_deadletter_records(p->env->dl, p->topic_name, kp_batch_recs(b),
-                          kp_batch_recs_len(b), b->base_ts, parts, error);
+    int rc = kp_deadletter_records(p->env->dl, p->topic_name,
+                                   kp_batch_recs(b), kp_batch_recs_len(b),
+                                   b->base_ts, parts, error);
     free(parts);
+    if (rc != KP_OK) {
+        p->env->n->dead_letter_errors += (uint64_t)b->count;
+    }
+    return rc;
 }
 
-/* Counts and records a failure: log, dead letter, counters. */
-static void kp_partition_record_failure(struct kp_partition *p,
-                                        const struct kp_batch *b,
-                                        enum kp_reason why,
-                                        const char *detail)
+/* Counts and records a failure: log, dead letter, counters. KP_ERROR:
+ * the dead letter could not take it. */
+static int kp_partition_record_failure(struct kp_partition *p,
+                                       const struct kp_batch *b,
+                                       enum kp_reason why, const char *detail)
 {
     char error[256];
 
@@ -294,10 +299,11 @@ static void kp_partition_record_failure(struct kp_partition *p,
     kp_log_rl(&kp_partition_fail_rl, KP_LOG_ERROR,
               "%s [%d]: %d message(s) failed: %s", p->topic_name, p->id,
               b->count, error);
-    kp_partition_dead_letter(p, b, error);
+    int rc = kp_partition_dead_letter(p, b, error);
     p->env->n->failed += (uint64_t)b->count;
     p->failed += (uint64_t)b->count;
     p->failed_by[why] += (uint64_t)b->count;
+    return rc;
 }
 
 /*
@@ -330,15 +336,15 @@ static void kp_partition_spool_ack(struct kp_partition *p,
     }
 }
 
-/* Appends the record v of b (a message in memory only) to the spool;
- * KP_OK, or KP_ERROR (full, or a write error: it is not kept). */
+/* Appends the record v of b (a message in memory only) to the spool as
+ * *seq; KP_OK, or KP_ERROR (full, or a write error: it is not kept). */
 static int kp_partition_spool_keep(struct kp_partition *p,
                                    const struct kp_batch *b,
-                                   struct kp_record_view *v, int32_t i)
+                                   struct kp_record_view *v, int32_t i,
+                                   uint64_t *seq)
 {
     struct kp_header *hdrs = NULL;
     int32_t hc = 0;
-    uint64_t seq;
 
     if (v->header_cnt > 0) {
         hdrs = kp_calloc((size_t)v->header_cnt, sizeof(*hdrs));
@@ -354,26 +360,64 @@ static int kp_partition_spool_keep(struct kp_partition *p,
                 .partition = kp_batch_pinned(b, i) ? p->id : -1,
                 .timestamp = b->base_ts + v->ts_delta, .headers = hdrs,
                 .header_cnt = (size_t)hc}};
-    int rc = kp_spool_append(p->env->spool, &rec, &seq);
+    int rc = kp_spool_append(p->env->spool, &rec, seq);
     free(hdrs);
     return rc;
 }
 
 /* One message of a batch given up at shutdown fails: dead letter (its
- * record is rec[0..len)), counters, receipt. */
-static void kp_partition_fail_one(struct kp_partition *p,
-                                  const struct kp_batch *b, int32_t i,
-                                  const uint8_t *rec, size_t len,
-                                  struct kp_runs *one, enum kp_reason why)
+ * record is rec[0..len)), counters, receipt. KP_ERROR: the dead letter
+ * could not take it (counted). */
+static int kp_partition_fail_one(struct kp_partition *p,
+                                 const struct kp_batch *b, int32_t i,
+                                 const uint8_t *rec, size_t len,
+                                 struct kp_runs *one, enum kp_reason why)
 {
     int32_t part = kp_batch_pinned(b, i) ? p->id : -1;
 
-    kp_deadletter_records(p->env->dl, p->topic_name, rec, len, b->base_ts,
-                          part >= 0 ? &part : NULL, kp_reason_names[why]);
+    int rc = kp_deadletter_records(p->env->dl, p->topic_name, rec, len,
+                                   b->base_ts, part >= 0 ? &part : NULL,
+                                   kp_reason_names[why]);
+    if (rc != KP_OK) {
+        p->env->n->dead_letter_errors++;
+    }
     p->env->n->failed++;
     p->failed++;
     p->failed_by[why]++;
     kp_runs_settle(one, p->env->gens, KP_FATE_FAILED, why, -1, -1);
+    return rc;
+}
+
+/* The spool record of each message of b at shutdown (0: none): the one it
+ * has, or one appended now when its topic may keep it (see below). Then a
+ * flush: only what is on file is kept (a failed write at close would lose
+ * the rest silently). Returns the array (b->count entries, malloc'd). */
+static uint64_t *kp_partition_keep_seqs(struct kp_partition *p,
+                                        const struct kp_batch *b)
+{
+    uint64_t *out = kp_calloc((size_t)b->count + 1, sizeof(*out));
+    uint32_t n = 0;
+    const uint64_t *seq = kp_runs_spool(&b->runs, &n);
+    struct kp_record_view v;
+    struct kp_rd r;
+    bool unwritten = false;
+
+    kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
+    for (int32_t i = 0; i < b->count; i++) {
+        if (kp_record_next(&r, &v) != KP_OK) {
+            break;
+        }
+        out[i] = seq && (uint32_t)i < n ? seq[i] : 0;
+        if (!out[i] && p->acct->keep > 0 &&
+            kp_partition_spool_keep(p, b, &v, i, &out[i]) != KP_OK) {
+            out[i] = 0;
+        }
+        unwritten |= out[i] > kp_spool_written_seq(p->env->spool);
+    }
+    if (unwritten) {
+        kp_spool_flush(p->env->spool); /* a failure is logged */
+    }
+    return out;
 }
 
 /*
@@ -382,9 +426,11 @@ static void kp_partition_fail_one(struct kp_partition *p,
  * again after the next start). One in memory only (overflow mode) is
  * appended now if that keeps its partition's order: its topic has no
  * unacknowledged record in the spool and no record of an earlier run is
- * unread (decided once per topic); else it fails as `why`, dead-lettered.
- * Kept messages are not settled: no receipt says they failed, and their
- * connections close without a summary.
+ * unread (decided once per topic). Kept is only what is on file after a
+ * flush; the rest fails as `why`, dead-lettered, and a record it has is
+ * acknowledged (once the dead letter holds it) lest a later write bring
+ * it back. Kept messages are not settled: no receipt says they failed,
+ * and their connections close without a summary.
  */
 static void kp_partition_settle_kept(struct kp_partition *p,
                                      struct kp_batch *b, enum kp_reason why)
@@ -396,6 +442,8 @@ static void kp_partition_settle_kept(struct kp_partition *p,
     if (p->acct->keep == 0) {
         p->acct->keep = p->acct->spooled == 0 && !env->spool_unread ? 1 : -1;
     }
+    uint64_t *seqs = kp_partition_keep_seqs(p, b);
+    uint64_t written = kp_spool_written_seq(env->spool);
     kp_rd_init(&r, kp_batch_recs(b), kp_batch_recs_len(b));
     for (int32_t i = 0; i < b->count; i++) {
         const uint8_t *rec = r.p;
@@ -405,17 +453,18 @@ static void kp_partition_settle_kept(struct kp_partition *p,
             break;
         }
         kp_runs_take(&one, &b->runs, 1);
-        const uint64_t *seq = kp_runs_spool(&one, &n);
-        if ((seq && seq[0]) ||
-            (p->acct->keep > 0 &&
-             kp_partition_spool_keep(p, b, &v, i) == KP_OK)) {
+        const uint64_t *own = kp_runs_spool(&one, &n); /* not appended */
+        if (seqs[i] && seqs[i] <= written) {
             env->n->spool_kept++;
-        } else {
-            kp_partition_fail_one(p, b, i, rec, (size_t)(r.p - rec), &one,
-                                  why);
+        } else if (kp_partition_fail_one(p, b, i, rec, (size_t)(r.p - rec),
+                                         &one, why) == KP_OK &&
+                   seqs[i]) {
+            kp_spool_ack(env->spool, seqs[i]);
+            p->acct->spooled -= own && own[0];
         }
         kp_runs_deinit(&one);
     }
+    free(seqs);
     p->queued_msgs -= (uint32_t)b->count;
     int64_t bytes = (int64_t)b->msg_bytes, msgs = b->count;
     kp_batch_destroy(b);
@@ -433,14 +482,17 @@ static void kp_partition_settle(struct kp_partition *p, struct kp_batch *b,
         kp_partition_settle_kept(p, b, why);
         return;
     }
+    bool recorded = true;
     if (ok) {
         env->n->delivered += (uint64_t)b->count;
         p->delivered += (uint64_t)b->count;
     } else {
-        kp_partition_record_failure(p, b, why, detail);
+        recorded = kp_partition_record_failure(p, b, why, detail) == KP_OK;
     }
-    if (env->spool) {
-        kp_partition_spool_ack(p, b); /* after the dead letter */
+    if (env->spool && recorded) {
+        /* after the dead letter; one that could not take them leaves
+         * their records in the spool, for the next start */
+        kp_partition_spool_ack(p, b);
     }
     /* Receipts: record i of the batch is at base_offset + i. */
     kp_runs_settle(&b->runs, env->gens, ok ? KP_FATE_OK : KP_FATE_FAILED,

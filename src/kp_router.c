@@ -49,11 +49,30 @@ static void kp_router_set_backpressure(struct kp_router *r, bool on)
     r->hooks->backpressure(r->arg, on);
 }
 
-/* Whether buffer_bytes is taken: messages held, and the unfinished lines
- * connections hold. */
+/*
+ * What this run's spool-only messages cost in `spilled` (a run of their
+ * own and a receipt number each, at worst): memory like the messages'.
+ * It counts against buffer_bytes and is capped at half of it (and far
+ * below kp_runs' 32-bit counts), so that messages always have the other
+ * half: when the cap is reached, the writers pause as for a full spool.
+ */
+#define KP_ROUTER_SPILLED_COST ((int64_t)(sizeof(struct kp_run) + 8))
+#define KP_ROUTER_SPILLED_LIMIT ((uint64_t)1 << 28)
+
+static uint64_t kp_router_spilled_max(const struct kp_router *r)
+{
+    uint64_t n = (uint64_t)(r->conf->buffer_bytes / 2 /
+                            KP_ROUTER_SPILLED_COST);
+    return KP_MIN(KP_MAX(n, 16), KP_ROUTER_SPILLED_LIMIT);
+}
+
+/* Whether buffer_bytes is taken: messages held, the unfinished lines
+ * connections hold, the bookkeeping of spool-only messages. */
 static bool kp_router_memory_full(const struct kp_router *r)
 {
-    return r->env.buffered_bytes + r->client_bytes >= r->conf->buffer_bytes;
+    int64_t spilled = (int64_t)r->spilled_cnt * KP_ROUTER_SPILLED_COST;
+    return r->env.buffered_bytes + r->client_bytes + spilled >=
+           r->conf->buffer_bytes;
 }
 
 /* Backpressure at buffer_bytes, released once a tenth is free again
@@ -109,6 +128,15 @@ static const struct kp_part_hooks kp_router_part_hooks = {
     .stuck = kp_router_on_stuck,
 };
 
+/* Does nothing: an active idle watcher keeps the loop from blocking, so
+ * the next prepare pumps on (kp_router_pump). */
+static void kp_router_on_pump_idle(struct ev_loop *loop, ev_idle *w,
+                                   int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);
+}
+
 /* A lingering batch is due: its partition seals it. */
 static void kp_router_on_linger(void *arg, struct kp_batch *b)
 {
@@ -138,11 +166,13 @@ struct kp_router *kp_router_create(struct ev_loop *loop, struct kp_conf *conf,
         .hooks = &kp_router_part_hooks, .arg = r,
     };
     kp_topic_table_init(&r->topics, &r->env, conf);
+    ev_idle_init(&r->pump_idle, kp_router_on_pump_idle);
     return r;
 }
 
 void kp_router_destroy(struct kp_router *r)
 {
+    ev_idle_stop(r->env.loop, &r->pump_idle);
     if (r->cursor) {
         kp_spool_cursor_destroy(r->cursor);
     }
@@ -163,8 +193,30 @@ void kp_router_set_deadletter(struct kp_router *r, struct kp_deadletter *dl)
     r->env.dl = dl;
 }
 
+/* The spool's record limit was set at start from message_max_bytes: a
+ * reload that raises it cannot raise the limit of the open spool. */
+static void kp_router_spool_reconf(struct kp_router *r,
+                                   const struct kp_conf *conf)
+{
+    size_t max_msg = (size_t)kp_conf_max_message(conf);
+    size_t limit = kp_spool_max_record(r->spool);
+
+    if (max_msg + KP_SPOOL_REC_SLACK > limit) {
+        kp_warn("reload: message_max_bytes %zu is more than the disk spool "
+                "was opened for (%zu): messages longer than that are "
+                "rejected (too_long) when they go through the spool; takes "
+                "effect on restart",
+                max_msg, limit > KP_SPOOL_REC_SLACK
+                             ? limit - KP_SPOOL_REC_SLACK
+                             : 0);
+    }
+}
+
 void kp_router_reconf(struct kp_router *r, struct kp_conf *conf)
 {
+    if (r->spool) {
+        kp_router_spool_reconf(r, conf);
+    }
     r->conf = conf;
     r->pool.limit = conf->buffer_bytes / 4;
     kp_topic_table_reconf(&r->topics, conf);
@@ -221,20 +273,27 @@ static bool kp_router_bad_timestamp(const struct kp_router *r,
  * This run's spool-only messages keep their writer's tally, flush
  * generation and number in `spilled` (runs, in seq order); the records of
  * earlier runs are counted, when read back, in the `replay` tally (nobody
- * to tell). Writers are paused only when the spool takes no more
- * (max_bytes, or a write error): KP_ROUTE_WAIT_SPOOL and backpressure.
+ * to tell); that bookkeeping counts against buffer_bytes, up to half of
+ * it. Writers are paused only when the spool takes no more (max_bytes, a
+ * write error, or that half is taken): KP_ROUTE_WAIT_SPOOL and
+ * backpressure.
  */
 
 static struct kp_ratelimit kp_router_spool_rl;
 
-static void kp_router_spool_block(struct kp_router *r, int rc, int err)
+/* rc: KP_AGAIN (max_bytes reached, or why says what), or KP_ERROR (a
+ * write failed with err). */
+static void kp_router_spool_block(struct kp_router *r, int rc, int err,
+                                  const char *why)
 {
     r->spool_blocked = true;
     r->spool_error = rc == KP_ERROR;
     r->env.n->spool_pauses++;
     kp_log_rl(&kp_router_spool_rl, KP_LOG_WARNING,
               "spool: %s: writers paused until it has room",
-              rc == KP_AGAIN ? "max_bytes reached" : strerror(err));
+              rc == KP_ERROR ? strerror(err)
+              : why          ? why
+                             : "max_bytes reached");
     kp_router_check_backpressure(r);
 }
 
@@ -252,7 +311,7 @@ static int kp_router_spool_append(struct kp_router *r, const struct kp_msg *m,
     if (rc == KP_OK || (rc == KP_ERROR && errno == EMSGSIZE)) {
         return rc;
     }
-    kp_router_spool_block(r, rc, errno);
+    kp_router_spool_block(r, rc, errno, NULL);
     return KP_AGAIN;
 }
 
@@ -282,6 +341,12 @@ static enum kp_route kp_router_spool_take(struct kp_router *r,
         o.gen = kp_topic_count(tt, tally);
         kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
         return KP_ROUTE_QUEUED;
+    }
+    if (spill && r->spilled_cnt >= kp_router_spilled_max(r)) {
+        kp_router_spool_block(r, KP_AGAIN, 0,
+                              "as many messages as memory can track are "
+                              "in the spool only");
+        return KP_ROUTE_WAIT_SPOOL;
     }
     if (spill && !r->draining) {
         kp_router_start_draining(r);
@@ -395,7 +460,6 @@ static int kp_router_spool_next(struct kp_router *r)
         return rc;
     }
     r->head_valid = true;
-    r->head_since_ms = 0;
     if (r->head.seq >= kp_spool_start_seq(r->spool)) {
         r->env.spool_unread = false;
         if (r->head.seq > r->spilled_first) {
@@ -432,30 +496,34 @@ static void kp_router_head_done(struct kp_router *r, bool replay)
 }
 
 /* How the head's topic being full is treated: it waits for room, up to
- * max_block_ms; then that topic's records fail until it has room. */
+ * max_block_ms; then that topic's records fail until it has room. The
+ * state is the topic's (kp_topic_on_accounted clears it once the topic
+ * has room): with several full topics each times out once, however their
+ * records alternate at the head. */
 static enum kp_topic_full kp_router_head_full(struct kp_router *r,
                                               struct kp_topic *t)
 {
     int64_t now = (int64_t)(ev_now(r->env.loop) * 1000);
 
-    if (r->head_full == t && r->head_full_epoch == r->topic_epoch) {
-        return KP_TOPIC_FULL_FAILS;
-    }
     if (!kp_topic_full(&r->topics, t)) {
+        t->spool_full_since_ms = 0;
+        t->spool_full_fails = false;
         return KP_TOPIC_FULL_WAITS;
     }
-    if (!r->head_since_ms) {
-        r->head_since_ms = now;
+    if (t->spool_full_fails) {
+        return KP_TOPIC_FULL_FAILS;
     }
-    if (now - r->head_since_ms < r->conf->max_block_ms) {
+    if (!t->spool_full_since_ms) {
+        t->spool_full_since_ms = now;
+    }
+    if (now - t->spool_full_since_ms < r->conf->max_block_ms) {
         return KP_TOPIC_FULL_WAITS;
     }
     kp_log_rl(&kp_router_spool_rl, KP_LOG_WARNING,
               "spool: topic %s full for max_block_ms (%d ms): its records "
               "read back fail (buffer_full) until it has room",
               t->name, r->conf->max_block_ms);
-    r->head_full = t;
-    r->head_full_epoch = r->topic_epoch;
+    t->spool_full_fails = true;
     return KP_TOPIC_FULL_FAILS;
 }
 
@@ -482,9 +550,6 @@ static int kp_router_place(struct kp_router *r)
     }
     kp_router_head_origin(r, replay, &o);
     if (rc == KP_ROUTE_QUEUED) {
-        if (r->head_full == t) {
-            r->head_full = NULL; /* room again */
-        }
         t->acct.spooled += replay;
         kp_topic_append(tt, t, m, m->timestamp, &o, NULL, 0);
     } else {
@@ -501,14 +566,22 @@ static int kp_router_place(struct kp_router *r)
 }
 
 /* Writers paused by a full spool go on once it has room again (a write
- * error is retried by kp_router_spool_retry). */
+ * error is retried by kp_router_spool_retry): an eighth of it, or two of
+ * its largest records, but never more than half (the configuration asks
+ * for room for four messages), so the room wanted can always free. The
+ * spool's own sizes: a reload changes the configuration, not the open
+ * spool. And the spool-only messages' bookkeeping must be an eighth below
+ * its cap. */
 static void kp_router_spool_unblock(struct kp_router *r)
 {
-    int64_t want = KP_MAX(r->conf->spool.max_bytes / 8,
-                          (int64_t)r->conf->producer.message_max_bytes * 2);
+    int64_t max = kp_spool_max_bytes(r->spool);
+    int64_t want = KP_MIN(KP_MAX(max / 8,
+                                 (int64_t)kp_spool_max_record(r->spool) * 2),
+                          max / 2);
 
     if (r->spool_blocked && !r->spool_error &&
-        kp_spool_room(r->spool) >= KP_MIN(want, r->conf->spool.max_bytes)) {
+        kp_spool_room(r->spool) >= want &&
+        r->spilled_cnt <= kp_router_spilled_max(r) / 8 * 7) {
         r->spool_blocked = false;
         kp_router_check_backpressure(r);
     }
@@ -534,7 +607,6 @@ void kp_router_pump(struct kp_router *r)
     if (!r->spool) {
         return;
     }
-    kp_router_spool_unblock(r);
     while (r->draining && budget-- > 0 && !kp_router_memory_full(r)) {
         if (!r->head_valid && kp_router_spool_next(r) != KP_OK) {
             break;
@@ -543,6 +615,12 @@ void kp_router_pump(struct kp_router *r)
             break;
         }
     }
+    if (budget < 0 && r->draining && !kp_router_memory_full(r)) {
+        /* more to read and room for it: the next round comes at once,
+         * not with the next event (a timer a second away) */
+        ev_idle_start(r->env.loop, &r->pump_idle);
+    }
+    kp_router_spool_unblock(r); /* after the round: it may free the cap */
 }
 
 enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
@@ -672,9 +750,45 @@ static void kp_router_abandon_topic(struct kp_topic *t, void *arg)
     }
 }
 
+/* Shutdown: this run's spool-only messages stay for the next start only
+ * if their records are on file (a write that fails at close would lose
+ * them silently). The others fail (spool_error: their bodies are in the
+ * spool's write buffer only, there is no dead letter line) and are
+ * acknowledged, lest a later write bring them back. */
+static void kp_router_spilled_unwritten(struct kp_router *r)
+{
+    uint64_t written = kp_spool_written_seq(r->spool);
+    uint64_t end = r->spilled_first + r->spilled_cnt; /* seqs [first, end) */
+    struct kp_runs keep = {0};
+
+    if (!r->spilled_cnt || end - 1 <= written) {
+        return;
+    }
+    uint64_t from = KP_MAX(written + 1, r->spilled_first);
+    uint64_t n = end - from;
+    kp_err("spool: %llu message(s) could not be written to the spool at "
+           "shutdown: they fail (spool_error)",
+           (unsigned long long)n);
+    kp_runs_take(&keep, &r->spilled, (uint32_t)(r->spilled_cnt - n));
+    r->env.n->failed += n;
+    kp_runs_settle(&r->spilled, &r->gens, KP_FATE_FAILED,
+                   KP_REASON_SPOOL_ERROR, -1, -1);
+    kp_spool_ack_range(r->spool, from, n);
+    kp_runs_deinit(&r->spilled);
+    r->spilled = keep;
+    r->spilled_cnt -= n;
+}
+
 void kp_router_abandon(struct kp_router *r, enum kp_reason why)
 {
     struct kp_router_abandonment a = {&r->topics, why};
+
+    if (r->spool) {
+        /* what is kept must be on file: written first (a failure is
+         * logged; see kp_partition_settle_kept) */
+        kp_spool_flush(r->spool);
+        kp_router_spilled_unwritten(r);
+    }
     kp_topic_foreach(&r->topics, kp_router_abandon_topic, &a);
 }
 

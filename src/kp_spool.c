@@ -197,6 +197,9 @@ struct kp_spool_cursor {
     uint64_t idx;      /* ... and index in the segment */
     struct kp_buf buf; /* owned: bytes [buf_off, buf_off + buf.len) */
     uint64_t buf_off;
+    /* A place known without reading (a seek to the tail): record
+     * mark_idx of segment mark_first starts at mark_off; 0: none. */
+    uint64_t mark_first, mark_off, mark_idx;
     struct kp_header *hdrs; /* owned */
     size_t hdr_cap;
 };
@@ -451,6 +454,7 @@ static struct kp_spool_segment *kp_spool_find_first(struct kp_spool *s,
 
 /* Unlinks a segment and then its journal, and forgets it. */
 static void kp_spool_cursor_drop(struct kp_spool_cursor *c);
+static void kp_spool_ack_errno_check(struct kp_spool *s);
 
 static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
 {
@@ -475,18 +479,39 @@ static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
         }
     }
     if (seg == s->active) {
+        /* All of it was acknowledged, its unwritten tail too: nothing is
+         * left to write (nor lost if it never is). */
         s->active = NULL;
         kp_buf_reset(&s->pending);
+        s->written_seq = s->next_seq - 1;
+        s->write_errno = 0;
     }
     s->gen++;
     s->st.reclaimed++;
     kp_spool_seg_free(seg);
+    kp_spool_ack_errno_check(s); /* its acks may have been the failing ones */
 }
 
 /* Whether the file system refuses writes now (ENOSPC and the like). */
 static bool kp_spool_refused(const struct kp_spool *s)
 {
     return s->write_errno || s->ack_errno;
+}
+
+/* A journal write failed (ack_errno): once no segment has acks waiting
+ * for their journal (written since, or the segment reclaimed), nothing is
+ * refused any more. */
+static void kp_spool_ack_errno_check(struct kp_spool *s)
+{
+    if (!s->ack_errno) {
+        return;
+    }
+    for (size_t i = 0; i < s->nseg; i++) {
+        if (s->segs[i]->dirty_cnt || s->segs[i]->ack_rewrite) {
+            return;
+        }
+    }
+    s->ack_errno = 0;
 }
 
 /* While writes fail, an active segment whose records are all acknowledged
@@ -591,7 +616,6 @@ static int kp_spool_journal_rewrite(struct kp_spool *s,
         errno = e;
         return KP_ERROR;
     }
-    s->ack_errno = 0;
     if (seg->ack_fd >= 0) {
         close(seg->ack_fd);
     }
@@ -600,6 +624,7 @@ static int kp_spool_journal_rewrite(struct kp_spool *s,
     seg->ack_size = size;
     seg->ack_rewrite = false;
     kp_spool_undirty(seg);
+    kp_spool_ack_errno_check(s);
     seg->sync_ack = true;
     s->dir_dirty = true;
     kp_spool_sync_kick(s);
@@ -641,10 +666,10 @@ static int kp_spool_journal_write(struct kp_spool *s,
         errno = e;
         return KP_ERROR;
     }
-    s->ack_errno = 0;
     seg->ack_size += s->jbuf.len;
     s->bytes += s->jbuf.len;
     kp_spool_undirty(seg);
+    kp_spool_ack_errno_check(s);
     seg->sync_ack = true;
     kp_spool_sync_kick(s);
     return KP_OK;
@@ -1168,7 +1193,31 @@ size_t kp_spool_rec_size(const struct kp_spool_rec *rec)
 
 int64_t kp_spool_room(const struct kp_spool *s)
 {
-    return s->max_bytes - (int64_t)s->bytes;
+    const struct kp_spool_segment *a = s->active;
+    int64_t room = s->max_bytes - (int64_t)s->bytes;
+
+    /* A fully acknowledged active segment is given back by the append
+     * that needs its space (kp_spool_make_room): it is room. Nothing else
+     * would free it while writers wait. */
+    if (a && a->rec_cnt > 0 && a->acked_cnt == a->rec_cnt) {
+        room += (int64_t)(a->size + a->ack_size);
+    }
+    return room;
+}
+
+int64_t kp_spool_max_bytes(const struct kp_spool *s)
+{
+    return s->max_bytes;
+}
+
+size_t kp_spool_max_record(const struct kp_spool *s)
+{
+    return s->max_record;
+}
+
+uint64_t kp_spool_written_seq(const struct kp_spool *s)
+{
+    return s->written_seq;
 }
 
 /* Takes back the record just appended, whose write failed. */
@@ -1290,19 +1339,39 @@ static uint64_t kp_spool_ack_bits(struct kp_spool *s,
     return added;
 }
 
+/* The first seq >= seq that some segment holds; UINT64_MAX: none. */
+static uint64_t kp_spool_next_held(const struct kp_spool *s, uint64_t seq)
+{
+    for (size_t i = 0; i < s->nseg; i++) {
+        const struct kp_spool_segment *g = s->segs[i];
+        if (g->rec_cnt > 0 && g->first_seq + g->rec_cnt > seq) {
+            return KP_MAX(seq, g->first_seq);
+        }
+    }
+    return UINT64_MAX;
+}
+
 int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n)
 {
-    while (n > 0) {
+    uint64_t end = first + n;
+    int rc = KP_OK;
+
+    while (first < end) {
         struct kp_spool_segment *seg = kp_spool_find(s, first);
         if (!seg) {
+            /* Not held (cut when read back after it was handed out): the
+             * rest of the range is acknowledged all the same, or its
+             * segments would never go and its records come back. */
             kp_log_rl(&s->rl_ack, KP_LOG_WARNING,
                       "spool %s: ack of seq %" PRIu64 ", which it does not "
                       "hold",
                       s->dir, first);
-            return KP_ERROR;
+            rc = KP_ERROR;
+            first = kp_spool_next_held(s, first);
+            continue;
         }
         uint64_t idx = first - seg->first_seq;
-        uint64_t take = KP_MIN(n, seg->rec_cnt - idx);
+        uint64_t take = KP_MIN(end - first, seg->rec_cnt - idx);
         uint64_t added = kp_spool_ack_bits(s, seg, idx, take);
         seg->acked_cnt += added;
         s->backlog -= added;
@@ -1314,9 +1383,8 @@ int kp_spool_ack_range(struct kp_spool *s, uint64_t first, uint64_t n)
             kp_spool_journal_write(s, seg); /* retried by a flush */
         }
         first += take;
-        n -= take;
     }
-    return KP_OK;
+    return rc;
 }
 
 int kp_spool_flush(struct kp_spool *s)
@@ -1461,6 +1529,24 @@ static void kp_spool_sync_final(struct kp_spool *s)
     kp_spool_sync_wait(s->sync);
 }
 
+/* Records not acknowledged that are in the write buffer only. */
+static uint64_t kp_spool_unwritten(const struct kp_spool *s)
+{
+    const struct kp_spool_segment *a = s->active;
+    uint64_t n = 0;
+
+    if (!a) {
+        return 0;
+    }
+    for (uint64_t i = s->written_seq + 1 > a->first_seq
+                          ? s->written_seq + 1 - a->first_seq
+                          : 0;
+         i < a->rec_cnt; i++) {
+        n += !((a->acked[i / 64] >> (i % 64)) & 1);
+    }
+    return n;
+}
+
 int kp_spool_close(struct kp_spool *s)
 {
     if (!s) {
@@ -1468,8 +1554,8 @@ int kp_spool_close(struct kp_spool *s)
     }
     s->closing = true;
     int rc = kp_spool_flush(s);
-    uint64_t lost = s->next_seq - 1 - s->written_seq;
-    if (rc != KP_OK && lost) {
+    uint64_t lost = rc == KP_OK ? 0 : kp_spool_unwritten(s);
+    if (lost) {
         kp_err("spool %s: %" PRIu64 " messages could not be written and "
                "are lost",
                s->dir, lost);
@@ -1484,7 +1570,7 @@ int kp_spool_close(struct kp_spool *s)
                 s->dir, s->backlog);
     }
     kp_spool_free(s);
-    return lost && rc != KP_OK ? KP_ERROR : KP_OK;
+    return lost ? KP_ERROR : KP_OK;
 }
 
 void kp_spool_stats_get(const struct kp_spool *s, struct kp_spool_stats *st)
@@ -1553,11 +1639,27 @@ void kp_spool_cursor_destroy(struct kp_spool_cursor *c)
 
 void kp_spool_cursor_seek(struct kp_spool_cursor *c, uint64_t seq)
 {
-    /* Forward within the segment being read: keep reading it. */
-    bool keep = c->seg_first && seq >= c->seg_first + c->idx && seq >= c->pos;
+    struct kp_spool_segment *a = c->s->active;
+    bool tail = a && seq == a->first_seq + a->rec_cnt;
+
     c->pos = seq;
-    if (!keep) {
-        kp_spool_cursor_drop(c);
+    c->mark_first = 0;
+    if (c->seg_first && seq == c->seg_first + c->idx) {
+        return; /* the record at its place: read on from there */
+    }
+    if (tail && c->seg_first == a->first_seq) {
+        c->off = a->size; /* the tail of the segment it reads: no read */
+        c->idx = a->rec_cnt;
+        return;
+    }
+    /* Anywhere else the place is found again by reading its segment from
+     * the start; kept, a stale place would read (and check) every record
+     * in between in one call. The tail is known without reading. */
+    kp_spool_cursor_drop(c);
+    if (tail) {
+        c->mark_first = a->first_seq;
+        c->mark_off = a->size;
+        c->mark_idx = a->rec_cnt;
     }
 }
 
@@ -1632,7 +1734,13 @@ static struct kp_spool_segment *kp_spool_cursor_seg(struct kp_spool_cursor *c,
     if (seg == s->active && c->pos >= seg->first_seq + seg->rec_cnt) {
         c->off = seg->size; /* at the tail: nothing to skip */
         c->idx = seg->rec_cnt;
+    } else if (c->mark_first == seg->first_seq &&
+               c->pos == seg->first_seq + c->mark_idx &&
+               c->mark_idx <= seg->rec_cnt) {
+        c->off = c->mark_off; /* where the tail was when it sought it */
+        c->idx = c->mark_idx;
     }
+    c->mark_first = 0;
     return seg;
 }
 
@@ -1656,6 +1764,7 @@ static int kp_spool_cursor_fill(struct kp_spool_cursor *c,
     uint8_t *p = kp_buf_reserve(&c->buf, n);
     for (size_t got = 0; got < from_file;) {
         ssize_t r = pread(c->fd, p + got, from_file - got, (off_t)(off + got));
+        s->st.cursor_reads++;
         if (r < 0 && errno == EINTR) {
             continue;
         }

@@ -147,8 +147,11 @@ void kp_topic_forget(struct kp_topic_table *tt, struct kp_topic *t)
 bool kp_topic_idle(const struct kp_topic *t, int64_t now_loop_ms,
                    int64_t idle_ms)
 {
-    return t->acct.msgs == 0 && t->waiter_cnt == 0 &&
-           now_loop_ms - t->last_line_ms >= idle_ms;
+    /* records in the spool (unread, or kept for want of a dead letter)
+     * hold it too: a topic made anew would not count them, and a
+     * shutdown could append its memory-only messages behind them */
+    return t->acct.msgs == 0 && t->acct.spooled == 0 &&
+           t->waiter_cnt == 0 && now_loop_ms - t->last_line_ms >= idle_ms;
 }
 
 /* A topic in backoff is due once half its wait has passed: a request that
@@ -270,10 +273,17 @@ void kp_topic_fail_msg(struct kp_topic_table *tt, struct kp_topic *t,
     kp_buf_reset(&tt->fail_rec);
     /* base timestamp 0: the record's delta is its absolute timestamp */
     kp_record_append(&tt->fail_rec, 0, ts, m, extra, extra_cnt);
-    kp_deadletter_records(env->dl, name, tt->fail_rec.data, tt->fail_rec.len,
-                          0, part >= 0 ? &part : NULL, error);
-    if (o->spool_seq) {
-        /* recorded: the spool may let it go (after the dead letter) */
+    bool recorded =
+        kp_deadletter_records(env->dl, name, tt->fail_rec.data,
+                              tt->fail_rec.len, 0, part >= 0 ? &part : NULL,
+                              error) == KP_OK;
+    if (!recorded) {
+        env->n->dead_letter_errors++;
+    }
+    if (o->spool_seq && recorded) {
+        /* recorded: the spool may let it go (after the dead letter); if
+         * the dead letter could not take it, the spool keeps it for the
+         * next start */
         kp_spool_ack(env->spool, o->spool_seq);
         if (t) {
             t->acct.spooled--;
@@ -446,6 +456,11 @@ void kp_topic_on_accounted(struct kp_topic_table *tt, struct kp_account *acct)
         return;
     }
     t = (struct kp_topic *)((char *)acct - offsetof(struct kp_topic, acct));
+    if (!kp_topic_full(tt, t)) {
+        /* room: a full spell of its spooled records starts anew */
+        t->spool_full_since_ms = 0;
+        t->spool_full_fails = false;
+    }
     if (t->waiter_cnt && t->state == KP_TOPIC_READY &&
         kp_topic_wakeable(tt, t)) {
         kp_topic_wake(t);

@@ -1300,7 +1300,14 @@ START_TEST(test_new_keys_errors)
     E("\"spool\": {\"dir\": \"/s\", \"max_bytes\": 0}",
       "spool.max_bytes: must be at least 1, got 0");
     E("\"spool\": {\"dir\": \"/s\", \"max_bytes\": 1000}",
-      "spool.max_bytes: must be at least message_max_bytes (1048576)");
+      "spool.max_bytes: must be at least 4 x message_max_bytes (4 x 1048576 "
+      "= 4194304), got 1000");
+    /* 2 MiB for 1 MiB messages: writers could wait for room forever */
+    E("\"spool\": {\"dir\": \"/s\", \"max_bytes\": 2097152}",
+      "spool.max_bytes: must be at least 4 x message_max_bytes");
+    E("\"topics\": {\"big\": {\"message_max_bytes\": 2000000}},"
+      " \"spool\": {\"dir\": \"/s\", \"max_bytes\": 7999999}",
+      "spool.max_bytes: must be at least 4 x message_max_bytes (4 x 2000000");
     E("\"spool\": {\"dir\": \"/s\", \"fsync_ms\": -1}",
       "spool.fsync_ms: must be at least 0, got -1");
     E("\"spool\": {\"dir\": \"/s\", \"fsync_ms\": \"1\"}",

@@ -6,12 +6,15 @@
 #include <check.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "kp_deadletter.h"
 #include "kp_line.h"
+#include "kp_log.h"
 #include "kp_record.h"
 
 /* Writes records through kp_deadletter_records and returns the file. */
@@ -136,9 +139,55 @@ END_TEST
 
 START_TEST(test_no_file_no_write)
 {
-    /* nothing configured: a no-op, whatever the input */
-    kp_deadletter_records(NULL, "t", (const uint8_t *)"junk", 4, 0, NULL,
-                          "x");
+    /* nothing configured: a no-op, whatever the input; nothing to keep */
+    ck_assert_int_eq(kp_deadletter_records(NULL, "t",
+                                           (const uint8_t *)"junk", 4, 0,
+                                           NULL, "x"),
+                     KP_OK);
+}
+END_TEST
+
+/* A write that fails (EFBIG through RLIMIT_FSIZE, after part of the lines
+ * went in) is reported, counted, and leaves the file as it was: the
+ * caller keeps the messages' records (the disk spool). */
+START_TEST(test_write_error_reported)
+{
+    char *dir = temp_dir(), *path = path_in(dir, "dl.jsonl");
+    struct kp_buf recs;
+    struct rlimit rl;
+    struct stat st;
+
+    kp_log_set_level(KP_LOG_ERROR);
+    signal(SIGXFSZ, SIG_IGN);
+    kp_buf_init(&recs, 256);
+    for (int i = 0; i < 3; i++) {
+        add(&recs, i, i, "k", (const uint8_t *)"value", 5, NULL, 0);
+    }
+    struct kp_deadletter *dl = kp_deadletter_open(path);
+    ck_assert_ptr_nonnull(dl);
+    ck_assert_int_eq(kp_deadletter_records(dl, "t", recs.data, recs.len, 0,
+                                           NULL, "shutdown"),
+                     KP_OK);
+    ck_assert_int_eq(stat(path, &st), 0);
+    off_t size = st.st_size;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+    rlim_t max = rl.rlim_cur;
+    rl.rlim_cur = (rlim_t)size + size / 2; /* room for one line and a half */
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    int rc = kp_deadletter_records(dl, "t", recs.data, recs.len, 0, NULL,
+                                   "shutdown");
+    rl.rlim_cur = max;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    ck_assert_int_eq(rc, KP_ERROR);
+    ck_assert_uint_eq(kp_deadletter_errors(dl), 3);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_eq(st.st_size, size); /* no partial line */
+    kp_deadletter_close(dl);
+    kp_buf_deinit(&recs);
+    unlink(path);
+    rmdir(dir);
+    free(path);
+    free(dir);
 }
 END_TEST
 
@@ -182,6 +231,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_lines_replay);
     tcase_add_test(tc, test_no_file_no_write);
+    tcase_add_test(tc, test_write_error_reported);
     tcase_add_test(tc, test_refuses_unsafe_paths);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -353,12 +353,13 @@ def test_spool_overflow_brokers_down(t):
 
 # ---- a full or unwritable spool directory ----
 
-def _tmpfs_wrapper(t, size):
+def _tmpfs_wrapper(t, size, d=None):
     """A command prefix running kproxyd in a private mount namespace with
-    a tmpfs of `size` at spool/; Skip where that is refused."""
+    a tmpfs of `size` at d (spool/ by default); Skip where that is
+    refused. Its files are seen at /proc/PID/root while kproxyd runs."""
     if not shutil.which("unshare") or os.getuid() != 0:
         raise Skip("needs root and unshare(1)")
-    d = t.path("spool")
+    d = d or t.path("spool")
     os.makedirs(d, mode=0o700, exist_ok=True)
     probe = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -423,6 +424,53 @@ def test_spool_full_file_system(t):
         m["value"] = m["value"].split(b"-", 1)[0]
     unique, dupes = _check_prefixes(msgs, {0: n})
     assert unique == n and dupes == 0, (unique, dupes)
+
+
+def test_spool_dead_letter_full_keeps_records(t):
+    """`always`, every broker down, the dead letter file on a 64 KiB tmpfs
+    (a private mount namespace): 2,000 messages fail at their delivery
+    timeout, and the dead letter takes only some of them. Those it could
+    not take are counted (dead_letter_errors) and not acknowledged in the
+    spool: the next start (brokers back) delivers exactly them. Nothing is
+    lost, nothing is both dead-lettered and delivered."""
+    c = t.cluster(brokers=1, topics={"dx": 2})
+    dl_dir = t.path("dl")
+    os.makedirs(dl_dir, mode=0o700)
+    over = {"spool": _spool_conf(t),
+            "dead_letter": os.path.join(dl_dir, "dead.jsonl"),
+            "producer": dict(FAST, delivery_timeout_ms=2500,
+                             batch_messages=50),
+            "listeners": [{"path": "dx.sock", "format": "topic,key,value"}]}
+    k = t.kproxyd(c, over, wrapper=_tmpfs_wrapper(t, 64 * 1024, dl_dir))
+    assert send(k.sock, b"dx warm 0:-1\n")["delivered"] == 1
+    c.cmd("down 1")
+    n = 2000
+    r = send(k.sock, b"".join(b"dx k%d 0:%d-%s\n" % (i % 16, i, b"z" * 100)
+                              for i in range(n)), timeout=tmo(60))
+    assert r == {"delivered": 0, "failed": n, "rejected": 0}, r
+    st = k.stats()
+    errors = st["dead_letter_errors"]
+    with open("/proc/%d/root%s" % (k.proc.pid, over["dead_letter"])) as f:
+        dead = [json.loads(ln) for ln in f]
+    print("dead letter on a full tmpfs: %d lines written, %d messages it "
+          "could not take; spool backlog %d"
+          % (len(dead), errors, st["spool"]["backlog_messages"]))
+    assert errors > 0 and len(dead) + errors == n, (len(dead), errors)
+    assert st["spool"]["backlog_messages"] == errors, st["spool"]
+    assert re.search(r"dead_letter .*: write: No space left on device",
+                     k.log_text()), k.log_tail()
+    assert k.stop() == 0
+    c.cmd("up 1")
+    k2 = t.kproxyd(c, dict(over, dead_letter=t.path("dead2.jsonl")))
+    st = _quiet_spool(k2)
+    assert st["spool"]["replayed"] == errors, st["spool"]
+    assert k2.stop() == 0
+    sent = {m["value"].split(b"-")[0].decode()
+            for m in t.consume(c, "dx", idle_ms=2000)
+            if m["value"] != b"0:-1"}
+    dead_vals = {d["value"].split("-")[0] for d in dead}
+    assert len(sent) == errors and not sent & dead_vals, (len(sent), errors)
+    assert sent | dead_vals == {"0:%d" % i for i in range(n)}
 
 
 def test_spool_unwritable_directory(t):
