@@ -19,34 +19,44 @@ static uint32_t kp_frame_len(const uint8_t *p)
            ((uint32_t)p[2] << 8) | p[3];
 }
 
-static enum kp_frame_kind kp_frame_out(enum kp_frame_kind k, const uint8_t *p,
-                                       size_t n, size_t shown,
-                                       const uint8_t **msg, size_t *msg_len,
-                                       size_t *shown_out)
+/* One kp_frame_next call: its input and where its message goes. */
+struct kp_frame_io {
+    size_t max;
+    const uint8_t *data;
+    size_t len;
+    size_t *off;
+    bool final;
+    const uint8_t **msg;
+    size_t *msg_len;
+    size_t *shown; /* may be NULL */
+};
+
+static enum kp_frame_kind kp_frame_out(const struct kp_frame_io *io,
+                                       enum kp_frame_kind k, const uint8_t *p,
+                                       size_t n, size_t shown)
 {
-    *msg = p;
-    *msg_len = n;
-    if (shown_out) {
-        *shown_out = shown;
+    *io->msg = p;
+    *io->msg_len = n;
+    if (io->shown) {
+        *io->shown = shown;
     }
     return k;
 }
 
-static enum kp_frame_kind kp_frame_line(struct kp_framer *f, size_t max,
-                                        const uint8_t *data, size_t len,
-                                        size_t *off, bool final,
-                                        const uint8_t **msg, size_t *msg_len,
-                                        size_t *shown)
+static enum kp_frame_kind kp_frame_line(struct kp_framer *f,
+                                        const struct kp_frame_io *io)
 {
-    while (*off < len) {
-        const uint8_t *p = data + *off;
-        size_t rest = len - *off;
+    size_t *off = io->off;
+
+    while (*off < io->len) {
+        const uint8_t *p = io->data + *off;
+        size_t rest = io->len - *off;
         const uint8_t *nl = memchr(p, '\n', rest);
 
         if (f->discarding) {
             /* the tail of a line already rejected */
-            *off = nl ? *off + (size_t)(nl - p) + 1 : len;
-            f->discarding = nl == NULL && !final;
+            *off = nl ? *off + (size_t)(nl - p) + 1 : io->len;
+            f->discarding = nl == NULL && !io->final;
             continue;
         }
         if (nl) {
@@ -55,34 +65,32 @@ static enum kp_frame_kind kp_frame_line(struct kp_framer *f, size_t max,
             if (n == 0) {
                 continue; /* empty lines are skipped */
             }
-            return kp_frame_out(n > max ? KP_FRAME_TOO_LONG : KP_FRAME_MSG, p,
-                                n, n, msg, msg_len, shown);
+            return kp_frame_out(
+                io, n > io->max ? KP_FRAME_TOO_LONG : KP_FRAME_MSG, p, n, n);
         }
-        if (rest > max) {
+        if (rest > io->max) {
             /* rejected now, its rest skipped as it arrives */
-            *off = len;
-            f->discarding = !final;
-            return kp_frame_out(KP_FRAME_TOO_LONG, p, rest, rest, msg, msg_len,
-                                shown);
+            *off = io->len;
+            f->discarding = !io->final;
+            return kp_frame_out(io, KP_FRAME_TOO_LONG, p, rest, rest);
         }
-        if (!final) {
+        if (!io->final) {
             break; /* a partial line: the caller carries it */
         }
-        *off = len;
-        return kp_frame_out(KP_FRAME_MSG, p, rest, rest, msg, msg_len, shown);
+        *off = io->len;
+        return kp_frame_out(io, KP_FRAME_MSG, p, rest, rest);
     }
     return KP_FRAME_NONE;
 }
 
-static enum kp_frame_kind kp_frame_length(struct kp_framer *f, size_t max,
-                                          const uint8_t *data, size_t len,
-                                          size_t *off, bool final,
-                                          const uint8_t **msg, size_t *msg_len,
-                                          size_t *shown)
+static enum kp_frame_kind kp_frame_length(struct kp_framer *f,
+                                          const struct kp_frame_io *io)
 {
-    while (*off < len) {
-        const uint8_t *p = data + *off;
-        size_t rest = len - *off;
+    size_t *off = io->off;
+
+    while (*off < io->len) {
+        const uint8_t *p = io->data + *off;
+        size_t rest = io->len - *off;
 
         if (f->skip) {
             /* the body of a frame already rejected */
@@ -97,28 +105,27 @@ static enum kp_frame_kind kp_frame_length(struct kp_framer *f, size_t max,
         uint32_t n = kp_frame_len(p);
         rest -= KP_FRAME_HEADER_LEN;
         p += KP_FRAME_HEADER_LEN;
-        if (n > max) {
+        if (n > io->max) {
             *off += KP_FRAME_HEADER_LEN;
             f->skip = n;
-            return kp_frame_out(KP_FRAME_TOO_LONG, p, n,
-                                KP_MIN(rest, (size_t)n), msg, msg_len, shown);
+            return kp_frame_out(io, KP_FRAME_TOO_LONG, p, n,
+                                KP_MIN(rest, (size_t)n));
         }
         if (rest < n) {
             break;
         }
         *off += KP_FRAME_HEADER_LEN + n;
         if (n > 0) {
-            return kp_frame_out(KP_FRAME_MSG, p, n, n, msg, msg_len, shown);
+            return kp_frame_out(io, KP_FRAME_MSG, p, n, n);
         }
         /* a zero-length frame is skipped like an empty line */
     }
-    if (final && *off < len && !f->skip) {
+    if (io->final && *off < io->len && !f->skip) {
         /* EOF inside a frame: what came of it is no message */
-        const uint8_t *p = data + *off;
-        size_t rest = len - *off;
-        *off = len;
-        return kp_frame_out(KP_FRAME_TRUNCATED, p, rest, rest, msg, msg_len,
-                            shown);
+        const uint8_t *p = io->data + *off;
+        size_t rest = io->len - *off;
+        *off = io->len;
+        return kp_frame_out(io, KP_FRAME_TRUNCATED, p, rest, rest);
     }
     return KP_FRAME_NONE;
 }
@@ -128,11 +135,13 @@ enum kp_frame_kind kp_frame_next(struct kp_framer *f, size_t max,
                                  bool final, const uint8_t **msg,
                                  size_t *msg_len, size_t *shown)
 {
+    const struct kp_frame_io io = {max, data, len, off, final,
+                                   msg, msg_len, shown};
+
     if (f->framing == KP_FRAMING_LENGTH) {
-        return kp_frame_length(f, max, data, len, off, final, msg, msg_len,
-                               shown);
+        return kp_frame_length(f, &io);
     }
-    return kp_frame_line(f, max, data, len, off, final, msg, msg_len, shown);
+    return kp_frame_line(f, &io);
 }
 
 bool kp_frame_ready(const struct kp_framer *f, size_t max, const uint8_t *buf,
