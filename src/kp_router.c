@@ -322,16 +322,24 @@ static void kp_router_start_draining(struct kp_router *r)
     kp_debug("spool: draining (memory or a topic full)");
 }
 
+/* One message being routed, as kp_router_route was given it. */
+struct kp_router_msg {
+    const struct kp_msg *m;
+    int64_t ts;
+    struct kp_tally *tally;        /* borrowed */
+    const struct kp_header *extra; /* borrowed */
+    size_t extra_cnt;
+};
+
 /* A message that passed the topic's checks goes to the spool and/or a
  * batch, as the mode and the state say. */
 static enum kp_route kp_router_spool_take(struct kp_router *r,
                                           struct kp_topic *t,
-                                          const struct kp_msg *m, int64_t ts,
-                                          struct kp_tally *tally,
-                                          const struct kp_header *extra,
-                                          size_t extra_cnt,
+                                          const struct kp_router_msg *rm,
                                           enum kp_reason *why)
 {
+    const struct kp_msg *m = rm->m;
+    struct kp_tally *tally = rm->tally;
     struct kp_topic_table *tt = &r->topics;
     bool spill = r->draining || kp_topic_full(tt, t) ||
                  kp_router_memory_full(r);
@@ -339,7 +347,7 @@ static enum kp_route kp_router_spool_take(struct kp_router *r,
 
     if (!spill && r->spool_mode == KP_SPOOL_OVERFLOW) {
         o.gen = kp_topic_count(tt, tally);
-        kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
+        kp_topic_append(tt, t, m, rm->ts, &o, rm->extra, rm->extra_cnt);
         return KP_ROUTE_QUEUED;
     }
     if (spill && r->spilled_cnt >= kp_router_spilled_max(r)) {
@@ -351,7 +359,7 @@ static enum kp_route kp_router_spool_take(struct kp_router *r,
     if (spill && !r->draining) {
         kp_router_start_draining(r);
     }
-    int rc = kp_router_spool_append(r, m, ts, extra, extra_cnt,
+    int rc = kp_router_spool_append(r, m, rm->ts, rm->extra, rm->extra_cnt,
                                     &o.spool_seq);
     if (rc != KP_OK) {
         *why = KP_REASON_TOO_LONG;
@@ -360,7 +368,7 @@ static enum kp_route kp_router_spool_take(struct kp_router *r,
     t->acct.spooled++;
     o.gen = kp_topic_count(tt, tally);
     if (!spill) {
-        kp_topic_append(tt, t, m, ts, &o, extra, extra_cnt);
+        kp_topic_append(tt, t, m, rm->ts, &o, rm->extra, rm->extra_cnt);
         return KP_ROUTE_QUEUED;
     }
     if (r->spilled_cnt++ == 0) {
@@ -373,22 +381,19 @@ static enum kp_route kp_router_spool_take(struct kp_router *r,
 
 static enum kp_route kp_router_route_spool(struct kp_router *r,
                                            struct kp_topic *t,
-                                           const struct kp_msg *m, int64_t ts,
-                                           struct kp_tally *tally,
-                                           const struct kp_header *extra,
-                                           size_t extra_cnt,
+                                           const struct kp_router_msg *rm,
                                            enum kp_reason *why)
 {
     struct kp_topic_table *tt = &r->topics;
     const char *detail = NULL;
-    enum kp_route rc = kp_topic_check(tt, t, m, KP_TOPIC_FULL_IGNORED, why,
-                                      &detail);
+    enum kp_route rc = kp_topic_check(tt, t, rm->m, KP_TOPIC_FULL_IGNORED,
+                                      why, &detail);
 
     if (rc == KP_ROUTE_FAILED) {
-        struct kp_origin o = {tally, kp_topic_count(tt, tally), tally->seq,
-                              0};
-        kp_topic_fail_msg(tt, t, t->name, m, ts, &o, extra, extra_cnt, *why,
-                          detail);
+        struct kp_origin o = {rm->tally, kp_topic_count(tt, rm->tally),
+                              rm->tally->seq, 0};
+        kp_topic_fail_msg(tt, t, t->name, rm->m, rm->ts, &o, rm->extra,
+                          rm->extra_cnt, *why, detail);
     }
     if (rc != KP_ROUTE_QUEUED) {
         return rc;
@@ -396,7 +401,7 @@ static enum kp_route kp_router_route_spool(struct kp_router *r,
     if (r->spool_blocked) {
         return KP_ROUTE_WAIT_SPOOL;
     }
-    return kp_router_spool_take(r, t, m, ts, tally, extra, extra_cnt, why);
+    return kp_router_spool_take(r, t, rm, why);
 }
 
 void kp_router_set_spool(struct kp_router *r, struct kp_spool *s,
@@ -634,8 +639,8 @@ enum kp_route kp_router_route(struct kp_router *r, struct kp_topic *t,
         return KP_ROUTE_REJECTED;
     }
     if (r->spool) {
-        return kp_router_route_spool(r, t, m, ts, tally, extra, extra_cnt,
-                                     why);
+        const struct kp_router_msg rm = {m, ts, tally, extra, extra_cnt};
+        return kp_router_route_spool(r, t, &rm, why);
     }
     return kp_topic_route(&r->topics, t, m, ts, tally, extra, extra_cnt,
                           full_fails, why);
