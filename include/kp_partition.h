@@ -53,8 +53,10 @@ struct kp_part_hooks {
      * producer id's sequences now have a gap. */
     void (*seq_gap)(void *arg, int64_t pid, int16_t epoch, const char *why);
     /* Buffered bytes of a topic (acct) went up or down (backpressure,
-     * per-topic limits), or messages were settled (flush barriers). */
-    void (*accounted)(void *arg, struct kp_account *acct);
+     * per-topic limits), or messages were settled (flush barriers).
+     * `freed`: nothing grew, so room or a settled message may have
+     * come (once per message appended, the rest is skipped). */
+    void (*accounted)(void *arg, struct kp_account *acct, bool freed);
     /* Why messages waiting for `leader` (-1: none known, or no metadata)
      * were not delivered by their delivery timeout: the connection layer
      * may know better than KP_REASON_DELIVERY_TIMEOUT (a leader that

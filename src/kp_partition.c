@@ -26,7 +26,7 @@ void kp_part_env_account(struct kp_part_env *env, struct kp_account *acct,
     env->queued_msgs = (uint64_t)((int64_t)env->queued_msgs + msgs);
     acct->bytes += bytes;
     acct->msgs += msgs;
-    env->hooks->accounted(env->arg, acct);
+    env->hooks->accounted(env->arg, acct, bytes <= 0 && msgs <= 0);
 }
 
 static void kp_partition_changed(struct kp_partition *p)

@@ -96,15 +96,19 @@ static void kp_router_check_backpressure(struct kp_router *r)
     }
 }
 
-/* A topic's bytes changed: backpressure, writers waiting for the topic's
- * room; settled messages may complete flush barriers. */
-static void kp_router_on_accounted(void *arg, struct kp_account *acct)
+/* A topic's bytes changed: backpressure; once some were freed, writers
+ * waiting for the topic's room, and flush barriers settled messages may
+ * complete. */
+static void kp_router_on_accounted(void *arg, struct kp_account *acct,
+                                   bool freed)
 {
     struct kp_router *r = arg;
 
     kp_router_check_backpressure(r);
-    kp_topic_on_accounted(&r->topics, acct);
-    r->hooks->settled(r->arg);
+    if (freed) {
+        kp_topic_on_accounted(&r->topics, acct);
+        r->hooks->settled(r->arg);
+    }
 }
 
 void kp_router_client_bytes(struct kp_router *r, int64_t delta)
