@@ -22,6 +22,7 @@ import threading
 import time
 
 import wiretrace
+from fake_kafka import API_PRODUCE, FakeKafka
 from kptest import (by_partition, check_delivery, connect,
                     murmur2_partition, read_summary, send, send_many,
                     stats_quiet, tmo, wait_for)
@@ -210,9 +211,18 @@ def test_pushed_produce_errors(t):
     """3. Produce answered NOT_LEADER_OR_FOLLOWER (6), REQUEST_TIMED_OUT
     (7), NOT_ENOUGH_REPLICAS (19), NOT_ENOUGH_REPLICAS_AFTER_APPEND (20),
     KAFKA_STORAGE_ERROR (56), and connections dropped on a Produce (-195,
-    the mock's _TRANSPORT): all retried, nothing lost, order kept."""
+    the mock's _TRANSPORT): all retried, nothing lost, order kept.
+
+    One batch in flight per partition: a pushed error hits one request,
+    and the 2.0.2 mock checks idempotent sequences only for transactional
+    producers, so a later batch of the same partition pipelined behind
+    the refused one would be appended before its resend (Kafka answers it
+    OUT_OF_ORDER_SEQUENCE_NUMBER instead). Order with pipelined batches is
+    test_pipelined_retry_keeps_order, against the fake broker, which
+    checks sequences as Kafka does. Here the order is kproxyd's own."""
     c = t.cluster(topics={"errs": (3, 3), "errs2": (2, 3)})
-    k = t.kproxyd(c, FAST)
+    k = t.kproxyd(c, dict(FAST, producer=dict(FAST["producer"],
+                                              max_in_flight=1)))
     clients, lines = 4, 500
     expected, per_client = make_load(["errs", "errs2"], clients, lines)
     errs = [6, 7, 19, 20, 56, -195]
@@ -241,6 +251,37 @@ def test_pushed_produce_errors(t):
     uniq, copies = drop_mock_copies(msgs, ident)
     check_delivery(uniq, expected, ident, c.partitions)
     assert copies <= resent_messages(trace), (copies, w)
+    assert k.stop() == 0
+
+
+def test_pipelined_retry_keeps_order(t):
+    """Batches of one partition pipelined (idempotence, up to 5 in flight,
+    the first answers held back so that several are out) when the first
+    is refused with a retriable error: the fake broker, which checks
+    sequences as Kafka does, answers the ones behind it
+    OUT_OF_ORDER_SEQUENCE_NUMBER, and kproxyd sends them all again in
+    order. The partition holds every line once, in the order written."""
+    fk = FakeKafka("modern", {"ord": 1}).start()
+    t.clusters.append(fk)
+    k = t.kproxyd(fk, {"producer": {
+        "delivery_timeout_ms": 20000, "request_timeout_ms": 5000,
+        "retry_backoff_ms": 20, "retry_backoff_max_ms": 200,
+        "linger_ms": 1, "batch_messages": 20, "max_in_flight": 5}})
+    assert send(k.sock, b"ord warm\n")["delivered"] == 1
+    fk.delay_responses(200, api=API_PRODUCE, count=4)
+    fk.inject_produce_error("ord", 0, 19)  # NOT_ENOUGH_REPLICAS
+    n = 2000
+    data = b"".join(b"ord v-%d\n" % i for i in range(n))
+    assert send(k.sock, data) == {"delivered": n, "failed": 0,
+                                  "rejected": 0}
+    got = [r[3]["value"] for r in fk.records("ord")][1:]
+    assert got == [b"v-%d" % i for i in range(n)], \
+        "order: %r" % [g for g, w in zip(got, range(n))
+                       if g != b"v-%d" % w][:5]
+    # the batches behind the refused one were out, and were refused too
+    assert "OUT_OF_ORDER_SEQUENCE_NUMBER" in k.log_text(), k.log_tail()
+    s = stats_quiet(k)
+    assert s["retries"] >= 2, s["retries"]
     assert k.stop() == 0
 
 
