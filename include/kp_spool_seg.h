@@ -35,6 +35,12 @@ struct kp_spool_view {
 #define KP_SPOOL_HDR_LEN 32   /* segment and journal header */
 #define KP_SPOOL_FRAME_HDR 16 /* crc, length, seq */
 #define KP_SPOOL_ACK_LEN 16   /* one journal entry */
+/* Header flag: the file is reused (an earlier segment's file, renamed);
+ * its records end at an end mark, after which come the earlier bytes. */
+#define KP_SPOOL_HDR_REUSED 1u
+/* The end mark of a reused file: a frame header of zeros, which no frame
+ * has (its length is below KP_SPOOL_BODY_MIN). */
+#define KP_SPOOL_END_MARK KP_SPOOL_FRAME_HDR
 
 /* Why a scan stopped before the end of the file. */
 enum kp_spool_bad {
@@ -49,12 +55,15 @@ enum kp_spool_bad {
 };
 extern const char *const kp_spool_bad_names[KP_SPOOL_BAD__COUNT];
 
-/* Header of a segment (journal = false) or of its journal (true). */
+/* Header of a segment (journal = false) or of its journal (true); flags:
+ * KP_SPOOL_HDR_REUSED or 0 (always 0 in a journal). */
 void kp_spool_seg_hdr_encode(uint8_t *out, bool journal, uint64_t first_seq,
-                             uint64_t seg_id);
-/* KP_OK when p[0..n) starts with a valid header of that kind. */
+                             uint64_t seg_id, uint32_t flags);
+/* KP_OK when p[0..n) starts with a valid header of that kind; *flags may
+ * be NULL. */
 int kp_spool_seg_hdr_decode(const uint8_t *p, size_t n, bool journal,
-                            uint64_t *first_seq, uint64_t *seg_id);
+                            uint64_t *first_seq, uint64_t *seg_id,
+                            uint32_t *flags);
 
 /* Exact frame bytes kp_spool_seg_encode will write for rec. */
 size_t kp_spool_seg_frame_size(const struct kp_spool_rec *rec);
@@ -99,6 +108,9 @@ struct kp_spool_scan {
     uint64_t end;     /* offset just after the last of them */
     uint64_t file_size;
     enum kp_spool_bad bad;
+    bool reused;   /* the header says KP_SPOOL_HDR_REUSED */
+    bool end_mark; /* stopped at the end mark of a reused file: the bytes
+                    * after end are an earlier segment's, not damage */
 };
 
 /* Called for each intact frame during a scan; non-zero stops it. */

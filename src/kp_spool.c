@@ -111,6 +111,8 @@ enum kp_spool_fkind {
     KP_SPOOL_F_SEG, /* NNN.seg */
     KP_SPOOL_F_ACK, /* NNN.ack */
     KP_SPOOL_F_TMP, /* NNN.ack.tmp */
+    KP_SPOOL_F_FREE, /* NNN.free: an acknowledged segment's file kept for
+                      * reuse; removed at start */
     KP_SPOOL_F__COUNT
 };
 static const char *const kp_spool_fkind_ext[KP_SPOOL_F__COUNT] = {
@@ -118,6 +120,7 @@ static const char *const kp_spool_fkind_ext[KP_SPOOL_F__COUNT] = {
     [KP_SPOOL_F_SEG] = ".seg",
     [KP_SPOOL_F_ACK] = ".ack",
     [KP_SPOOL_F_TMP] = ".ack.tmp",
+    [KP_SPOOL_F_FREE] = ".free",
 };
 
 struct kp_spool_segment {
@@ -132,6 +135,8 @@ struct kp_spool_segment {
     uint32_t *dirty;     /* owned: words acked since their last entry */
     size_t dirty_cnt, dirty_cap;
     uint64_t size;     /* bytes, write buffer included for the active one */
+    uint64_t floor;    /* a reused file's size when it was taken: the file
+                        * holds max(size, floor) bytes (+ the end mark) */
     int fd;            /* owned: write fd while active, else -1 */
     int ack_fd;        /* owned: journal, -1 until one is written */
     uint64_t ack_size; /* journal bytes */
@@ -166,6 +171,10 @@ struct kp_spool {
     bool acks_pending;     /* some segment has dirty words */
     bool closing;
     uint64_t bytes, backlog, id_ctr;
+    /* The spare: one acknowledged segment's file, renamed NNN.free, which
+     * the next roll takes instead of creating a file (spare_first 0: none).
+     * Its bytes count in bytes: they are on disk. */
+    uint64_t spare_first, spare_size;
     size_t cursors;
     struct kp_spool_cursor *cursor_list; /* borrowed: every cursor */
     struct kp_buf jbuf; /* owned: journal entries being written */
@@ -374,6 +383,12 @@ static struct kp_spool_segment *kp_spool_seg_new(uint64_t first,
     return seg;
 }
 
+/* Bytes seg's file takes on disk, as counted in s->bytes. */
+static uint64_t kp_spool_seg_disk(const struct kp_spool_segment *seg)
+{
+    return KP_MAX(seg->size, seg->floor);
+}
+
 static void kp_spool_seg_free(struct kp_spool_segment *seg)
 {
     if (seg->fd >= 0) {
@@ -452,6 +467,88 @@ static struct kp_spool_segment *kp_spool_find_first(struct kp_spool *s,
     return NULL;
 }
 
+/* ---- the spare file ----
+ *
+ * A new segment file costs the kernel more than the bytes written to it:
+ * page-cache pages allocated and zeroed, delayed-allocation blocks
+ * reserved, and, when the segment is acknowledged, every page invalidated
+ * and freed by the unlink. At hundreds of MB/s through the spool that was
+ * a third of its cost (perf, `make bench` spool row). A reused file's
+ * pages are still cached and its blocks allocated: writing over them is a
+ * copy. So one acknowledged segment's file is kept, renamed NNN.free, and
+ * the next roll gives it a new header and name. What that leaves in the
+ * file after the new records, kp_spool_seg.c's end mark tells apart.
+ */
+
+static bool kp_spool_refused(const struct kp_spool *s);
+
+static void kp_spool_spare_drop(struct kp_spool *s)
+{
+    if (s->spare_first) {
+        kp_spool_unlink(s, s->spare_first, KP_SPOOL_F_FREE);
+        s->bytes -= s->spare_size;
+        s->spare_first = s->spare_size = 0;
+    }
+}
+
+/* Whether seg's file (being reclaimed, its bytes already uncounted) is
+ * kept as the spare: renamed, and counted again. Not while closing or
+ * while the file system refuses writes, not an oversized file, and only
+ * within the budget. */
+static bool kp_spool_spare_keep(struct kp_spool *s,
+                                const struct kp_spool_segment *seg)
+{
+    char from[KP_SPOOL_NAME_MAX], to[KP_SPOOL_NAME_MAX];
+    uint64_t disk = kp_spool_seg_disk(seg) + KP_SPOOL_END_MARK;
+
+    if (s->spare_first || s->closing || seg == s->active ||
+        kp_spool_refused(s) || disk > (uint64_t)s->segment_bytes + 4096 ||
+        s->bytes + disk > (uint64_t)s->max_bytes / 2) {
+        return false;
+    }
+    kp_spool_name(from, seg->first_seq, KP_SPOOL_F_SEG);
+    kp_spool_name(to, seg->first_seq, KP_SPOOL_F_FREE);
+    if (renameat(s->dirfd, from, s->dirfd, to) != 0) {
+        return false; /* unlinked instead */
+    }
+    s->spare_first = seg->first_seq;
+    s->spare_size = disk;
+    s->bytes += disk;
+    s->dir_dirty = true;
+    return true;
+}
+
+/* Opens the spare as segment first (header written, then renamed): its fd,
+ * *floor its size; -1 when there is none or it fails (then it is gone). */
+static int kp_spool_spare_take(struct kp_spool *s, uint64_t first,
+                               uint64_t id, uint64_t *floor)
+{
+    char from[KP_SPOOL_NAME_MAX], to[KP_SPOOL_NAME_MAX], why[128];
+    uint8_t hdr[KP_SPOOL_HDR_LEN];
+
+    if (!s->spare_first) {
+        return -1;
+    }
+    kp_spool_name(from, s->spare_first, KP_SPOOL_F_FREE);
+    kp_spool_name(to, first, KP_SPOOL_F_SEG);
+    int fd = kp_spool_file_open(s, from, O_RDWR, why, sizeof(why));
+    kp_spool_seg_hdr_encode(hdr, false, first, id, KP_SPOOL_HDR_REUSED);
+    /* The header first: a crash before the rename leaves a .free file,
+     * removed at start, never a segment with an earlier one's header. */
+    if (fd < 0 || kp_spool_pwrite(fd, hdr, sizeof(hdr), 0) != KP_OK ||
+        renameat(s->dirfd, from, s->dirfd, to) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        kp_spool_spare_drop(s);
+        return -1;
+    }
+    *floor = s->spare_size;
+    s->bytes -= s->spare_size; /* counted again as the segment's */
+    s->spare_first = s->spare_size = 0;
+    return fd;
+}
+
 /* Unlinks a segment and then its journal, and forgets it. */
 static void kp_spool_cursor_drop(struct kp_spool_cursor *c);
 static void kp_spool_ack_errno_check(struct kp_spool *s);
@@ -466,9 +563,11 @@ static void kp_spool_reclaim(struct kp_spool *s, struct kp_spool_segment *seg)
             kp_spool_cursor_drop(c);
         }
     }
-    kp_spool_unlink(s, seg->first_seq, KP_SPOOL_F_SEG);
+    s->bytes -= kp_spool_seg_disk(seg) + seg->ack_size;
+    if (!kp_spool_spare_keep(s, seg)) {
+        kp_spool_unlink(s, seg->first_seq, KP_SPOOL_F_SEG);
+    }
     kp_spool_unlink(s, seg->first_seq, KP_SPOOL_F_ACK);
-    s->bytes -= seg->size + seg->ack_size;
     s->backlog -= seg->rec_cnt - seg->acked_cnt;
     for (size_t i = 0; i < s->nseg; i++) {
         if (s->segs[i] == seg) {
@@ -563,7 +662,7 @@ static int kp_spool_journal_fill(struct kp_spool *s,
     size_t words = (size_t)((seg->rec_cnt + 63) / 64);
     kp_buf_reset(&s->jbuf);
     kp_spool_seg_hdr_encode(kp_buf_reserve(&s->jbuf, KP_SPOOL_HDR_LEN), true,
-                            seg->first_seq, seg->seg_id);
+                            seg->first_seq, seg->seg_id, 0);
     s->jbuf.len = KP_SPOOL_HDR_LEN;
     *size = 0;
     for (size_t w = 0; w <= words; w++) {
@@ -721,7 +820,7 @@ static int kp_spool_list(struct kp_spool *s, struct kp_spool_names *nm,
             continue;
         }
         enum kp_spool_fkind k = kp_spool_parse_name(e->d_name, &first);
-        if (k == KP_SPOOL_F_TMP) {
+        if (k == KP_SPOOL_F_TMP || k == KP_SPOOL_F_FREE) {
             unlinkat(s->dirfd, e->d_name, 0);
             rep->removed++;
         } else if (k == KP_SPOOL_F_OTHER) {
@@ -819,6 +918,10 @@ static int kp_spool_recover_seg(struct kp_spool *s, uint64_t first,
                     s->dir, name, strerror(errno));
         }
     }
+    uint64_t floor = 0;
+    if (sc.end_mark && sc.records && ftruncate(fd, (off_t)sc.end) != 0) {
+        floor = sc.file_size; /* an earlier segment's bytes stay after it */
+    }
     close(fd);
     if (sc.records == 0) {
         kp_spool_unlink(s, first, KP_SPOOL_F_SEG);
@@ -829,9 +932,10 @@ static int kp_spool_recover_seg(struct kp_spool *s, uint64_t first,
     struct kp_spool_segment *seg = kp_spool_seg_new(first, sc.seg_id);
     seg->rec_cnt = sc.records;
     seg->size = sc.end;
+    seg->floor = floor;
     kp_spool_bits_grow(seg, seg->rec_cnt);
     kp_spool_seg_push(s, seg);
-    s->bytes += seg->size;
+    s->bytes += kp_spool_seg_disk(seg);
     return kp_spool_recover_acks(s, seg, rep, err, errlen);
 }
 
@@ -1066,8 +1170,14 @@ static int kp_spool_write_pending(struct kp_spool *s)
     if (!s->pending.len) {
         return KP_OK;
     }
-    if (kp_spool_pwrite(a->fd, s->pending.data, s->pending.len, s->written) !=
-        KP_OK) {
+    size_t n = s->pending.len;
+    if (a->floor) {
+        /* The end mark, after the frames; the next write starts on it. */
+        memset(kp_buf_reserve(&s->pending, KP_SPOOL_END_MARK), 0,
+               KP_SPOOL_END_MARK);
+        n += KP_SPOOL_END_MARK;
+    }
+    if (kp_spool_pwrite(a->fd, s->pending.data, n, s->written) != KP_OK) {
         int e = errno;
         /* Tidy only: the retry rewrites from the same offset, and a crash
          * meanwhile leaves a tail that recovery cuts. */
@@ -1076,6 +1186,7 @@ static int kp_spool_write_pending(struct kp_spool *s)
         }
         s->write_errno = e;
         s->st.write_errors++;
+        kp_spool_spare_drop(s); /* its space, on a full file system */
         kp_log_rl(&s->rl_write, KP_LOG_ERROR,
                   "spool %s/%020" PRIu64 ".seg: write: %s (%zu bytes held "
                   "in memory, retried; writers wait)",
@@ -1118,6 +1229,25 @@ static void kp_spool_seal(struct kp_spool *s)
     }
 }
 
+/* Makes fd, its header written, the active segment; floor: see there. */
+static int kp_spool_roll_to(struct kp_spool *s, int fd, uint64_t id,
+                            uint64_t floor)
+{
+    struct kp_spool_segment *seg = kp_spool_seg_new(s->next_seq, id);
+    seg->fd = fd;
+    seg->size = KP_SPOOL_HDR_LEN;
+    seg->floor = floor;
+    seg->sync_seg = true;
+    kp_spool_seg_push(s, seg);
+    s->active = seg;
+    s->roll = false;
+    s->written = KP_SPOOL_HDR_LEN;
+    s->bytes += kp_spool_seg_disk(seg);
+    s->dir_dirty = true;
+    kp_spool_sync_kick(s);
+    return KP_OK;
+}
+
 /* Seals the active segment (its buffer written first) and starts one. */
 static int kp_spool_roll(struct kp_spool *s)
 {
@@ -1130,11 +1260,15 @@ static int kp_spool_roll(struct kp_spool *s)
         }
         kp_spool_seal(s);
     }
-    uint64_t id = kp_spool_random_id(s);
+    uint64_t id = kp_spool_random_id(s), floor = 0;
+    int fd = kp_spool_spare_take(s, s->next_seq, id, &floor);
+    if (fd >= 0) {
+        return kp_spool_roll_to(s, fd, id, floor);
+    }
     kp_spool_name(name, s->next_seq, KP_SPOOL_F_SEG);
-    int fd = kp_spool_file_open(s, name, O_RDWR | O_CREAT | O_EXCL, why,
-                                sizeof(why));
-    kp_spool_seg_hdr_encode(hdr, false, s->next_seq, id);
+    fd = kp_spool_file_open(s, name, O_RDWR | O_CREAT | O_EXCL, why,
+                            sizeof(why));
+    kp_spool_seg_hdr_encode(hdr, false, s->next_seq, id, 0);
     if (fd < 0 || kp_spool_pwrite(fd, hdr, sizeof(hdr), 0) != KP_OK) {
         int e = errno;
         if (fd >= 0) {
@@ -1148,18 +1282,7 @@ static int kp_spool_roll(struct kp_spool *s)
         errno = e;
         return KP_ERROR;
     }
-    struct kp_spool_segment *seg = kp_spool_seg_new(s->next_seq, id);
-    seg->fd = fd;
-    seg->size = KP_SPOOL_HDR_LEN;
-    seg->sync_seg = true;
-    kp_spool_seg_push(s, seg);
-    s->active = seg;
-    s->roll = false;
-    s->written = KP_SPOOL_HDR_LEN;
-    s->bytes += KP_SPOOL_HDR_LEN;
-    s->dir_dirty = true;
-    kp_spool_sync_kick(s);
-    return KP_OK;
+    return kp_spool_roll_to(s, fd, id, 0);
 }
 
 /* Rolls when needed and checks the budget for a frame of flen bytes. A
@@ -1177,7 +1300,11 @@ static int kp_spool_make_room(struct kp_spool *s, size_t flen)
     uint64_t after = s->bytes + flen + (roll ? KP_SPOOL_HDR_LEN : 0);
 
     if (roll && done) {
-        after -= a->size + a->ack_size;
+        after -= kp_spool_seg_disk(a) + a->ack_size;
+    }
+    if (after > (uint64_t)s->max_bytes && s->spare_first) {
+        after -= s->spare_size;
+        kp_spool_spare_drop(s);
     }
     if (after > (uint64_t)s->max_bytes) {
         s->st.full++;
@@ -1200,9 +1327,9 @@ int64_t kp_spool_room(const struct kp_spool *s)
      * that needs its space (kp_spool_make_room): it is room. Nothing else
      * would free it while writers wait. */
     if (a && a->rec_cnt > 0 && a->acked_cnt == a->rec_cnt) {
-        room += (int64_t)(a->size + a->ack_size);
+        room += (int64_t)(kp_spool_seg_disk(a) + a->ack_size);
     }
-    return room;
+    return room + (int64_t)s->spare_size; /* dropped when needed */
 }
 
 int64_t kp_spool_max_bytes(const struct kp_spool *s)
@@ -1224,10 +1351,11 @@ uint64_t kp_spool_written_seq(const struct kp_spool *s)
 static void kp_spool_unappend(struct kp_spool *s, size_t flen)
 {
     struct kp_spool_segment *a = s->active;
+    uint64_t before = kp_spool_seg_disk(a);
     s->pending.len -= flen;
     a->rec_cnt--;
     a->size -= flen;
-    s->bytes -= flen;
+    s->bytes -= before - kp_spool_seg_disk(a);
     s->backlog--;
     s->next_seq--;
     s->st.appended--;
@@ -1259,9 +1387,10 @@ int kp_spool_append(struct kp_spool *s, const struct kp_spool_rec *rec,
     kp_spool_bits_grow(a, a->rec_cnt + 1);
     *seq = s->next_seq;
     kp_spool_seg_encode_sized(&s->pending, s->next_seq, &r, flen);
+    uint64_t before = kp_spool_seg_disk(a);
     a->rec_cnt++;
     a->size += flen;
-    s->bytes += flen;
+    s->bytes += kp_spool_seg_disk(a) - before; /* 0 within a reused file */
     s->backlog++;
     s->next_seq++;
     s->st.appended++;
@@ -1561,6 +1690,7 @@ int kp_spool_close(struct kp_spool *s)
                s->dir, lost);
     }
     kp_spool_sync_final(s);
+    kp_spool_spare_drop(s);
     if (s->backlog == 0) {
         while (s->nseg) {
             kp_spool_reclaim(s, s->segs[0]);

@@ -10,7 +10,7 @@
  *    8  first_seq  u64 seq of the segment's first record (= the name)
  *   16  seg_id     u64 random per segment file: a journal applies only to
  *                      the segment whose id it carries
- *   24  flags      u32 0
+ *   24  flags      u32 bit 0 (segments only): reused, below; others 0
  *   28  crc        u32 CRC-32C of bytes 0..28
  *
  * Then, in a segment, one frame per record, back to back:
@@ -36,6 +36,14 @@
  * record before the damage is kept. The explicit seq costs 8 of them and
  * makes every frame self-checking: a stale or misplaced frame whose CRC
  * holds still fails the seq test.
+ *
+ * A reused segment file is an acknowledged segment's file given a new
+ * header and name instead of being unlinked (kp_spool.c says why): the
+ * earlier segment's bytes are still there after the new records. Every
+ * write to it ends with an end mark, 16 zero bytes where the next frame
+ * header goes, and the next write starts over that mark. A scan stops at
+ * the mark without calling it damage; anything else that fails the checks
+ * (a write cut short, a flipped byte) is damage, as in any segment.
  *
  * The journal holds, after its header, 16-byte entries:
  *
@@ -91,27 +99,44 @@ static uint32_t kp_spool_rd_u32(const uint8_t *p)
 }
 
 void kp_spool_seg_hdr_encode(uint8_t *out, bool journal, uint64_t first_seq,
-                             uint64_t seg_id)
+                             uint64_t seg_id, uint32_t flags)
 {
     memcpy(out, journal ? kp_spool_ack_magic : kp_spool_seg_magic, 8);
     kp_wr_u64(out + 8, first_seq);              /* first_seq */
     kp_wr_u64(out + 16, seg_id);                /* seg_id */
-    kp_wr_u32(out + 24, 0);                     /* flags */
+    kp_wr_u32(out + 24, flags);                 /* flags */
     kp_wr_u32(out + 28, kp_crc32c(0, out, 28)); /* crc */
 }
 
 int kp_spool_seg_hdr_decode(const uint8_t *p, size_t n, bool journal,
-                            uint64_t *first_seq, uint64_t *seg_id)
+                            uint64_t *first_seq, uint64_t *seg_id,
+                            uint32_t *flags)
 {
+    uint32_t known = journal ? 0 : KP_SPOOL_HDR_REUSED;
+
     if (n < KP_SPOOL_HDR_LEN ||
         memcmp(p, journal ? kp_spool_ack_magic : kp_spool_seg_magic, 8) ||
         kp_spool_rd_u32(p + 28) != kp_crc32c(0, p, 28) ||
-        kp_spool_rd_u32(p + 24) != 0) {
+        (kp_spool_rd_u32(p + 24) & ~known) != 0) {
         return KP_ERROR;
     }
     *first_seq = kp_spool_rd_u64(p + 8);
     *seg_id = kp_spool_rd_u64(p + 16);
+    if (flags) {
+        *flags = kp_spool_rd_u32(p + 24);
+    }
     return KP_OK;
+}
+
+/* Whether p (at least KP_SPOOL_END_MARK bytes) is the end mark. */
+static bool kp_spool_seg_is_end_mark(const uint8_t *p)
+{
+    for (size_t i = 0; i < KP_SPOOL_END_MARK; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static size_t kp_spool_seg_bytes_size(const uint8_t *p, size_t n)
@@ -403,13 +428,15 @@ static int kp_spool_seg_scan_hdr(struct kp_spool_win *w, uint64_t name_seq,
     if (kp_spool_win_need(w, 0, KP_SPOOL_HDR_LEN) != KP_OK) {
         return KP_ERROR;
     }
+    uint32_t flags = 0;
     if (kp_spool_seg_hdr_decode(w->b.data, w->b.len, false, &out->first_seq,
-                                &out->seg_id) != KP_OK ||
+                                &out->seg_id, &flags) != KP_OK ||
         out->first_seq != name_seq || out->first_seq < min_seq ||
         out->first_seq == 0) {
         out->bad = KP_SPOOL_BAD_HEADER;
         return KP_OK;
     }
+    out->reused = (flags & KP_SPOOL_HDR_REUSED) != 0;
     out->end = KP_SPOOL_HDR_LEN;
     return KP_OK;
 }
@@ -444,6 +471,10 @@ int kp_spool_seg_scan_fd(int fd, uint64_t name_seq, uint64_t min_seq,
         }
         const uint8_t *p = w.b.data + (out->end - w.off);
         size_t avail = w.b.len - (size_t)(out->end - w.off);
+        if (out->reused && kp_spool_seg_is_end_mark(p)) {
+            out->end_mark = true;
+            break;
+        }
         int c =
             kp_spool_seg_frame_check(p, avail, out->first_seq + out->records,
                                      KP_SPOOL_REC_LIMIT, &flen, &out->bad);
@@ -508,7 +539,8 @@ int kp_spool_seg_journal_load_fd(int fd, uint64_t first_seq, uint64_t seg_id,
         return KP_ERROR;
     }
     out->header_ok =
-        kp_spool_seg_hdr_decode(w.b.data, w.b.len, true, &f, &id) == KP_OK &&
+        kp_spool_seg_hdr_decode(w.b.data, w.b.len, true, &f, &id, NULL) ==
+            KP_OK &&
         f == first_seq && id == seg_id;
     uint64_t at = KP_SPOOL_HDR_LEN;
     for (; out->header_ok && at + KP_SPOOL_ACK_LEN <= w.size;

@@ -1507,6 +1507,9 @@ END_TEST
 /* ---- SIGKILL at random moments ---- */
 
 #define CRASH_ACKS (1 << 18)
+/* Seqs the parent's tables hold, over all runs: the child stops appending
+ * before (a fast machine, or a slow kill, appends more per run). */
+#define CRASH_MAXSEQ (1 << 20)
 
 /* What the child did, in memory shared with the parent: each mark is
  * stored after the call it reports returned. */
@@ -1546,7 +1549,8 @@ static void crash_child(const char *dir, volatile struct crash_shm *m,
     for (unsigned op = 0;; op++) {
         unsigned r = (unsigned)rand_r(&seed);
         uint64_t seq;
-        if (nwin < WIN && r % 3 != 0) {
+        if (nwin < WIN && r % 3 != 0 &&
+            kp_spool_next_seq(s) < CRASH_MAXSEQ - 1) {
             trec_make(&t, kp_spool_next_seq(s));
             int rc = kp_spool_append(s, &t.r, &seq);
             if (rc == KP_OK) {
@@ -1625,7 +1629,7 @@ START_TEST(test_crash_sigkill)
     char *root = tmp_root(), *dir = path_join(root, "spool");
     struct crash_shm *m = mmap(NULL, sizeof(*m), PROT_READ | PROT_WRITE,
                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    enum { MAXSEQ = 1 << 20 };
+    enum { MAXSEQ = CRASH_MAXSEQ };
     uint8_t *truth = kp_calloc(MAXSEQ + 2, 1);
     uint64_t dups = 0, replayed = 0;
 
@@ -1675,6 +1679,145 @@ START_TEST(test_crash_sigkill)
 }
 END_TEST
 
+/* ---- the spare file ---- */
+
+/* Copies every file of src into dst (created): what a crash right now
+ * would leave, since the spool's writes are all in the page cache. */
+static void dir_copy(const char *src, const char *dst)
+{
+    DIR *d = opendir(src);
+    struct dirent *e;
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(mkdir(dst, 0700), 0);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') {
+            size_t len;
+            uint8_t *b = file_read(src, e->d_name, &len);
+            file_write(dst, e->d_name, b, len);
+            free(b);
+        }
+    }
+    closedir(d);
+}
+
+/* The name of the newest segment in dir, and its inode. */
+static void newest_seg(const char *dir, char *name, size_t n, ino_t *ino)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    name[0] = '\0';
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l > 4 && strcmp(e->d_name + l - 4, ".seg") == 0 &&
+            strcmp(e->d_name, name) > 0) {
+            snprintf(name, n, "%s", e->d_name);
+        }
+    }
+    closedir(d);
+    ck_assert_msg(name[0], "no segment in %s", dir);
+    char *p = path_join(dir, name);
+    struct stat st;
+    ck_assert_int_eq(stat(p, &st), 0);
+    *ino = st.st_ino;
+    free(p);
+}
+
+/*
+ * An acknowledged segment's file is kept (one at most, NNN.free, counted
+ * in the spool's bytes) and taken by the next roll: the same inode under
+ * the new name, with the reused flag. What a crash leaves in a reused
+ * active segment - its records, the end mark, an earlier segment's bytes
+ * - replays exactly the unacknowledged records and counts no damage; a
+ * flipped byte among its records is still damage, cut and counted; a
+ * .free file left by a crash is removed at start.
+ */
+START_TEST(test_spare_reuse)
+{
+    unsigned seed = seed_get("test_spare_reuse");
+    char *root = tmp_root(), *dir = path_join(root, "spool");
+    char *crash = path_join(root, "crash"), *flip = path_join(root, "flip");
+    struct kp_spool_opts o = opts_make(4 * MIB, 8192);
+    struct kp_spool_recovery rep;
+    struct kp_spool_stats st;
+    enum { N = 2000, LAG = 30 };
+    bool *acked = kp_calloc(N + 2, sizeof(bool));
+    char name[64];
+    ino_t first_ino = 0, ino;
+    bool reused = false;
+
+    kp_log_set_level(KP_LOG_ERROR);
+    struct kp_spool *s = sp_open(dir, &o, NULL);
+    for (uint64_t seq = 1; seq <= N; seq++) {
+        sp_append(s, seq);
+        if (seq == 1) {
+            ck_assert_int_eq(kp_spool_flush(s), KP_OK);
+            newest_seg(dir, name, sizeof(name), &first_ino);
+        }
+        if (seq > LAG) {
+            expect(kp_spool_ack(s, seq - LAG) == KP_OK);
+            acked[seq - LAG] = true;
+        }
+        expect(count_files(dir, ".free") <= 1);
+        kp_spool_stats_get(s, &st);
+        expect(st.bytes <= 4 * MIB);
+        newest_seg(dir, name, sizeof(name), &ino);
+        reused |= seq > 1 && ino == first_ino;
+    }
+    ck_assert_msg(reused, "the first segment's file was never reused");
+    kp_spool_stats_get(s, &st);
+    ck_assert_uint_gt(st.reclaimed, 20);
+    ck_assert_int_le(count_files(dir, ".seg"), 3);
+    ck_assert_int_eq(kp_spool_flush(s), KP_OK);
+    /* The active segment reuses a file, and an earlier one's bytes follow
+     * its records (it was full and it is not yet). */
+    newest_seg(dir, name, sizeof(name), &ino);
+    size_t len;
+    uint8_t *img = file_read(dir, name, &len);
+    ck_assert_uint_eq(img[27] & KP_SPOOL_HDR_REUSED, KP_SPOOL_HDR_REUSED);
+    dir_copy(dir, crash);
+    dir_copy(dir, flip);
+    ck_assert_int_eq(kp_spool_close(s), KP_OK);
+    ck_assert_int_eq(count_files(dir, ".free"), 0);
+
+    /* The crash: every unacknowledged record, nothing torn, and the
+     * earlier bytes cut (the file ends with its last record). */
+    file_write(crash, "00000000000000000007.free", img, len);
+    s = sp_open(crash, &o, &rep);
+    ck_assert_uint_eq(rep.torn, 0);
+    ck_assert_uint_eq(rep.backlog, LAG);
+    ck_assert_int_eq(count_files(crash, ".free"), 0);
+    sp_expect(s, acked, N + 1);
+    ck_assert_int_eq(kp_spool_close(s), KP_OK);
+    size_t clen, offs[4096];
+    uint8_t *cut = file_read(crash, name, &clen);
+    ck_assert_uint_lt(clen, len);
+    frame_offsets(cut, clen, offs, 4095); /* asserts frames end the file */
+    free(cut);
+
+    /* A flipped byte among the reused segment's records: damage. */
+    size_t nrec = frame_offsets(cut = file_read(crash, name, &clen), clen,
+                                offs, 4095);
+    free(cut);
+    ck_assert_uint_gt(nrec, 2);
+    size_t at = offs[1] + (size_t)rand_r(&seed) % (offs[nrec] - offs[1]);
+    img[at] ^= 0x5a;
+    file_write(flip, name, img, len);
+    s = sp_open(flip, &o, &rep);
+    ck_assert_uint_eq(rep.torn, 1);
+    ck_assert_uint_lt(rep.backlog, LAG);
+    ck_assert_int_eq(kp_spool_close(s), KP_OK);
+
+    free(img);
+    free(acked);
+    rm_rf(root);
+    free(dir);
+    free(crash);
+    free(flip);
+    free(root);
+}
+END_TEST
+
 static Suite *spool_suite(void)
 {
     Suite *s = suite_create("spool");
@@ -1698,6 +1841,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, test_cursor_follow);
     tcase_add_test(tc, test_cursor_damage);
     tcase_add_test(tc, test_ack_range_across_cut);
+    tcase_add_test(tc, test_spare_reuse);
     tcase_add_test(tc, test_cursor_seek_tail);
     tcase_add_test(tc, test_crash_sigkill);
     suite_add_tcase(s, tc);

@@ -90,7 +90,9 @@ static void fuzz_segment(int fd, const uint8_t *data, size_t size,
         abort(); /* a memfd does not fail to read */
     }
     if (sc.end > size || sc.file_size != size ||
-        (sc.bad == KP_SPOOL_BAD_NONE && sc.records && sc.end != size) ||
+        (sc.bad == KP_SPOOL_BAD_NONE && sc.records && sc.end != size &&
+         !sc.end_mark) ||
+        (sc.end_mark && (!sc.reused || sc.end + KP_SPOOL_END_MARK > size)) ||
         (sc.records && c->next_seq != name + sc.records)) {
         abort();
     }
