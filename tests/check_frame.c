@@ -227,6 +227,9 @@ struct fx {
     int peer; /* the writer's end */
 };
 
+/* The batch stays open for the tests to read: a linger that could end
+ * between two writes (5 ms by default; a slow ASan run took longer) would
+ * seal it away. */
 static void fx_open(struct fx *x, const char *listener, int max)
 {
     char json[512];
@@ -235,7 +238,8 @@ static void fx_open(struct fx *x, const char *listener, int max)
 
     snprintf(json, sizeof(json),
              "{\"brokers\": [\"127.0.0.1:1\"], \"producer\": "
-             "{\"message_max_bytes\": %d}, \"listeners\": [{\"path\": "
+             "{\"message_max_bytes\": %d, \"linger_ms\": 600000, "
+             "\"delivery_timeout_ms\": 900000}, \"listeners\": [{\"path\": "
              "\"/nonexistent/x.sock\", %s}]}",
              max, listener);
     memset(x, 0, sizeof(*x));
