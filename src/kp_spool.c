@@ -525,7 +525,9 @@ static int kp_spool_spare_take(struct kp_spool *s, uint64_t first,
                                uint64_t id, uint64_t *floor)
 {
     char from[KP_SPOOL_NAME_MAX], to[KP_SPOOL_NAME_MAX], why[128];
-    uint8_t hdr[KP_SPOOL_HDR_LEN];
+    /* The header and an end mark: until the first write, the earlier
+     * segment's frames follow the header. */
+    uint8_t hdr[KP_SPOOL_HDR_LEN + KP_SPOOL_END_MARK] = {0};
 
     if (!s->spare_first) {
         return -1;
