@@ -84,6 +84,13 @@ struct kp_clients;
  * carry, so a thousand paused writers would otherwise each hold (and
  * fault in) a full read. */
 #define KP_CLIENT_STALLED_READ (16 * 1024)
+/* Bytes all clients together read in one loop round: readable clients
+ * take turns, first come first served, until the round has read this much
+ * (one read may go past it); the rest read in the next rounds. A round
+ * that read a hundred 256 KiB reads held broker answers back for tens of
+ * milliseconds, the requests behind them waited, and the topic buffer
+ * filled: every byte of it memory touched for the first time. */
+#define KP_CLIENT_ROUND_BYTES (1024 * 1024)
 
 struct kp_client {
     TAILQ_ENTRY(kp_client) link;  /* the set's open or closed list */
@@ -102,6 +109,8 @@ struct kp_client {
                      yet: waiting (wait.topic), or resuming */
     bool resuming; /* on the set's `resume` list */
     bool eof_seen; /* EOF read; its carry still to finish (stalled) */
+    bool in_turn;  /* on the set's `turns` list */
+    TAILQ_ENTRY(kp_client) turn_link;
     int64_t last_read_ms; /* loop time of its last read */
     size_t read_max; /* bytes its next read may take (see
                         KP_CLIENT_STALLED_READ) */
@@ -162,6 +171,9 @@ struct kp_clients {
     struct kp_uidmap per_uid; /* open connections by peer uid */
     uint64_t next_id;
     bool paused; /* backpressure: no client is read */
+    struct kp_client_list turns; /* borrowed: readable, waiting their turn */
+    unsigned int round;          /* ev_iteration of the current round */
+    size_t round_left;           /* bytes it may still read */
 
     /* Shared read buffer: a client's bytes are read here and parsed in
      * place; only a trailing partial line is carried by the client. */

@@ -84,6 +84,7 @@ void kp_clients_init(struct kp_clients *cs, struct ev_loop *loop,
     TAILQ_INIT(&cs->resume);
     TAILQ_INIT(&cs->blocked);
     TAILQ_INIT(&cs->partials);
+    TAILQ_INIT(&cs->turns);
     ev_timer_init(&cs->block_timer, kp_clients_on_block_timer, 0., 0.);
     cs->block_timer.data = cs;
     kp_uidmap_init(&cs->per_uid);
@@ -456,6 +457,10 @@ void kp_client_close(struct kp_client *c)
         TAILQ_REMOVE(&cs->resume, c, resume_link);
         c->resuming = false;
     }
+    if (c->in_turn) {
+        TAILQ_REMOVE(&cs->turns, c, turn_link);
+        c->in_turn = false;
+    }
     kp_topic_unwait(&c->wait);
     kp_client_block_end(c);
     kp_client_set_partial(c, 0);
@@ -808,20 +813,60 @@ static void kp_clients_enforce_budget(struct kp_clients *cs)
     }
 }
 
-static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
+/* One client's turn: one read, and what it brings is framed. Returns the
+ * bytes read (0 at EOF or on an error). */
+static size_t kp_client_take_turn(struct kp_client *c)
 {
-    struct kp_client *c = w->data;
-    (void)revents;
-
     ssize_t n = kp_client_read_once(c);
-    c->last_read_ms = (int64_t)(ev_now(loop) * 1000);
+
+    c->last_read_ms = (int64_t)(ev_now(c->set->loop) * 1000);
     if (n == 0 || n == KP_ERROR) {
         /* EOF, or the peer vanished: complete messages and the partial
          * last line are still messages. */
         kp_client_eof(c);
     } else if (n > 0) {
         kp_clients_enforce_budget(c->set);
+        return (size_t)n;
     }
+    return 0;
+}
+
+/* Readable clients read in the order they became readable until the
+ * round's bytes are spent. One that may not read now (paused, stalled,
+ * closed: its watcher is stopped) leaves the line; it queues again when
+ * its watcher fires. */
+static void kp_clients_take_turns(struct kp_clients *cs)
+{
+    struct kp_client *c;
+    unsigned int round = ev_iteration(cs->loop);
+
+    if (cs->round != round) {
+        cs->round = round;
+        cs->round_left = KP_CLIENT_ROUND_BYTES;
+    }
+    while (cs->round_left > 0 && (c = TAILQ_FIRST(&cs->turns)) != NULL) {
+        TAILQ_REMOVE(&cs->turns, c, turn_link);
+        c->in_turn = false;
+        if (ev_is_active(&c->rio)) {
+            size_t n = kp_client_take_turn(c);
+            cs->round_left -= KP_MIN(n, cs->round_left);
+        }
+    }
+}
+
+/* Readable: the client joins the line (level-triggered, its watcher
+ * fires again each round until it has read). */
+static void kp_client_on_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct kp_client *c = w->data;
+    (void)loop;
+    (void)revents;
+
+    if (!c->in_turn) {
+        c->in_turn = true;
+        TAILQ_INSERT_TAIL(&c->set->turns, c, turn_link);
+    }
+    kp_clients_take_turns(c->set);
 }
 
 /* Output (receipts, summary) not written yet. */

@@ -587,6 +587,56 @@ START_TEST(test_read_budget_is_fair)
 }
 END_TEST
 
+/* Twelve clients with 1 MiB each waiting: one loop round reads at most
+ * KP_CLIENT_ROUND_BYTES (plus the read that crossed it), and the clients
+ * take turns: none waits more than the rounds the others' reads fill. */
+START_TEST(test_round_reads_are_bounded_and_take_turns)
+{
+    enum { N = 12 };
+    int peer[N];
+    struct kp_client *c[N];
+    size_t total = 0;
+
+    fx_start(100000, 1000, 1 << 30);
+    for (int i = 0; i < N; i++) {
+        c[i] = fx_client(&peer[i]);
+        total += fill_lines(peer[i], 1 << 20);
+    }
+    /* every client may go up to its full budget: 12 of them are three
+     * rounds' worth */
+    ck_assert_uint_gt(total, 2 * KP_CLIENT_ROUND_BYTES);
+
+    int waited[N] = {0}, longest = 0, rounds = 0;
+    size_t left = total, most = 0;
+    while (left > 0 && rounds++ < 1000) {
+        uint64_t before[N];
+        for (int i = 0; i < N; i++) {
+            before[i] = c[i]->tally->pending;
+        }
+        ev_run(F.loop, EVRUN_NOWAIT);
+        size_t now = 0;
+        for (int i = 0; i < N; i++) {
+            int unread = kpt_unread(c[i]->fd);
+            now += (size_t)unread;
+            bool served = c[i]->tally->pending > before[i];
+            waited[i] = served || unread == 0 ? 0 : waited[i] + 1;
+            longest = KP_MAX(longest, waited[i]);
+        }
+        most = KP_MAX(most, left - now);
+        left = now;
+    }
+    ck_assert_uint_eq(left, 0);
+    ck_assert_uint_le(most, KP_CLIENT_ROUND_BYTES + READ_BUDGET);
+    /* 12 x 256 KiB is three rounds: a client waits two at most */
+    ck_assert_int_le(longest, 2);
+    ck_assert_uint_eq(F.n.received, total / 100);
+    for (int i = 0; i < N; i++) {
+        close(peer[i]);
+    }
+    fx_stop();
+}
+END_TEST
+
 /* ---- backpressure ---- */
 
 /* buffer_bytes 4000: a few dozen 60-byte lines reach it. They alternate
@@ -1191,6 +1241,7 @@ static Suite *client_suite(void)
 
     tc = tcase_create("flow");
     tcase_add_test(tc, test_read_budget_is_fair);
+    tcase_add_test(tc, test_round_reads_are_bounded_and_take_turns);
     tcase_add_test(tc, test_backpressure_pauses_reads);
     tcase_add_test(tc, test_pause_and_resume);
     suite_add_tcase(s, tc);
