@@ -364,6 +364,17 @@ def cpu_delta(before, after):
     return (sum(d) / 1e9, max(d) / 1e9) if d else (0.0, 0.0)
 
 
+def proc_minflt(pid):
+    """Minor page faults of pid so far (every thread): each is a page
+    touched for the first time, which costs dearly in a VM."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+        return int(data[data.rindex(")") + 2:].split()[7])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def proc_hwm_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -550,6 +561,9 @@ def kproxyd_conf(args, row, mock, sock, tls):
         conf["brokers"] = tls.addrs
         conf["address_map"] = tls.map
         conf["security"] = {"protocol": "ssl", "tls": {"ca_file": tls.ca}}
+    for item in args.set or ():
+        key, _, val = item.partition("=")
+        conf[key] = json.loads(val)
     return conf
 
 
@@ -669,8 +683,8 @@ def check_counts(what, r, sent):
 def run_gated(argv, tmpdir, name, pids, timeout):
     """Starts argv (a tool run with -g: it prints READY when set up and
     waits for a line), samples the CPU of pids, lets it go and waits for
-    its JSON. Returns (result, window s, {pid: (cpu s, busiest thread s)})
-    with the window from the go to the result."""
+    its JSON. Returns (result, window s, {pid: (cpu s, busiest thread s,
+    minor page faults)}) with the window from the go to the result."""
     errp = os.path.join(tmpdir, name + ".err")
     with open(errp, "wb") as err:
         p = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -687,6 +701,7 @@ def run_gated(argv, tmpdir, name, pids, timeout):
     if line != "READY":
         raise BenchError("%s said %r\n%s" % (name, line, errtext()))
     before = {pid: tasks_cpu_ns(pid) for pid in pids}
+    flt0 = {pid: proc_minflt(pid) for pid in pids}
     t0 = time.monotonic()
     p.stdin.write(b"go\n")
     p.stdin.flush()
@@ -696,6 +711,7 @@ def run_gated(argv, tmpdir, name, pids, timeout):
         raise BenchError("%s did not finish within %d s" % (name, timeout))
     window = time.monotonic() - t0
     after = {pid: tasks_cpu_ns(pid) for pid in pids}
+    flt = {pid: proc_minflt(pid) - flt0[pid] for pid in pids}
     if p.returncode != 0:
         raise BenchError("%s exited with %d:\n%s" % (name, p.returncode,
                                                      errtext()))
@@ -703,17 +719,18 @@ def run_gated(argv, tmpdir, name, pids, timeout):
         r = json.loads(out)
     except ValueError:
         raise BenchError("%s printed %r\n%s" % (name, out, errtext()))
-    return r, window, {pid: cpu_delta(before[pid], after[pid])
+    return r, window, {pid: cpu_delta(before[pid], after[pid]) + (flt[pid],)
                        for pid in pids}
 
 
-def side_result(r, n, size, window, cpu_s, rss_kb, mock_cpu):
+def side_result(r, n, size, window, cpu_s, rss_kb, mock_cpu, minflt):
     el = r["elapsed_s"]
     out = {"messages": n, "elapsed_s": el, "msgs_s": n / el,
            "mb_s": n * size / el / 1e6, "cpu_s": cpu_s,
            "cpu_s_per_m": cpu_s / (n / 1e6),
            "cpu_s_per_gb": cpu_s / (n * size / 1e9),
            "rss_mb": rss_kb / 1024.0, "mock_cpu_s": mock_cpu[0],
+           "faults_per_m": minflt / (n / 1e6),
            "mock_busy": mock_cpu[1] / window if window > 0 else 0.0}
     for k in ("lat_p50_ms", "lat_p99_ms", "lat_max_ms"):
         if k in r:
@@ -763,7 +780,7 @@ def run_kproxyd(args, row, path, n, tmpdir, prof=None, rate=None,
                 tls.stop()
             kill_all()
     out = side_result(r, sent, row.size, window, cpu[k.pid][0], hwm,
-                      cpu[mock.pid])
+                      cpu[mock.pid], cpu[k.pid][2])
     out["writer_cpu_s_per_m"] = (r["cpu_user_s"] + r["cpu_sys_s"]) / (
         sent / 1e6)
     return out
@@ -806,7 +823,7 @@ def run_rdk(args, row, path, n, tmpdir, rate=None):
             kill_all()
     return side_result(r, want, row.size, window,
                        r["cpu_user_s"] + r["cpu_sys_s"], r["maxrss_kb"],
-                       cpu[mock.pid])
+                       cpu[mock.pid], r.get("minflt", 0))
 
 
 # --------------------------------------------------------------------------
@@ -1200,6 +1217,9 @@ def parse_args(argv):
                     help="latency row: messages per second")
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--linger-ms", type=int, default=5)
+    ap.add_argument("--set", action="append", metavar="KEY=JSON",
+                    help="a top-level key of kproxyd's config, e.g. "
+                    "--set buffer_bytes=67108864 (repeatable)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true",
                     help="one more kproxyd run per row under perf "
@@ -1260,9 +1280,9 @@ def progress(row, side, rep, r):
         extra = "  p50 %.2f ms  p99 %.2f ms" % (r["lat_p50_ms"],
                                                 r["lat_p99_ms"])
     print("  %-9s %-10s run %d: %9.0f msgs/s  CPU %.3f s/M  RSS %.1f MB  "
-          "mock busy %.0f%%%s" % (row, side, rep + 1, r["msgs_s"],
-                                  r["cpu_s_per_m"], r["rss_mb"],
-                                  100 * r["mock_busy"], extra), flush=True)
+          "faults %.0f/M  mock busy %.0f%%%s" % (
+              row, side, rep + 1, r["msgs_s"], r["cpu_s_per_m"], r["rss_mb"],
+              r["faults_per_m"], 100 * r["mock_busy"], extra), flush=True)
 
 
 def measure_row(args, row, tmpdir, prof):

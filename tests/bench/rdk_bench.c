@@ -50,10 +50,12 @@
  * Output: one JSON object on stdout, e.g.
  *   {"messages":1000000,"delivered":1000000,"failed":0,"bytes":94000000,
  *    "elapsed_s":2.5,"cpu_user_s":1.9,"cpu_sys_s":0.6,"maxrss_kb":90000,
- *    "version":"2.0.2"}
+ *    "minflt":2500,"version":"2.0.2"}
  * (in rate mode also "lat_p50_ms", "lat_p99_ms", "lat_max_ms"). The CPU
  * figures are getrusage(RUSAGE_SELF) over the timed part only (every
- * librdkafka thread included); maxrss_kb is the process's peak (VmHWM).
+ * librdkafka thread included), and so is minflt (page faults that found
+ * no page: memory touched for the first time); maxrss_kb is the process's
+ * peak (VmHWM).
  * The first delivery error is printed on stderr. Exit 0 when the run
  * completed (even with failed messages: bench.py judges), 1 on a usage or
  * setup error.
@@ -732,11 +734,12 @@ int main(int argc, char **argv)
     }
     printf("{\"messages\":%zu,\"delivered\":%" PRId64 ",\"failed\":%" PRId64
            ",\"bytes\":%" PRIu64 ",\"elapsed_s\":%.6f,\"cpu_user_s\":%.6f,"
-           "\"cpu_sys_s\":%.6f,\"maxrss_kb\":%ld,\"version\":\"%s\"",
+           "\"cpu_sys_s\":%.6f,\"maxrss_kb\":%ld,\"minflt\":%ld,"
+           "\"version\":\"%s\"",
            sent, st.delivered, st.failed, bytes, (double)(t1 - t0) / 1e9,
            tv_s(&ru1.ru_utime) - tv_s(&ru0.ru_utime),
            tv_s(&ru1.ru_stime) - tv_s(&ru0.ru_stime), peak_rss_kb(),
-           rd_kafka_version_str());
+           ru1.ru_minflt - ru0.ru_minflt, rd_kafka_version_str());
     if (st.lat_ns) {
         print_latency(sent);
     }
