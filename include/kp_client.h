@@ -84,13 +84,14 @@ struct kp_clients;
  * carry, so a thousand paused writers would otherwise each hold (and
  * fault in) a full read. */
 #define KP_CLIENT_STALLED_READ (16 * 1024)
-/* Bytes all clients together read in one loop round: readable clients
- * take turns, first come first served, until the round has read this much
- * (one read may go past it); the rest read in the next rounds. A round
- * that read a hundred 256 KiB reads held broker answers back for tens of
- * milliseconds, the requests behind them waited, and the topic buffer
- * filled: every byte of it memory touched for the first time. */
-#define KP_CLIENT_ROUND_BYTES (1024 * 1024)
+/* Bytes all clients together read in one loop round, as much as one
+ * client's full read: readable clients take turns, first come first
+ * served, until the round has read this much (one read may go past it);
+ * the rest read first in the next rounds. A round that read a hundred
+ * 256 KiB reads held broker answers back for tens of milliseconds, the
+ * requests behind them waited, and the topic buffer filled: every byte of
+ * it memory touched for the first time. */
+#define KP_CLIENT_ROUND_BYTES (256 * 1024)
 
 struct kp_client {
     TAILQ_ENTRY(kp_client) link;  /* the set's open or closed list */
