@@ -111,6 +111,10 @@ build/tools/kp_writers: tests/bench/kp_writers.c | $(BUILD)
 	mkdir -p build/tools
 	$(CC) -O2 -g -std=gnu11 $(WARN) -D_GNU_SOURCE -o $@ $<
 
+build/tools/kp_relay: tests/bench/kp_relay.c | $(BUILD)
+	mkdir -p build/tools
+	$(CC) -O2 -g -std=gnu11 $(WARN) -D_GNU_SOURCE -o $@ $<
+
 tools: $(TOOLS)
 
 # Benchmark: kproxyd beside librdkafka on the same mock cluster, one row per
@@ -118,7 +122,8 @@ tools: $(TOOLS)
 # BENCH_ARGS="--rows 100B,w100 --messages 200000 --repeat 1" to shorten it;
 # PROFILE=1 adds a perf profile of kproxyd per row.
 bench: deps
-	$(MAKE) all tools build/tools/rdk_bench build/tools/kp_writers
+	$(MAKE) all tools build/tools/rdk_bench build/tools/kp_writers \
+	    build/tools/kp_relay
 	python3 tests/bench/bench.py --kproxyd build/kproxyd --tools build/tools \
 	    $(if $(filter 1,$(PROFILE)),--profile) $(BENCH_ARGS)
 

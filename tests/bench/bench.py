@@ -134,7 +134,7 @@ class Row:
     def __init__(self, name, what, size=100, scale=1.0, writers=1,
                  partitions=6, codec="none", acks="1", cold=False, keys=0,
                  tls=False, receipts=False, spool=None, enabled=True,
-                 note=""):
+                 note="", relay=False):
         self.name = name
         self.what = what
         self.size = size            # payload bytes per message
@@ -150,6 +150,7 @@ class Row:
         self.spool = spool          # spool.mode ("always", "overflow")
         self.enabled = enabled      # run by default (else --rows NAME)
         self.note = note
+        self.relay = relay          # also time kp_relay, the bare floor
 
     def messages(self, args):
         return max(self.writers, int(args.messages * self.scale))
@@ -160,8 +161,8 @@ REF_ROW = "100B"   # the one-writer row others are judged against
 ROWS = [
     Row("20B", "1 writer, 20 B", size=20, scale=2.0),
     Row(REF_ROW, "1 writer, 100 B"),
-    Row("1KB", "1 writer, 1 KB", size=1024, scale=0.4),
-    Row("10KB", "1 writer, 10 KB", size=10240, scale=0.05),
+    Row("1KB", "1 writer, 1 KB", size=1024, scale=0.4, relay=True),
+    Row("10KB", "1 writer, 10 KB", size=10240, scale=0.05, relay=True),
     Row("p600", "1 writer, 100 B, 600 partitions", partitions=600),
     Row("w100", "100 writers, 100 B", writers=100),
     Row("w1000", "1,000 writers, 100 B", writers=1000),
@@ -786,6 +787,34 @@ def run_kproxyd(args, row, path, n, tmpdir, prof=None, rate=None,
     return out
 
 
+def run_relay(args, row, path, n, tmpdir):
+    """The same writer against kp_relay (tests/bench/kp_relay.c): a UNIX
+    socket read and a loopback TCP write of the same bytes, no Kafka. Its
+    "mock" CPU is its sink's."""
+    sock = os.path.join(tmpdir, "relay.sock")
+    p = spawn([os.path.join(args.tools, "kp_relay"), "-s", sock],
+              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        line = read_line(p, 15, "kp_relay").split()
+        if len(line) != 3 or line[0] != "READY":
+            raise BenchError("kp_relay said %r" % " ".join(line))
+        relay, sink = int(line[1]), int(line[2])
+        argv = [os.path.join(args.tools, "kp_writers"), "-s", sock, "-f",
+                path, "-g", "-n", str(n), "-c", str(row.writers)]
+        r, window, cpu = run_gated(argv, tmpdir, "kp_writers",
+                                   [relay, sink], 900)
+        sent = r["messages"]
+        check_counts("kp_relay %s" % row.name, r, sent)
+        hwm = proc_hwm_kb(relay)
+    finally:
+        kill_all()
+    out = side_result(r, sent, row.size, window, cpu[relay][0], hwm,
+                      cpu[sink], cpu[relay][2])
+    out["writer_cpu_s_per_m"] = (r["cpu_user_s"] + r["cpu_sys_s"]) / (
+        sent / 1e6)
+    return out
+
+
 def run_rdk(args, row, path, n, tmpdir, rate=None):
     mock = Mock(args.tools, tmpdir, row.partitions)
     tls = None
@@ -948,8 +977,10 @@ class Profiler:
         if self.mode != "perf":
             return None
         log = open(os.path.join(self.dir, row.name + ".perf.log"), "wb")
-        p = spawn(["perf", "record", "-e", "cpu-clock", "-F",
-                   str(self.args.profile_freq), "--call-graph",
+        ev = self.args.profile_event
+        rate = ["-F", str(self.args.profile_freq)] if ev == "cpu-clock" \
+            else ["-c", "1"]    # a software event: every one of them
+        p = spawn(["perf", "record", "-e", ev] + rate + ["--call-graph",
                    "dwarf,16384", "-p", str(pid), "-o", self.data(row)],
                   stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
@@ -1012,9 +1043,13 @@ class Profiler:
             100.0 * v / total, k if k != "main" else "main (the libev loop "
             "itself)", 100.0 * nearest_self.get(k, 0) / total)
             for k, v in sorted(nearest.items(), key=lambda kv: -kv[1])[:top]]
+        ev = self.args.profile_event
+        head = ("  %d samples, %.2f s of CPU (perf cpu-clock, %d Hz)"
+                % (len(samples), total / 1e9, self.args.profile_freq)
+                if ev == "cpu-clock" else
+                "  %d samples (perf %s, every one)" % (len(samples), ev))
         return "\n".join(
-            ["  %d samples, %.2f s of CPU (perf cpu-clock, %d Hz)"
-             % (len(samples), total / 1e9, self.args.profile_freq),
+            [head,
              "  by dso: " + inline(by_dso, 6),
              "  kernel by entry: " + inline(by_entry, 8),
              "  by kproxyd function (its own code plus the libc and kernel "
@@ -1133,6 +1168,8 @@ def targets(results, lat):
             if not ok and kp["mock_busy"] >= MOCK_BUSY_LIMIT:
                 ok = "mock"
                 val += " (mock busy %.0f%%)" % (100 * kp["mock_busy"])
+            elif not ok:
+                val += machine_room(res, want)
             out.append((name, "msgs/s >= %.1fx librdkafka's" % want, val,
                         ok))
         if name == "w100" and kp and ref:
@@ -1161,16 +1198,36 @@ def targets(results, lat):
     return out
 
 
+def machine_room(res, want):
+    """Why a throughput target was missed, in CPU: the machine's cores
+    give nproc CPU-seconds a second to kproxyd, the mock and the writer
+    together, so `want` x librdkafka's msgs/s leaves kproxyd at most
+    nproc / (want x its msgs/s) minus the mock's and the writer's CPU per
+    message (their figures from kproxyd's own runs). Beside it, what
+    kproxyd spends, and kp_relay's bare floor where the row has one."""
+    kp, rk, floor = res["kproxyd"], res["librdkafka"], res.get("relay")
+    per_m = kp["messages"] / 1e6
+    room = ((os.cpu_count() or 1) * 1e6 / (want * rk["msgs_s"]) -
+            kp["mock_cpu_s"] / per_m - kp.get("writer_cpu_s_per_m", 0.0))
+    text = "; %.1fx leaves kproxyd %.2f CPU s/M, it takes %.2f" % (
+        want, room, kp["cpu_s_per_m"])
+    if floor:
+        text += ", a bare relay %.2f" % floor["cpu_s_per_m"]
+    return text
+
+
 def report(args, results, lat, tl):
     print()
     print("== results: medians of %d runs (payload MB/s; CPU per million "
           "messages and per GB of payload;" % args.repeat)
     print("   mock: its CPU s over the window and its busiest thread's "
-          "share; wr: kp_writers' own CPU)")
+          "share; wr: kp_writers' own CPU;")
+    print("   relay: kp_relay, the bare UNIX-read + TCP-write floor, and "
+          "its sink in the mock columns)")
     print(HDR)
     print("-" * len(HDR))
     for name, res in results.items():
-        for side in ("kproxyd", "librdkafka"):
+        for side in ("kproxyd", "librdkafka", "relay"):
             if res.get(side):
                 print(fmt_side(name, side, res[side]))
         if res["ratios"]:
@@ -1226,6 +1283,9 @@ def parse_args(argv):
                     "(or callgrind); prints its top functions")
     ap.add_argument("--profile-freq", type=int, default=2999,
                     help="perf samples per second")
+    ap.add_argument("--profile-event", default="cpu-clock",
+                    help="perf event to sample, e.g. page-faults (each "
+                    "one recorded) to see where memory is first touched")
     ap.add_argument("--profile-loops", type=int, default=3,
                     help="a perf profile run writes the row's messages "
                     "this many times over")
@@ -1258,10 +1318,11 @@ def parse_args(argv):
                  "--latency-seconds")
     for exe in (args.kproxyd, os.path.join(args.tools, "kp_mock"),
                 os.path.join(args.tools, "rdk_bench"),
-                os.path.join(args.tools, "kp_writers")):
+                os.path.join(args.tools, "kp_writers"),
+                os.path.join(args.tools, "kp_relay")):
         if not os.access(exe, os.X_OK):
             ap.error("%s is missing (make all tools build/tools/rdk_bench "
-                     "build/tools/kp_writers)" % exe)
+                     "build/tools/kp_writers build/tools/kp_relay)" % exe)
     return args
 
 
@@ -1290,20 +1351,24 @@ def measure_row(args, row, tmpdir, prof):
     profile run. Returns {"kproxyd": median, "librdkafka": median, ...}."""
     n = row.messages(args)
     path = input_file(args, n, row.size)
-    runs = {"kproxyd": [], "librdkafka": []}
+    runs = {"kproxyd": [], "librdkafka": [], "relay": []}
     sides = ["kproxyd", "librdkafka"] if args.side == "both" else \
         [args.side]
+    if row.relay and "kproxyd" in sides:
+        sides.append("relay")
     for rep in range(args.repeat):
         for side in (sides if rep % 2 == 0 else sides[::-1]):
             if side == "kproxyd":
                 r = run_kproxyd(args, row, path, n, tmpdir)
+            elif side == "relay":
+                r = run_relay(args, row, path, n, tmpdir)
             else:
                 r = run_rdk(args, row, path, n, tmpdir)
             runs[side].append(r)
             progress(row.name, side, rep, r)
     res = {"what": row.what, "size": row.size, "messages": n,
            "runs": runs}
-    for side in ("kproxyd", "librdkafka"):
+    for side in ("kproxyd", "librdkafka", "relay"):
         res[side] = median_of(runs[side]) if runs[side] else None
     res["ratios"] = ratios(res["kproxyd"], res["librdkafka"])
     if prof and prof.mode and "kproxyd" in sides:
