@@ -1204,16 +1204,19 @@ def machine_room(res, want):
     together, so `want` x librdkafka's msgs/s leaves kproxyd at most
     nproc / (want x its msgs/s) minus the mock's and the writer's CPU per
     message (their figures from kproxyd's own runs). Beside it, what
-    kproxyd spends, and kp_relay's bare floor where the row has one."""
+    kproxyd spends, kp_relay's bare floor where the row has one, and the
+    cores kproxyd's one thread would need at that rate."""
     kp, rk, floor = res["kproxyd"], res["librdkafka"], res.get("relay")
     per_m = kp["messages"] / 1e6
-    room = ((os.cpu_count() or 1) * 1e6 / (want * rk["msgs_s"]) -
+    rate = want * rk["msgs_s"]
+    room = ((os.cpu_count() or 1) * 1e6 / rate -
             kp["mock_cpu_s"] / per_m - kp.get("writer_cpu_s_per_m", 0.0))
     text = "; %.1fx leaves kproxyd %.2f CPU s/M, it takes %.2f" % (
         want, room, kp["cpu_s_per_m"])
     if floor:
         text += ", a bare relay %.2f" % floor["cpu_s_per_m"]
-    return text
+    return text + "; its thread would need %.2f cores" % (
+        rate * kp["cpu_s_per_m"] / 1e6)
 
 
 def report(args, results, lat, tl):
