@@ -16,7 +16,12 @@
 #include "kp_proto.h"
 #include "kp_topic.h"
 
-#define KP_PRODUCE_MAX_REQUEST (16 * 1024 * 1024)
+/* Batches per request, in bytes, as the Java producer's max.request.size
+ * (a single larger batch still goes, alone). Bigger requests were worse on
+ * both ends: a broker reads each into one allocation, and a request that
+ * waits for many batches sends them long after they left the cache (on
+ * loopback, 25% more CPU per message at 10 KB with 16 MiB requests). */
+#define KP_PRODUCE_MAX_REQUEST (1024 * 1024)
 #define KP_PRODUCE_MAX_BATCHES 512 /* per request */
 
 static struct kp_ratelimit kp_produce_rl;

@@ -285,6 +285,37 @@ def test_pipelined_retry_keeps_order(t):
     assert k.stop() == 0
 
 
+def test_requests_hold_at_most_a_mebibyte(t):
+    """Batches of many partitions ready at once (the first Produce answer
+    held back, one request in flight) go out in requests of at most 1 MiB
+    of batches, as the Java producer's max.request.size: a request is one
+    allocation in the broker, and on loopback the sender pays for its
+    receive. A single batch larger than that still goes, alone."""
+    fk = FakeKafka("modern", {"big": 8}).start()
+    t.clusters.append(fk)
+    k = t.kproxyd(fk, {"producer": {
+        "linger_ms": 1, "batch_bytes": 262144, "max_in_flight": 1,
+        "request_timeout_ms": 10000}})
+    assert send(k.sock, b"big k0 warm\n")["delivered"] == 1
+    fk.delay_responses(500, api=API_PRODUCE, count=1)
+    n = 8000
+    pad = b"x" * 900
+    data = b"".join(b"big k%d %d-%s\n" % (i % 64, i, pad) for i in range(n))
+    assert send(k.sock, data) == {"delivered": n, "failed": 0,
+                                  "rejected": 0}
+    assert len(fk.records("big")) == n + 1
+    sizes = []
+    for req in fk.reqs(API_PRODUCE):
+        batches = [bt for bts in req["parts"].values() for bt in bts]
+        sizes.append((len(batches), sum(12 + bt["length"] for bt in batches)))
+    many = [s for s in sizes if s[0] > 1]
+    # the held answer let batches of several partitions pile up ...
+    assert many and max(c for c, _ in many) >= 3, sizes
+    # ... and no request carried more than 1 MiB of them
+    assert all(b <= 1 << 20 for _, b in many), sizes
+    assert k.stop() == 0
+
+
 def one_batch(k, topic, n, tag):
     """Writes n lines in one write (one batch: linger 50 ms); returns the
     summary and how long it took."""
